@@ -1,0 +1,18 @@
+"""V-JEPA 2: self-supervised video world models.
+
+Public API::
+
+    import vjepa2
+    encoder = vjepa2.load_encoder("vitl.pt")            # public checkpoint or transformers dir
+    predictor = vjepa2.load_predictor("vitl.pt")
+    feats = encoder(clip)                               # (B, 3, T, H, W) -> (B, N, D)
+    vjepa2.save_transformers(encoder, predictor, "out/")
+"""
+
+from vjepa2.models import (EncoderConfig, Predictor, PredictorConfig, VisionEncoder, encoder_config,
+                           predictor_config)
+
+__version__ = "0.1.0"
+
+__all__ = ["EncoderConfig", "Predictor", "PredictorConfig", "VisionEncoder", "encoder_config",
+           "predictor_config"]

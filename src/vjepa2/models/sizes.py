@@ -1,0 +1,138 @@
+"""Model configurations and the named sizes.
+
+Public V-JEPA 2 sizes (width / depth / heads / MLP hidden): large 1024/24/16/4096,
+huge 1280/32/16/5120, giant 1408/40/22/6144 (the public "vit_giant_xformers", head width 64).
+tiny/small/base are the usual ViT sizes, for CPU work. The predictor of every public model is
+384/12/12/1536 with 10 mask tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+from vjepa2.config import ConfigError, from_dict
+
+Position = Literal["rope_compatible", "rope_rotary", "sincos"]
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """A video ViT. ``img_size``/``num_frames`` matter only for the ``sincos`` position table
+    (its native grid); RoPE models run at any size that tiles into tubelets."""
+
+    dim: int = 1024
+    depth: int = 24
+    heads: int = 16
+    mlp_hidden: int = 4096
+    patch_size: int = 16
+    tubelet_size: int = 2
+    in_chans: int = 3
+    qkv_bias: bool = True
+    norm_eps: float = 1e-6
+    position: Position = "rope_compatible"
+    img_size: int = 256
+    num_frames: int = 16
+    activation_checkpointing: bool = False
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    @property
+    def rope_mode(self) -> str | None:
+        return self.position.split("_", 1)[1] if self.position.startswith("rope") else None
+
+    def validate(self) -> None:
+        for name in ("dim", "depth", "heads", "mlp_hidden", "patch_size", "tubelet_size", "in_chans",
+                     "img_size", "num_frames"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.dim % self.heads:
+            raise ConfigError(f"dim={self.dim} is not divisible by heads={self.heads}")
+        if self.rope_mode and self.head_dim < 6:
+            raise ConfigError(f"head width {self.head_dim} is too small for 3D-RoPE (needs >= 6)")
+
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    """The masked-token predictor. ``img_size``/``num_frames``/``patch_size``/``tubelet_size``
+    give the default token grid used for RoPE positions (the public predictor uses its configured
+    grid, not the input's); pass ``grid=`` to the forward to override."""
+
+    enc_dim: int = 1024
+    dim: int = 384
+    depth: int = 12
+    heads: int = 12
+    mlp_hidden: int = 1536
+    num_mask_tokens: int = 10
+    patch_size: int = 16
+    tubelet_size: int = 2
+    qkv_bias: bool = True
+    norm_eps: float = 1e-6
+    position: Position = "rope_compatible"
+    img_size: int = 256
+    num_frames: int = 16
+    activation_checkpointing: bool = False
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    @property
+    def rope_mode(self) -> str | None:
+        return self.position.split("_", 1)[1] if self.position.startswith("rope") else None
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        return (self.num_frames // self.tubelet_size, self.img_size // self.patch_size,
+                self.img_size // self.patch_size)
+
+    def validate(self) -> None:
+        for name in ("enc_dim", "dim", "depth", "heads", "mlp_hidden", "num_mask_tokens"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.dim % self.heads:
+            raise ConfigError(f"dim={self.dim} is not divisible by heads={self.heads}")
+        if self.rope_mode and self.head_dim < 6:
+            raise ConfigError(f"head width {self.head_dim} is too small for 3D-RoPE (needs >= 6)")
+
+
+# name -> (dim, depth, heads, mlp_hidden)
+SIZES: dict[str, tuple[int, int, int, int]] = {
+    "tiny": (192, 12, 3, 768),
+    "small": (384, 12, 6, 1536),
+    "base": (768, 12, 12, 3072),
+    "large": (1024, 24, 16, 4096),
+    "huge": (1280, 32, 16, 5120),
+    "giant": (1408, 40, 22, 6144),
+}
+
+
+def encoder_config(size: str = "large", **overrides) -> EncoderConfig:
+    """Config of a named size (``tiny`` ... ``giant``), any field overridable.
+
+    >>> encoder_config("tiny", depth=4).depth
+    4
+    """
+    if size not in SIZES:
+        raise ConfigError(f"unknown model size {size!r}; choose one of {', '.join(SIZES)} "
+                          f"or give dim/depth/heads/mlp_hidden yourself")
+    dim, depth, heads, mlp_hidden = SIZES[size]
+    base = dict(dim=dim, depth=depth, heads=heads, mlp_hidden=mlp_hidden)
+    base.update(overrides)
+    return from_dict(EncoderConfig, base)
+
+
+def predictor_config(encoder: EncoderConfig, **overrides) -> PredictorConfig:
+    """Predictor config matching ``encoder`` (public 384/12/12/1536 unless overridden)."""
+    base = dict(enc_dim=encoder.dim, patch_size=encoder.patch_size, tubelet_size=encoder.tubelet_size,
+                position=encoder.position, img_size=encoder.img_size, num_frames=encoder.num_frames)
+    base.update(overrides)
+    return from_dict(PredictorConfig, base)
+
+
+def replace(cfg, **changes):
+    """``dataclasses.replace`` that re-validates."""
+    return from_dict(type(cfg), {**dataclasses.asdict(cfg), **changes})
