@@ -96,6 +96,44 @@ class Predictor(nn.Module):
         x = gather_tokens(x, torch.argsort(order, dim=1))[:, Nc:]
         return self.predictor_proj(x)
 
+    def forward_dense(
+        self,
+        tokens: torch.Tensor,
+        target_idx: torch.Tensor,
+        mask_index: int = 0,
+        grid: tuple[int, int, int] | None = None,
+    ) -> torch.Tensor:
+        """Denoising variant (``mask.mode = noise``): every token is present, targets are corrupted.
+
+        The encoder saw all ``N`` tokens (targets with noised patch embeddings); the predictor takes
+        all encoder outputs, adds the mask token ``mask_index`` at the target positions as a marker
+        of which tokens were corrupted, and predicts the clean features there.
+
+        Args:
+            tokens: ``(B, N, enc_dim)`` encoder outputs of the whole (corrupted) clip, raster order.
+            target_idx: ``(B, Nt)`` flat indices of the corrupted tokens.
+            grid: token grid of the clip; defaults to the configured ``H', W'`` with ``N / (H'W')`` frames.
+
+        Returns:
+            ``(B, Nt, enc_dim)`` predictions at ``target_idx``.
+        """
+        B, N, _ = tokens.shape
+        if grid is None:
+            _, h, w = self.config.grid
+            grid = (N // (h * w), h, w)
+        if grid[0] * grid[1] * grid[2] != N:
+            raise ValueError(f"{N} tokens do not fill the grid {tuple(grid)}")
+        target_idx = check_indices(target_idx, B, N, "target_idx")
+        x = self.predictor_embed(tokens)
+        marker = torch.zeros(B, N, 1, dtype=x.dtype, device=x.device)
+        marker.scatter_(1, target_idx.unsqueeze(-1), 1.0)
+        x = x + marker * self.mask_tokens[mask_index].to(x.dtype)
+        if self.pos_table is not None:
+            x = x + resize_sincos_table(self.pos_table, self.config.grid, grid).to(x.dtype)
+        indices = torch.arange(N, device=x.device).unsqueeze(0)
+        x = self.run_blocks(x, indices, grid)
+        return self.predictor_proj(gather_tokens(x, target_idx))
+
     def run_blocks(self, x: torch.Tensor, indices: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         """Blocks + norm on predictor-width tokens ``(B, N, dim)`` at flat ``indices`` ``(B, N)``."""
         rope = token_rope(indices, grid, self.config.head_dim, self.config.rope_mode) if self.config.rope_mode else None
