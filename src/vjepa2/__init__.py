@@ -11,8 +11,9 @@ Public API::
 
 from vjepa2.models import (EncoderConfig, Predictor, PredictorConfig, VisionEncoder, encoder_config,
                            predictor_config)
+from vjepa2.weights import WeightsError, load_encoder, load_predictor, save_public, save_transformers
 
 __version__ = "0.1.0"
 
-__all__ = ["EncoderConfig", "Predictor", "PredictorConfig", "VisionEncoder", "encoder_config",
-           "predictor_config"]
+__all__ = ["EncoderConfig", "Predictor", "PredictorConfig", "VisionEncoder", "WeightsError", "encoder_config",
+           "load_encoder", "load_predictor", "predictor_config", "save_public", "save_transformers"]

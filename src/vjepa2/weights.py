@@ -1,0 +1,505 @@
+"""Weights in and out: the public V-JEPA 2 release format and the ``transformers`` format.
+
+Formats
+-------
+public release (``.pt`` / ``.pth``)
+    A dict with ``encoder``, ``target_encoder``, ``predictor`` (and ``opt``, ``epoch``, ...). Keys
+    carry ``module.`` and/or ``backbone.`` prefixes; attention uses a fused ``qkv`` Linear; the
+    encoder dict may hold an unused ``pos_embed``; predictor mask tokens are ``mask_tokens.<i>``.
+    Our module names equal the public ones, so conversion is prefix handling only.
+transformers (directory with ``config.json`` + ``model.safetensors``)
+    As ``VJEPA2Model.save_pretrained`` writes: separate ``query``/``key``/``value`` Linears under
+    ``encoder.layer.N.attention``, ``encoder.embeddings.patch_embeddings.proj``,
+    ``encoder.layernorm``, ``predictor.embeddings.{predictor_embeddings,mask_tokens}``,
+    ``predictor.layer.N``, ``predictor.layernorm``, ``predictor.proj``.
+
+Conversions are small pure functions ``state_dict -> state_dict``, tested both ways. Loading is safe:
+``torch.load(weights_only=True)``; a checkpoint that needs arbitrary code is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vjepa2.config import from_dict
+from vjepa2.models.encoder import VisionEncoder
+from vjepa2.models.predictor import Predictor
+from vjepa2.models.sizes import SIZES, EncoderConfig, PredictorConfig
+
+PUBLIC_PREFIX = "module.backbone."
+# Key of our own metadata inside a public-layout checkpoint (model configs, RoPE mode, ...).
+METADATA_KEY = "vjepa2"
+
+
+class WeightsError(ValueError):
+    """A checkpoint cannot be read or does not fit the model; the message says what and why."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Pure state-dict conversions
+# ------------------------------------------------------------------------------------------------
+
+
+def strip_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove leading ``module.`` / ``backbone.`` (in any order, repeated) from every key."""
+    out = {}
+    for key, value in state_dict.items():
+        while True:
+            for prefix in ("module.", "backbone."):
+                if key.startswith(prefix):
+                    key = key[len(prefix):]
+                    break
+            else:
+                break
+        out[key] = value
+    return out
+
+
+def add_prefix(state_dict: dict[str, torch.Tensor], prefix: str = PUBLIC_PREFIX) -> dict[str, torch.Tensor]:
+    """Prepend ``prefix`` to every key (the public release saves ``module.backbone.<name>``)."""
+    return {prefix + k: v for k, v in state_dict.items()}
+
+
+def encoder_from_public(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Public encoder dict (any prefixes) -> ours: strip prefixes, drop the unused ``pos_embed``."""
+    sd = strip_prefixes(state_dict)
+    sd.pop("pos_embed", None)
+    return sd
+
+
+def predictor_from_public(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Public predictor dict -> ours: strip prefixes, drop a ``predictor_pos_embed`` of RoPE models."""
+    sd = strip_prefixes(state_dict)
+    sd.pop("predictor_pos_embed", None)
+    return sd
+
+
+def public_state_dict(module: nn.Module, prefix: str = PUBLIC_PREFIX) -> dict[str, torch.Tensor]:
+    """Our module's weights in the public layout (``module.backbone.`` keys), for checkpoints."""
+    return add_prefix({k: v for k, v in module.state_dict().items()}, prefix)
+
+
+def _block_to_transformers(sd: dict, src: str, dst: str, out: dict) -> None:
+    """One block: ours ``{src}.`` (fused qkv) -> transformers ``{dst}.`` (query/key/value)."""
+    for name in ("norm1", "norm2", "mlp.fc1", "mlp.fc2"):
+        for p in ("weight", "bias"):
+            out[f"{dst}.{name}.{p}"] = sd[f"{src}.{name}.{p}"]
+    for p in ("weight", "bias"):
+        if f"{src}.attn.qkv.{p}" in sd:
+            q, k, v = sd[f"{src}.attn.qkv.{p}"].chunk(3, dim=0)
+            out[f"{dst}.attention.query.{p}"], out[f"{dst}.attention.key.{p}"] = q, k
+            out[f"{dst}.attention.value.{p}"] = v
+        out[f"{dst}.attention.proj.{p}"] = sd[f"{src}.attn.proj.{p}"]
+
+
+def _block_from_transformers(sd: dict, src: str, dst: str, out: dict) -> None:
+    """One block: transformers ``{src}.`` -> ours ``{dst}.``."""
+    for name in ("norm1", "norm2", "mlp.fc1", "mlp.fc2"):
+        for p in ("weight", "bias"):
+            out[f"{dst}.{name}.{p}"] = sd[f"{src}.{name}.{p}"]
+    for p in ("weight", "bias"):
+        parts = [sd.get(f"{src}.attention.{n}.{p}") for n in ("query", "key", "value")]
+        if all(t is not None for t in parts):
+            out[f"{dst}.attn.qkv.{p}"] = torch.cat(parts, dim=0)
+        out[f"{dst}.attn.proj.{p}"] = sd[f"{src}.attention.proj.{p}"]
+
+
+def _num_blocks(sd: dict, pattern: str) -> int:
+    indices = {int(m.group(1)) for k in sd if (m := re.match(pattern, k))}
+    return max(indices) + 1 if indices else 0
+
+
+def encoder_to_transformers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our encoder state dict -> ``transformers`` ``VJEPA2Model`` keys (``encoder.*``)."""
+    out = {
+        "encoder.embeddings.patch_embeddings.proj.weight": sd["patch_embed.proj.weight"],
+        "encoder.embeddings.patch_embeddings.proj.bias": sd["patch_embed.proj.bias"],
+        "encoder.layernorm.weight": sd["norm.weight"],
+        "encoder.layernorm.bias": sd["norm.bias"],
+    }
+    for i in range(_num_blocks(sd, r"blocks\.(\d+)\.")):
+        _block_to_transformers(sd, f"blocks.{i}", f"encoder.layer.{i}", out)
+    return out
+
+
+def encoder_from_transformers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``transformers`` keys (``encoder.*``, optionally under ``vjepa2.``) -> our encoder state dict."""
+    sd = {k.removeprefix("vjepa2."): v for k, v in sd.items()}
+    out = {
+        "patch_embed.proj.weight": sd["encoder.embeddings.patch_embeddings.proj.weight"],
+        "patch_embed.proj.bias": sd["encoder.embeddings.patch_embeddings.proj.bias"],
+        "norm.weight": sd["encoder.layernorm.weight"],
+        "norm.bias": sd["encoder.layernorm.bias"],
+    }
+    for i in range(_num_blocks(sd, r"encoder\.layer\.(\d+)\.")):
+        _block_from_transformers(sd, f"encoder.layer.{i}", f"blocks.{i}", out)
+    return out
+
+
+def predictor_to_transformers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our predictor state dict -> ``transformers`` keys (``predictor.*``)."""
+    n_mask = _num_blocks(sd, r"mask_tokens\.(\d+)$")
+    out = {
+        "predictor.embeddings.predictor_embeddings.weight": sd["predictor_embed.weight"],
+        "predictor.embeddings.predictor_embeddings.bias": sd["predictor_embed.bias"],
+        # ours: n tensors (1, 1, D); transformers: one (n, 1, 1, D)
+        "predictor.embeddings.mask_tokens": torch.stack([sd[f"mask_tokens.{i}"] for i in range(n_mask)]),
+        "predictor.layernorm.weight": sd["predictor_norm.weight"],
+        "predictor.layernorm.bias": sd["predictor_norm.bias"],
+        "predictor.proj.weight": sd["predictor_proj.weight"],
+        "predictor.proj.bias": sd["predictor_proj.bias"],
+    }
+    for i in range(_num_blocks(sd, r"predictor_blocks\.(\d+)\.")):
+        _block_to_transformers(sd, f"predictor_blocks.{i}", f"predictor.layer.{i}", out)
+    return out
+
+
+def predictor_from_transformers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``transformers`` keys (``predictor.*``) -> our predictor state dict."""
+    sd = {k.removeprefix("vjepa2."): v for k, v in sd.items()}
+    out = {
+        "predictor_embed.weight": sd["predictor.embeddings.predictor_embeddings.weight"],
+        "predictor_embed.bias": sd["predictor.embeddings.predictor_embeddings.bias"],
+        "predictor_norm.weight": sd["predictor.layernorm.weight"],
+        "predictor_norm.bias": sd["predictor.layernorm.bias"],
+        "predictor_proj.weight": sd["predictor.proj.weight"],
+        "predictor_proj.bias": sd["predictor.proj.bias"],
+    }
+    for i, token in enumerate(sd["predictor.embeddings.mask_tokens"]):
+        out[f"mask_tokens.{i}"] = token
+    for i in range(_num_blocks(sd, r"predictor\.layer\.(\d+)\.")):
+        _block_from_transformers(sd, f"predictor.layer.{i}", f"predictor_blocks.{i}", out)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Config inference
+# ------------------------------------------------------------------------------------------------
+
+_HEADS_BY_DIM = {dim: heads for dim, _, heads, _ in SIZES.values()}
+
+
+def _heads_for(dim: int) -> int:
+    # Head count is not visible in the weight shapes: use the public size with this width, else
+    # head width 64 (every public model's).
+    if dim in _HEADS_BY_DIM:
+        return _HEADS_BY_DIM[dim]
+    if dim % 64 == 0:
+        return dim // 64
+    raise WeightsError(f"cannot infer the number of attention heads for width {dim}; "
+                       f"pass config=EncoderConfig(...) explicitly")
+
+
+def infer_encoder_config(sd: dict[str, torch.Tensor], **overrides) -> EncoderConfig:
+    """Encoder config from our-layout tensor shapes (width, depth, MLP width, patch, tubelet)."""
+    if "patch_embed.proj.weight" not in sd:
+        raise WeightsError("not an encoder state dict: no patch_embed.proj.weight "
+                           f"(first keys: {sorted(sd)[:5]})")
+    dim, in_chans, tubelet, patch, _ = sd["patch_embed.proj.weight"].shape
+    fields = dict(dim=dim, in_chans=in_chans, tubelet_size=tubelet, patch_size=patch,
+                  depth=_num_blocks(sd, r"blocks\.(\d+)\."),
+                  heads=overrides["heads"] if "heads" in overrides else _heads_for(dim),
+                  mlp_hidden=sd["blocks.0.mlp.fc1.weight"].shape[0] if "blocks.0.mlp.fc1.weight" in sd else 4 * dim,
+                  qkv_bias="blocks.0.attn.qkv.bias" in sd)
+    fields.update(overrides)
+    return from_dict(EncoderConfig, fields)
+
+
+def infer_predictor_config(sd: dict[str, torch.Tensor], **overrides) -> PredictorConfig:
+    """Predictor config from our-layout tensor shapes."""
+    if "predictor_embed.weight" not in sd:
+        raise WeightsError("not a predictor state dict: no predictor_embed.weight "
+                           f"(first keys: {sorted(sd)[:5]})")
+    dim, enc_dim = sd["predictor_embed.weight"].shape
+    fields = dict(enc_dim=enc_dim, dim=dim, depth=_num_blocks(sd, r"predictor_blocks\.(\d+)\."),
+                  heads=overrides.get("heads") or (12 if dim == 384 else _heads_for(dim)),
+                  mlp_hidden=sd["predictor_blocks.0.mlp.fc1.weight"].shape[0],
+                  num_mask_tokens=max(_num_blocks(sd, r"mask_tokens\.(\d+)$"), 1),
+                  qkv_bias="predictor_blocks.0.attn.qkv.bias" in sd)
+    fields.update(overrides)
+    return from_dict(PredictorConfig, fields)
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading files
+# ------------------------------------------------------------------------------------------------
+
+
+def _torch_load(path: Path) -> dict:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise WeightsError(
+            f"{path}: refused to load — the checkpoint contains pickled Python objects that would "
+            f"run arbitrary code ({str(err).splitlines()[0][:200]}). Only tensors, numbers, strings "
+            f"and containers are accepted. If you trust the file, re-save its tensors with "
+            f"torch.save({{k: v for k, v in ...}}) in a trusted environment.") from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
+    if not isinstance(obj, dict):
+        raise WeightsError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
+    return obj
+
+
+def _read_transformers_dir(path: Path) -> tuple[dict, dict]:
+    """``(config dict, flat state dict)`` of a ``save_pretrained`` directory (single or sharded)."""
+    from safetensors.torch import load_file
+
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise WeightsError(f"{path}: a transformers directory needs config.json")
+    config = json.loads(config_file.read_text())
+    single = path / "model.safetensors"
+    index = path / "model.safetensors.index.json"
+    if single.is_file():
+        sd = load_file(single)
+    elif index.is_file():
+        sd = {}
+        for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
+            sd.update(load_file(path / shard))
+    elif (path / "pytorch_model.bin").is_file():
+        sd = _torch_load(path / "pytorch_model.bin")
+    else:
+        raise WeightsError(f"{path}: no model.safetensors (or index / pytorch_model.bin) found")
+    return config, sd
+
+
+def _configs_from_transformers(cfg: dict) -> tuple[dict, dict]:
+    """Our encoder / predictor config fields from a transformers ``config.json``."""
+    patch = cfg.get("patch_size", 16)
+    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+    dim = cfg.get("hidden_size", 1024)
+    pdim = cfg.get("pred_hidden_size", 384)
+    common = dict(patch_size=patch, tubelet_size=cfg.get("tubelet_size", 2),
+                  img_size=cfg.get("crop_size", 256), num_frames=cfg.get("frames_per_clip", 64),
+                  norm_eps=cfg.get("layer_norm_eps", 1e-6), qkv_bias=cfg.get("qkv_bias", True),
+                  position="rope_compatible")
+    enc = dict(common, dim=dim, depth=cfg.get("num_hidden_layers", 24),
+               heads=cfg.get("num_attention_heads", 16),
+               mlp_hidden=int(dim * cfg.get("mlp_ratio", 4.0)), in_chans=cfg.get("in_chans", 3))
+    pred = dict(common, enc_dim=dim, dim=pdim, depth=cfg.get("pred_num_hidden_layers", 12),
+                heads=cfg.get("pred_num_attention_heads", 12),
+                mlp_hidden=int(pdim * cfg.get("pred_mlp_ratio", 4.0)),
+                num_mask_tokens=cfg.get("pred_num_mask_tokens", 10))
+    return enc, pred
+
+
+def _load_into(module: nn.Module, sd: dict[str, torch.Tensor], what: str, source: Path) -> None:
+    """``load_state_dict`` that reports missing / unexpected keys and shape mismatches by name."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    mismatched = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in own if k in sd and sd[k].shape != own[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): {', '.join(missing[:12])}" + (" ..." if len(missing) > 12 else ""))
+    if unexpected:
+        problems.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:12])}"
+                        + (" ..." if len(unexpected) > 12 else ""))
+    if mismatched:
+        problems.append("shape mismatches: " + "; ".join(mismatched[:12]))
+    if problems:
+        raise WeightsError(f"{source}: the {what} weights do not fit the model — " + " | ".join(problems))
+    module.load_state_dict(sd, strict=True)
+
+
+def _select(checkpoint: dict, key: str, path: Path) -> dict:
+    """The sub-dict ``key`` of a release checkpoint, or the checkpoint itself if it is a flat state dict."""
+    if key in checkpoint and isinstance(checkpoint[key], dict):
+        return checkpoint[key]
+    if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        return checkpoint  # a bare state dict
+    available = [k for k, v in checkpoint.items() if isinstance(v, dict)]
+    raise WeightsError(f"{path}: no '{key}' entry in the checkpoint; it holds {available}. "
+                       f"Pick one with key=...")
+
+
+def _metadata(checkpoint: dict) -> dict:
+    meta = checkpoint.get(METADATA_KEY)
+    return meta if isinstance(meta, dict) else {}
+
+
+def load_encoder(path: str | os.PathLike, key: str = "target_encoder", config: EncoderConfig | None = None,
+                 **config_overrides) -> VisionEncoder:
+    """Load a V-JEPA 2 encoder in eval mode.
+
+    Args:
+        path: a public-release checkpoint (``.pt``/``.pth`` dict with ``encoder`` /
+            ``target_encoder`` / ``predictor``), a bare encoder state dict file, or a
+            ``transformers`` directory (``config.json`` + ``model.safetensors``).
+        key: which encoder of a release checkpoint (``target_encoder`` = the EMA encoder the paper
+            evaluates, or ``encoder``). Ignored for ``transformers`` directories.
+        config: the encoder config; inferred from tensor shapes (and our metadata) when omitted.
+        config_overrides: fields to change in the inferred config (e.g. ``img_size=384``).
+
+    Returns:
+        :class:`~vjepa2.models.VisionEncoder` in eval mode.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"{path}: no such file or directory")
+    if path.is_dir():
+        hf_cfg, hf_sd = _read_transformers_dir(path)
+        enc_fields, _ = _configs_from_transformers(hf_cfg)
+        sd = encoder_from_transformers(hf_sd)
+        cfg = config or from_dict(EncoderConfig, {**enc_fields, **config_overrides})
+    else:
+        checkpoint = _torch_load(path)
+        sd = encoder_from_public(_select(checkpoint, key, path))
+        meta = _metadata(checkpoint).get("encoder_config")
+        if config is None:
+            cfg = (from_dict(EncoderConfig, {**meta, **config_overrides}) if meta
+                   else infer_encoder_config(sd, **config_overrides))
+        else:
+            cfg = config
+    encoder = VisionEncoder(cfg)
+    _load_into(encoder, sd, "encoder", path)
+    return encoder.eval()
+
+
+def load_predictor(path: str | os.PathLike, key: str = "predictor", config: PredictorConfig | None = None,
+                   **config_overrides) -> Predictor:
+    """Load a V-JEPA 2 predictor in eval mode (same path kinds as :func:`load_encoder`).
+
+    The public predictor computes RoPE positions on its configured grid (``img_size / 16``), which
+    the weights do not record: pass ``img_size=384`` for the 384 px models (default 256).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"{path}: no such file or directory")
+    if path.is_dir():
+        hf_cfg, hf_sd = _read_transformers_dir(path)
+        _, pred_fields = _configs_from_transformers(hf_cfg)
+        sd = predictor_from_transformers(hf_sd)
+        cfg = config or from_dict(PredictorConfig, {**pred_fields, **config_overrides})
+    else:
+        checkpoint = _torch_load(path)
+        sd = predictor_from_public(_select(checkpoint, key, path))
+        meta = _metadata(checkpoint).get("predictor_config")
+        if config is None:
+            cfg = (from_dict(PredictorConfig, {**meta, **config_overrides}) if meta
+                   else infer_predictor_config(sd, **config_overrides))
+        else:
+            cfg = config
+    predictor = Predictor(cfg)
+    _load_into(predictor, sd, "predictor", path)
+    return predictor.eval()
+
+
+# ------------------------------------------------------------------------------------------------
+# Writing files
+# ------------------------------------------------------------------------------------------------
+
+
+def checkpoint_metadata(encoder: VisionEncoder | None = None, predictor: Predictor | None = None) -> dict:
+    """Our metadata block for a public-layout checkpoint: the configs (incl. the RoPE mode)."""
+    meta = {}
+    if encoder is not None:
+        meta["encoder_config"] = dataclasses.asdict(encoder.config)
+    if predictor is not None:
+        meta["predictor_config"] = dataclasses.asdict(predictor.config)
+    return meta
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temp file in the same directory, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_public(path: str | os.PathLike, encoder: VisionEncoder, predictor: Predictor | None = None,
+                target_encoder: VisionEncoder | None = None, **extra) -> None:
+    """Write a checkpoint in the public release layout (readable by :func:`load_encoder` and by the
+    public release's loaders). ``target_encoder`` defaults to ``encoder``."""
+    checkpoint = {
+        "encoder": public_state_dict(encoder),
+        "target_encoder": public_state_dict(target_encoder or encoder),
+        METADATA_KEY: checkpoint_metadata(encoder, predictor),
+        **extra,
+    }
+    if predictor is not None:
+        checkpoint["predictor"] = public_state_dict(predictor)
+    atomic_torch_save(checkpoint, path)
+
+
+def transformers_config(encoder: VisionEncoder, predictor: Predictor) -> dict:
+    """``config.json`` contents for ``transformers.VJEPA2Model``."""
+    e, p = encoder.config, predictor.config
+    if e.position != "rope_compatible" or p.position != "rope_compatible":
+        raise WeightsError("transformers' VJEPA2Model implements only the 'rope_compatible' position "
+                           f"mode; this model uses encoder={e.position!r}, predictor={p.position!r}")
+    if p.enc_dim != e.dim:
+        raise WeightsError(f"predictor expects width {p.enc_dim} but the encoder has {e.dim}")
+    return {
+        "architectures": ["VJEPA2Model"],
+        "model_type": "vjepa2",
+        "patch_size": e.patch_size,
+        "crop_size": p.img_size,
+        "frames_per_clip": p.num_frames,
+        "tubelet_size": e.tubelet_size,
+        "hidden_size": e.dim,
+        "in_chans": e.in_chans,
+        "num_attention_heads": e.heads,
+        "num_hidden_layers": e.depth,
+        "drop_path_rate": 0.0,
+        "mlp_ratio": e.mlp_hidden / e.dim,
+        "layer_norm_eps": e.norm_eps,
+        "qkv_bias": e.qkv_bias,
+        "attention_probs_dropout_prob": 0.0,
+        "hidden_act": "gelu",
+        "initializer_range": 0.02,
+        "attention_dropout": 0.0,
+        "num_pooler_layers": 3,
+        "pred_hidden_size": p.dim,
+        "pred_num_attention_heads": p.heads,
+        "pred_num_hidden_layers": p.depth,
+        "pred_num_mask_tokens": p.num_mask_tokens,
+        "pred_zero_init_mask_tokens": True,
+        "pred_mlp_ratio": p.mlp_hidden / p.dim,
+    }
+
+
+def save_transformers(encoder: VisionEncoder, predictor: Predictor, out_dir: str | os.PathLike) -> Path:
+    """Write a directory that ``transformers.VJEPA2Model.from_pretrained(out_dir)`` loads.
+
+    Returns the directory. The files are written to a temporary directory first and moved into place.
+    """
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    config = transformers_config(encoder, predictor)
+    sd = {**encoder_to_transformers(encoder.state_dict()), **predictor_to_transformers(predictor.state_dict())}
+    sd = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".partial-"))
+    try:
+        save_file(sd, tmp / "model.safetensors", metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        for name in ("model.safetensors", "config.json"):
+            os.replace(tmp / name, out_dir / name)
+    finally:
+        for leftover in tmp.iterdir():
+            leftover.unlink()
+        tmp.rmdir()
+    return out_dir
