@@ -1,0 +1,347 @@
+"""``vjepa2 embed``: videos -> encoder token features and mean-pooled vectors in one safetensors file.
+
+Output layout (one ``.safetensors`` file, written atomically):
+
+- ``tokens/<key>``: float32 ``(N, D)`` token features of the video's clip, ``N = T/2 * H/16 * W/16``
+  in (t, h, w) raster order;
+- ``pooled/<key>``: float32 ``(D,)``, the mean of the tokens;
+- metadata ``videos``: JSON ``{key: {"path", "grid", "start", "padded", "rotation"}}``, ``failed``:
+  JSON ``{path: reason}``, ``settings``: JSON of the command's options and the encoder config.
+
+``<key>`` is the video's path relative to the deepest directory holding all inputs (``/``
+separated), e.g. ``kitchen/take1.mp4``. :func:`read_embeddings` reads the file back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import struct
+import sys
+import tempfile
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vjepa2.data.transforms import EvalTransform
+from vjepa2.data.video import ClipInfo, VideoReadError, list_videos, read_clip, write_video
+from vjepa2.models import SIZES, VisionEncoder, encoder_config
+
+FORMAT = "vjepa2-embeddings/1"
+RANDOM_PREFIX = "random:"
+# Exit codes: 0 all videos embedded, 1 some videos could not be read, 2 nothing could be done.
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+_SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+                       torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8"}
+
+
+class EmbedError(ValueError):
+    """Bad options or weights for ``vjepa2 embed``; the message says what to change."""
+
+
+class SafetensorsStreamWriter:
+    """Writes a safetensors file tensor by tensor, so memory holds one video's features at a time.
+
+    Tensor bytes go to a temporary data file as they arrive; :meth:`commit` writes the header
+    (which must list every tensor's offsets) followed by the data into a second temporary file and
+    renames it over ``path``. Until then ``path`` is untouched, and leaving the ``with`` block
+    without a commit (a crash, Ctrl-C) removes the temporary files.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._data = tempfile.NamedTemporaryFile(dir=self.path.parent, prefix=f".{self.path.name}.",
+                                                 suffix=".data", delete=False)
+        self._entries: dict[str, dict] = {}
+        self._offset = 0
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        """Append ``tensor`` (any shape; stored in its dtype) under ``name``."""
+        if name in self._entries:
+            raise ValueError(f"tensor name {name!r} written twice")
+        tensor = tensor.detach().to("cpu").contiguous()
+        if tensor.dtype not in _SAFETENSORS_DTYPES:
+            raise TypeError(f"{name}: dtype {tensor.dtype} is not supported here")
+        raw = tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+        self._data.write(raw)
+        self._entries[name] = {"dtype": _SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
+                               "data_offsets": [self._offset, self._offset + len(raw)]}
+        self._offset += len(raw)
+
+    def commit(self, metadata: dict[str, str] | None = None) -> Path:
+        """Write the file (header + data) and atomically move it to ``path``."""
+        header = {"__metadata__": dict(metadata or {}), **self._entries}
+        header_bytes = json.dumps(header, separators=(",", ":")).encode()
+        header_bytes += b" " * (-len(header_bytes) % 8)  # data starts 8-byte aligned
+        self._data.flush()
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(struct.pack("<Q", len(header_bytes)))
+                out.write(header_bytes)
+                self._data.seek(0)
+                shutil.copyfileobj(self._data, out, length=1 << 22)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return self.path
+
+    def close(self) -> None:
+        """Remove the temporary data file (always safe; :meth:`commit` does not need it after)."""
+        self._data.close()
+        Path(self._data.name).unlink(missing_ok=True)
+
+    def __enter__(self) -> "SafetensorsStreamWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class VideoEmbedding:
+    """One video's features: ``tokens`` ``(N, D)``, ``pooled`` ``(D,)``, token ``grid`` ``(T', H', W')``."""
+
+    key: str
+    path: str
+    tokens: torch.Tensor
+    pooled: torch.Tensor
+    grid: tuple[int, int, int]
+
+
+def read_embeddings(path: str | os.PathLike) -> tuple[dict[str, VideoEmbedding], dict]:
+    """Read a file written by ``vjepa2 embed``: ``({key: VideoEmbedding}, metadata)``.
+
+    ``metadata`` holds the decoded ``videos``, ``failed`` and ``settings`` entries.
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        raw = f.metadata() or {}
+        if raw.get("format") != FORMAT:
+            raise ValueError(f"{path}: not a vjepa2 embeddings file (format {raw.get('format')!r})")
+        meta = {name: json.loads(raw[name]) for name in ("videos", "failed", "settings")}
+        videos = {key: VideoEmbedding(key=key, path=entry["path"], tokens=f.get_tensor(f"tokens/{key}"),
+                                      pooled=f.get_tensor(f"pooled/{key}"), grid=tuple(entry["grid"]))
+                  for key, entry in meta["videos"].items()}
+    return videos, meta
+
+
+def video_keys(paths: list[Path]) -> list[str]:
+    """Keys for ``paths``: each path relative to the deepest directory holding them all."""
+    if not paths:
+        return []
+    root = Path(os.path.commonpath([str(p.resolve().parent) for p in paths]))
+    return [p.resolve().relative_to(root).as_posix() for p in paths]
+
+
+def build_encoder(weights: str, seed: int = 0) -> VisionEncoder:
+    """The encoder named by ``weights``: ``random:<size>`` (seeded random init, e.g. ``random:tiny``)
+    or a checkpoint path / transformers directory read by :func:`vjepa2.weights.load_encoder`.
+    Returned in eval mode."""
+    if weights.startswith(RANDOM_PREFIX):
+        size = weights[len(RANDOM_PREFIX):]
+        if size not in SIZES:
+            raise EmbedError(f"--weights {weights}: unknown size {size!r}; use random:<size> with size one of "
+                             f"{', '.join(SIZES)}")
+        # fork_rng: seed the init without changing the caller's global random state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            encoder = VisionEncoder(encoder_config(size))
+        return encoder.eval()
+    from vjepa2.weights import WeightsError, load_encoder
+
+    if not Path(weights).exists():
+        raise EmbedError(f"--weights {weights}: no such file or directory (give a checkpoint .pt/.pth, a "
+                         f"transformers directory, or random:<size> for a random encoder)")
+    try:
+        return load_encoder(weights, key="target_encoder").eval()
+    except WeightsError as err:
+        raise EmbedError(str(err)) from None
+
+
+def _autocast(device: torch.device, dtype: str):
+    if dtype == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@dataclass
+class EmbedReport:
+    """Outcome of :func:`embed_videos`: written keys and ``{path: reason}`` of the failures."""
+
+    out: Path | None
+    written: dict[str, str]  # key -> path
+    failed: dict[str, str]  # path -> reason
+    grid: tuple[int, int, int] | None = None
+    dim: int | None = None
+
+
+def embed_videos(paths: Iterable[str | os.PathLike], encoder: VisionEncoder, out: str | os.PathLike, *,
+                 frames: int = 16, size: int = 256, fps: float | None = None, dtype: str = "fp32",
+                 batch_size: int = 1, device: str | torch.device = "cpu", settings: dict | None = None,
+                 progress: bool = True) -> EmbedReport:
+    """Embed each video's centred clip and write tokens + pooled vectors to ``out`` (safetensors).
+
+    Each clip is ``frames`` frames at ``fps`` (None = every frame), preprocessed with
+    :class:`~vjepa2.data.transforms.EvalTransform` (``size`` crop) into ``(3, T, size, size)`` and
+    encoded in batches of ``batch_size`` to ``(N, D)`` tokens. Files that cannot be read are skipped
+    and listed in the report; ``out`` is written (atomically) if at least one video succeeded.
+    """
+    paths = [Path(p) for p in paths]
+    device = torch.device(device)
+    config = encoder.config
+    if frames % config.tubelet_size:
+        raise EmbedError(f"--frames {frames} must be a multiple of the encoder's tubelet size {config.tubelet_size}")
+    if size % config.patch_size:
+        raise EmbedError(f"--size {size} must be a multiple of the encoder's patch size {config.patch_size}")
+    if batch_size < 1:
+        raise EmbedError(f"--batch-size must be >= 1, got {batch_size}")
+    if dtype not in ("fp32", "bf16"):
+        raise EmbedError(f"--dtype must be fp32 or bf16, got {dtype!r}")
+    encoder = encoder.to(device).eval()
+    transform = EvalTransform(size)
+    keys = video_keys(paths)
+    report = EmbedReport(out=None, written={}, failed={})
+    videos_meta: dict[str, dict] = {}
+    pending: list[tuple[str, Path, torch.Tensor, ClipInfo]] = []
+
+    def flush(writer: SafetensorsStreamWriter) -> None:
+        batch = torch.stack([clip for _, _, clip, _ in pending]).to(device)
+        with torch.inference_mode(), _autocast(device, dtype):
+            tokens = encoder(batch)
+        tokens = tokens.float().cpu()
+        grid = encoder.grid(batch.shape)
+        for (key, path, _, info), video_tokens in zip(pending, tokens):
+            writer.add(f"tokens/{key}", video_tokens)
+            writer.add(f"pooled/{key}", video_tokens.mean(dim=0))
+            videos_meta[key] = {"path": str(path), "grid": list(grid), "start": info.start, "padded": info.padded,
+                                "rotation": info.rotation}
+            report.written[key] = str(path)
+        report.grid, report.dim = grid, tokens.shape[-1]
+        pending.clear()
+
+    with SafetensorsStreamWriter(out) as writer:
+        bar = tqdm(list(zip(keys, paths)), desc="embed", unit="video", disable=not progress)
+        for key, path in bar:
+            bar.set_postfix_str(path.name[-40:], refresh=False)
+            try:
+                clip, info = read_clip(path, frames=frames, fps=fps)
+            except Exception as err:  # one bad file must not cost the features of all the others
+                reason = err.reason if isinstance(err, VideoReadError) else f"{type(err).__name__}: {err}"
+                report.failed[str(path)] = reason
+                tqdm.write(f"skipped {path}: {reason}", file=sys.stderr)
+                continue
+            pending.append((key, path, transform(clip), info))
+            if len(pending) == batch_size:
+                flush(writer)
+        if pending:
+            flush(writer)
+        if report.written:
+            run_settings = {"frames": frames, "size": size, "fps": fps, "dtype": dtype, **(settings or {}),
+                            "encoder": dataclasses.asdict(config)}
+            writer.commit({"format": FORMAT, "videos": json.dumps(videos_meta), "failed": json.dumps(report.failed),
+                           "settings": json.dumps(run_settings)})
+            report.out = Path(out)
+    return report
+
+
+def demo_video(directory: str | os.PathLike, frames: int = 48, height: int = 144, width: int = 192) -> Path:
+    """Write a small synthetic mp4 (a coloured square crossing a gradient) and return its path."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    background = np.stack([xs * 255 // width, ys * 255 // height, np.full_like(xs, 96)], axis=-1)
+    video = np.repeat(background[None].astype(np.uint8), frames, axis=0)
+    side = height // 4
+    for t in range(frames):
+        x = (width - side) * t // max(frames - 1, 1)
+        y = (height - side) // 2 + int(side * np.sin(2 * np.pi * t / frames) / 2)
+        video[t, y:y + side, x:x + side] = (240, 40, 40)
+    return write_video(Path(directory) / "demo.mp4", video, fps=24)
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "embed", help="encode videos into token features and pooled vectors (safetensors)",
+        description="Encode videos (or directories of videos; images count as one-frame videos) with a "
+                    "V-JEPA 2 encoder. Writes per-video token features (N, D) and their mean (D,) into "
+                    "one safetensors file. Unreadable files are reported and skipped; the exit code is 1 "
+                    "if any file failed.")
+    parser.add_argument("inputs", nargs="*", metavar="VIDEO_OR_DIR", help="video/image files or directories")
+    parser.add_argument("--weights", help="checkpoint (.pt/.pth), transformers directory, or random:<size> "
+                                          "(e.g. random:tiny) for a seeded random encoder")
+    parser.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
+    parser.add_argument("--size", type=int, default=256, help="crop size in pixels (default 256)")
+    parser.add_argument("--fps", type=float, default=None,
+                        help="sampling rate in frames per second (default: every frame)")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+                        help="fp32 (default) or bf16 autocast around the encoder")
+    parser.add_argument("--out", default="embeddings.safetensors", help="output file (default embeddings.safetensors)")
+    parser.add_argument("--batch-size", type=int, default=1, help="clips per encoder call (default 1)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                        help="default: cuda if available, else cpu")
+    parser.add_argument("--seed", type=int, default=0, help="seed of a random:<size> encoder (default 0)")
+    parser.add_argument("--demo", action="store_true",
+                        help="embed a synthetic video written on the fly (default weights random:tiny)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The ``vjepa2 embed`` command; returns the exit code."""
+    try:
+        if args.demo:
+            if args.inputs:
+                raise EmbedError("--demo embeds its own synthetic video; drop the VIDEO_OR_DIR arguments")
+            with tempfile.TemporaryDirectory(prefix="vjepa2-demo-") as tmp:
+                return _run(args, [demo_video(tmp)], args.weights or "random:tiny")
+        if not args.inputs:
+            raise EmbedError("give at least one video file or directory (or --demo)")
+        if not args.weights:
+            raise EmbedError("--weights is required (a checkpoint, a transformers directory, or random:tiny)")
+        try:
+            paths = list_videos(args.inputs)
+        except FileNotFoundError as err:
+            raise EmbedError(str(err)) from None
+        if not paths:
+            raise EmbedError(f"no video or image files found in {', '.join(args.inputs)}")
+        return _run(args, paths, args.weights)
+    except EmbedError as err:
+        print(f"vjepa2 embed: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _run(args: argparse.Namespace, paths: list[Path], weights: str) -> int:
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise EmbedError("--device cuda: CUDA is not available on this machine; use --device cpu")
+    encoder = build_encoder(weights, seed=args.seed)
+    report = embed_videos(paths, encoder, args.out, frames=args.frames, size=args.size, fps=args.fps,
+                          dtype=args.dtype, batch_size=args.batch_size, device=device,
+                          settings={"weights": weights, "seed": args.seed if weights.startswith(RANDOM_PREFIX) else None},
+                          progress=not args.no_progress)
+    total = len(report.written) + len(report.failed)
+    if report.out is not None:
+        n = report.grid[0] * report.grid[1] * report.grid[2]
+        print(f"embedded {len(report.written)} of {total} video(s) -> {report.out}  "
+              f"(tokens ({n}, {report.dim}) on a {'x'.join(map(str, report.grid))} grid, pooled ({report.dim},))")
+    else:
+        print(f"embedded 0 of {total} video(s); nothing written")
+    if report.failed:
+        print(f"{len(report.failed)} file(s) could not be read:", file=sys.stderr)
+        for path, reason in report.failed.items():
+            print(f"  {path}: {reason}", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    return EXIT_OK
