@@ -1,0 +1,198 @@
+"""``vjepa2 collect``: write random-action trajectories in our format (:mod:`vjepa2.data.trajectories`).
+
+::
+
+    vjepa2 collect --env toy-push --episodes 200 --steps 32 --out data/toy_push --size 64 --seed 0
+    vjepa2 collect --env gym:Pendulum-v1 --episodes 10 --steps 50 --out data/pendulum
+
+Episode ``i`` is seeded with ``seed + i`` and written to ``OUT/episode_<i>/`` (``steps`` actions,
+``steps + 1`` frames); existing episodes are kept, so an interrupted collection resumes where it
+stopped. For toy-push the stored states/actions use the 7-D robot convention (effector
+``(x, y, 0, 0, 0, 0, 0)``; see :mod:`vjepa2.world_model.envs.toy_push`) and ``env_states.npy``
+holds the full ``(T, 5)`` world state for success tests.
+
+The toy-push random policy is *sticky*: each step keeps the previous action with probability
+``repeat_prob``, otherwise draws a new one — uniform in the action box, or with probability
+``block_bias`` a random-length step roughly towards the block — so the effector travels far
+enough to meet and push the block (i.i.d. uniform actions mostly jitter in place and rarely
+touch it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from vjepa2.data.trajectories import write_trajectory
+from vjepa2.world_model.envs.toy_push import ToyPushConfig, ToyPushEnv, robot_from_xy
+
+DEFAULT_FPS = 10.0
+
+
+class ToyPushSource:
+    """An episode source over :class:`ToyPushEnv` with the sticky random policy."""
+
+    def __init__(self, config: ToyPushConfig | None = None, repeat_prob: float = 0.8, block_bias: float = 0.5) -> None:
+        if not 0.0 <= repeat_prob < 1.0:
+            raise ValueError(f"repeat_prob must be in [0, 1), got {repeat_prob}")
+        if not 0.0 <= block_bias <= 1.0:
+            raise ValueError(f"block_bias must be in [0, 1], got {block_bias}")
+        self.env = ToyPushEnv(config)
+        self.repeat_prob = repeat_prob
+        self.block_bias = block_bias
+        self._previous: np.ndarray | None = None
+        self.fps = DEFAULT_FPS
+
+    def reset(self, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
+        frame, info = self.env.reset(seed=seed)
+        self._previous = None
+        return frame, self.env.robot_state(), {"env_states": info["state"]}
+
+    def sample_action(self, rng: np.random.Generator) -> np.ndarray:
+        if self._previous is None or rng.random() >= self.repeat_prob:
+            if rng.random() < self.block_bias:
+                self._previous = self._towards_block(rng)
+            else:
+                self._previous = self.env.sample_action(rng)
+        return self._previous
+
+    def _towards_block(self, rng: np.random.Generator) -> np.ndarray:
+        """A random-length step roughly (+-0.5 rad) towards the block centre."""
+        state = self.env.get_state()
+        offset = state[2:4] - state[:2]
+        heading = np.arctan2(offset[1], offset[0]) + rng.normal(0.0, 0.5)
+        length = rng.uniform(0.3, 1.0) * self.env.config.max_step
+        return np.clip(length * np.array([np.cos(heading), np.sin(heading)]), self.env.action_low, self.env.action_high)
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict, bool]:
+        frame, _, _, _, info = self.env.step(action)
+        return frame, self.env.robot_state(), {"env_states": info["state"]}, False
+
+    def stored_action(self, action: np.ndarray) -> np.ndarray:
+        clipped = np.clip(action, self.env.action_low, self.env.action_high)
+        return robot_from_xy(clipped).astype(np.float32)
+
+    def describe(self) -> dict:
+        return {"env": "toy-push", "toy_push": dataclasses.asdict(self.env.config), "repeat_prob": self.repeat_prob,
+                "block_bias": self.block_bias}
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def record_episode(source, steps: int, seed: int) -> dict:
+    """Run one random-action episode of up to ``steps`` actions; returns the arrays to write.
+
+    ``source`` is a :class:`ToyPushSource` or :class:`~vjepa2.world_model.envs.gym_adapter.GymSource`.
+    """
+    rng = np.random.default_rng(seed)
+    frame, state, extra = source.reset(seed)
+    frames, states, actions = [frame], [state], []
+    extras = {k: [v] for k, v in extra.items()}
+    for _ in range(steps):
+        action = source.sample_action(rng)
+        frame, state, extra, done = source.step(action)
+        actions.append(source.stored_action(action))
+        frames.append(frame)
+        states.append(state)
+        for k, v in extra.items():
+            extras[k].append(v)
+        if done:
+            break
+    return {"frames": np.stack(frames), "states": np.stack(states).astype(np.float32),
+            "actions": np.stack(actions).astype(np.float32), "extras": {k: np.stack(v) for k, v in extras.items()}}
+
+
+def make_source(env: str, size: int = 64, repeat_prob: float = 0.8, block_bias: float = 0.5):
+    """``toy-push`` or ``gym:<EnvId>`` -> an episode source."""
+    if env == "toy-push":
+        return ToyPushSource(ToyPushConfig(size=size), repeat_prob=repeat_prob, block_bias=block_bias)
+    if env.startswith("gym:"):
+        from vjepa2.world_model.envs.gym_adapter import GymSource
+
+        return GymSource.make(env[4:], size=size)
+    raise ValueError(f"unknown env {env!r}; use 'toy-push' or 'gym:<gymnasium id>' (e.g. gym:Pendulum-v1)")
+
+
+def episode_dir(out: Path, index: int) -> Path:
+    return out / f"episode_{index:06d}"
+
+
+def collect(source, out: str | os.PathLike, episodes: int, steps: int, seed: int = 0, video: bool = False,
+            overwrite: bool = False, progress: bool = True) -> list[Path]:
+    """Write ``episodes`` trajectories to ``out``; returns their directories.
+
+    Each trajectory is written atomically; existing ones are skipped (resume) unless ``overwrite``.
+    """
+    if episodes < 1 or steps < 1:
+        raise ValueError(f"episodes and steps must be >= 1, got episodes={episodes}, steps={steps}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fps = source.fps or DEFAULT_FPS
+    description = {**source.describe(), "episodes": episodes, "steps": steps, "seed": seed, "fps": fps}
+    _write_json(out / "collect.json", description)
+    written = []
+    for index in tqdm(range(episodes), desc=f"collecting {description['env']}", unit="episode", disable=not progress):
+        target = episode_dir(out, index)
+        if target.exists() and not overwrite:
+            written.append(target)
+            continue
+        episode_seed = seed + index
+        data = record_episode(source, steps, episode_seed)
+        write_trajectory(target, data["frames"], data["states"], data["actions"], fps=fps, video=video,
+                         extras=data["extras"], meta={**description, "episode": index, "episode_seed": episode_seed},
+                         overwrite=overwrite)
+        written.append(target)
+    return written
+
+
+def _write_json(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("collect", help="write random-action trajectories from the toy world or a Gymnasium env",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", default="toy-push", help="toy-push, or gym:<EnvId> for a Gymnasium env (default toy-push)")
+    p.add_argument("--episodes", type=int, required=True, help="number of trajectories")
+    p.add_argument("--steps", type=int, required=True, help="actions per trajectory (frames = steps + 1)")
+    p.add_argument("--out", required=True, help="output directory (one sub-directory per episode)")
+    p.add_argument("--size", type=int, default=64, help="frame size in pixels (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i (default 0)")
+    p.add_argument("--repeat-prob", type=float, default=0.8,
+                   help="toy-push: probability of repeating the previous random action (default 0.8)")
+    p.add_argument("--block-bias", type=float, default=0.5,
+                   help="toy-push: probability that a new random action heads roughly towards the block (default 0.5)")
+    p.add_argument("--video", action="store_true", help="store frames.mp4 (lossy h264) instead of PNG frames")
+    p.add_argument("--overwrite", action="store_true", help="re-record episodes that already exist")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        source = make_source(args.env, size=args.size, repeat_prob=args.repeat_prob, block_bias=args.block_bias)
+    except (ValueError, ImportError) as err:
+        print(f"vjepa2 collect: {err}", file=sys.stderr)
+        return 2
+    try:
+        paths = collect(source, args.out, args.episodes, args.steps, seed=args.seed, video=args.video,
+                        overwrite=args.overwrite)
+    except ValueError as err:
+        print(f"vjepa2 collect: {err}", file=sys.stderr)
+        return 2
+    finally:
+        source.close()
+    print(f"wrote {len(paths)} trajectories to {args.out}")
+    return 0

@@ -1,0 +1,1 @@
+"""Environments to collect trajectories from: the built-in ``toy-push`` world and any Gymnasium env."""
