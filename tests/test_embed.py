@@ -114,6 +114,7 @@ def test_embed_writes_nothing_when_every_file_fails(tmp_path, capsys):
     (["{video}", "--weights", "{missing}"], "--weights"),
     (["{video}", "--weights", "random:tiny", "--frames", "3"], "multiple of the encoder's tubelet size 2"),
     (["{video}", "--weights", "random:tiny", "--size", "40"], "multiple of the encoder's patch size 16"),
+    (["{video}", "--weights", "random:tiny", "--fps", "0"], "--fps > 0"),
     (["{video}", "--demo"], "--demo"),
 ])
 def test_embed_usage_errors_exit_2_with_a_message(tmp_path, capsys, args, message):

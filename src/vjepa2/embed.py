@@ -204,6 +204,8 @@ def embed_videos(paths: Iterable[str | os.PathLike], encoder: VisionEncoder, out
     paths = [Path(p) for p in paths]
     device = torch.device(device)
     config = encoder.config
+    if frames < 1 or (fps is not None and fps <= 0):
+        raise EmbedError(f"--frames must be >= 1 and --fps > 0, got frames={frames}, fps={fps}")
     if frames % config.tubelet_size:
         raise EmbedError(f"--frames {frames} must be a multiple of the encoder's tubelet size {config.tubelet_size}")
     if size % config.patch_size:
@@ -328,9 +330,9 @@ def _run(args: argparse.Namespace, paths: list[Path], weights: str) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         raise EmbedError("--device cuda: CUDA is not available on this machine; use --device cpu")
     encoder = build_encoder(weights, seed=args.seed)
+    settings = {"weights": weights, "seed": args.seed if weights.startswith(RANDOM_PREFIX) else None}
     report = embed_videos(paths, encoder, args.out, frames=args.frames, size=args.size, fps=args.fps,
-                          dtype=args.dtype, batch_size=args.batch_size, device=device,
-                          settings={"weights": weights, "seed": args.seed if weights.startswith(RANDOM_PREFIX) else None},
+                          dtype=args.dtype, batch_size=args.batch_size, device=device, settings=settings,
                           progress=not args.no_progress)
     total = len(report.written) + len(report.failed)
     if report.out is not None:

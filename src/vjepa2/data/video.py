@@ -338,7 +338,7 @@ def _read_from(video: _Video, frames: int, fps: float | None, start: float | Non
     # Absorbs stored timestamps rounded up to the time base (at most half a unit); capped at a
     # quarter frame so that a variable-rate frame shortly after a sample time is never taken early.
     slack = min(0.5 * float(video.time_base), 0.25 * interval) + 1e-9
-    cursor = _FrameCursor(video.frames_from(clip_start), interval)
+    cursor = _FrameCursor(video.frames_from(clip_start + slack), interval)
     picks = []  # (time, frame) per output frame
     padded = 0
     for k in range(frames):
