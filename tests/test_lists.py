@@ -113,9 +113,21 @@ def test_mixture_zero_weight_and_errors():
     assert all(mixture.sample(rng)[0] == 1 for _ in range(200))
     with pytest.raises(ListError, match="sum to 0"):
         Mixture([fake_source("a", 2)], [0.0])
-    with pytest.raises(ListError, match="weights for"):
+    with pytest.raises(ListError, match="2 weights .* for 1 sources"):
         Mixture([fake_source("a", 2)], [1.0, 2.0])
     with pytest.raises(ListError, match="a: weight"):
         Mixture([fake_source("a", 2)], [-1.0])
     with pytest.raises(ListError, match="at least one"):
         Mixture([])
+
+
+def test_mixture_with_unbounded_source():
+    from vjepa2.data.synthetic import Scene, SyntheticVideos
+
+    mixture = Mixture([SyntheticVideos(seed=0), fake_source("a", 4)], [3.0, 1.0], names=["synthetic", "a"])
+    rng = np.random.default_rng(0)
+    kinds = [type(mixture.sample(rng)[1]) for _ in range(400)]
+    assert 250 < kinds.count(Scene) < 350
+    assert mixture.sample_weight(0) == 0.0 and mixture.sample_weight(1) == pytest.approx(0.0625)
+    with pytest.raises(TypeError, match="unbounded"):
+        len(mixture)

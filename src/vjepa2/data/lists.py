@@ -67,6 +67,9 @@ class VideoSource:
     def __len__(self) -> int:
         return len(self.entries)
 
+    def __getitem__(self, index: int) -> VideoEntry:
+        return self.entries[index]
+
 
 def parse_list_line(line: str) -> tuple[str, int] | None:
     """``"path with spaces 3"`` -> ``("path with spaces", 3)``; None for blank/comment lines.
@@ -160,48 +163,67 @@ def read_source(path: str | os.PathLike, kind: str = "auto") -> VideoSource:
     raise ListError(f"source kind {kind!r} is not one of 'auto', 'list', 'folder'")
 
 
+def _size(source) -> int | None:
+    """Number of samples of a source; None for an unbounded one (e.g. an endless synthetic stream)."""
+    try:
+        return len(source)
+    except TypeError:
+        return None
+
+
 class Mixture:
     """Weighted mixture of sources; sample ``j`` of source ``i`` has weight ``w_i / len(source_i)``.
+
+    A source is anything indexable with a length (a :class:`VideoSource`; a bounded
+    :class:`vjepa2.data.synthetic.SyntheticVideos`) or unbounded (``len()`` raises ``TypeError``:
+    its index is drawn from ``[0, 2**62)``).
 
     ``Mixture([read_list("k710.txt"), read_list("ssv2.txt")], [0.335, 0.1]).sample(rng)``
     """
 
-    def __init__(self, sources: Sequence[VideoSource], weights: Sequence[float] | None = None) -> None:
+    def __init__(self, sources: Sequence, weights: Sequence[float] | None = None,
+                 names: Sequence[str] | None = None) -> None:
         sources = list(sources)
         weights = [1.0] * len(sources) if weights is None else [float(w) for w in weights]
+        names = [getattr(s, "name", f"source {i}") for i, s in enumerate(sources)] if names is None else list(names)
         if not sources:
             raise ListError("a mixture needs at least one source")
-        if len(weights) != len(sources):
-            raise ListError(f"got {len(weights)} weights for {len(sources)} sources")
-        for source, weight in zip(sources, weights):
+        if len(weights) != len(sources) or len(names) != len(sources):
+            raise ListError(f"got {len(weights)} weights and {len(names)} names for {len(sources)} sources")
+        self.sizes = [_size(s) for s in sources]
+        for name, size, weight in zip(names, self.sizes, weights):
             if not (math.isfinite(weight) and weight >= 0):
-                raise ListError(f"{source.name}: weight must be a finite number >= 0, got {weight}")
-            if not len(source):
-                raise ListError(f"{source.name}: the source has no samples")
+                raise ListError(f"{name}: weight must be a finite number >= 0, got {weight}")
+            if size == 0:
+                raise ListError(f"{name}: the source has no samples")
         total = sum(weights)
         if total <= 0:
             raise ListError("the mixture weights sum to 0; give at least one source a positive weight")
-        self.sources = sources
+        self.sources, self.names = sources, names
         self.probabilities = np.asarray(weights) / total          # (num_sources,)
         self._cumulative = np.cumsum(self.probabilities)
 
     def __len__(self) -> int:
-        return sum(len(s) for s in self.sources)
+        if None in self.sizes:
+            raise TypeError("the mixture holds an unbounded source")
+        return sum(self.sizes)
 
     def sample_weight(self, source_index: int) -> float:
-        """Probability of drawing one given sample of source ``source_index``."""
-        return float(self.probabilities[source_index] / len(self.sources[source_index]))
+        """Probability of drawing one given sample of source ``source_index`` (0 if unbounded)."""
+        size = self.sizes[source_index]
+        return 0.0 if size is None else float(self.probabilities[source_index] / size)
 
-    def sample(self, rng: np.random.Generator) -> tuple[int, VideoEntry]:
-        """Draw ``(source_index, entry)`` with the mixture's weights (two draws from ``rng``)."""
+    def sample(self, rng: np.random.Generator) -> tuple[int, object]:
+        """Draw ``(source_index, sample)`` with the mixture's weights (two draws from ``rng``)."""
         u = float(rng.random())
         # side="right" never lands on a zero-weight source; the clamp and the loop only matter
         # when rounding leaves the last cumulative value just below 1.
         source_index = min(int(np.searchsorted(self._cumulative, u, side="right")), len(self.sources) - 1)
         while self.probabilities[source_index] == 0:
             source_index -= 1
-        source = self.sources[source_index]
-        return source_index, source.entries[int(rng.integers(len(source)))]
+        size = self.sizes[source_index]
+        index = int(rng.integers(2**62 if size is None else size))
+        return source_index, self.sources[source_index][index]
 
 
 __all__ = ["ListError", "Mixture", "VideoEntry", "VideoSource", "parse_list_line", "read_folder", "read_list",
