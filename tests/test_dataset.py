@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vjepa2.config import ConfigError, from_dict
+from vjepa2.config import ConfigError, from_dict, to_dict
 from vjepa2.data.dataset import (DataConfig, DataError, PretrainBatch, SourceConfig, SyntheticConfig,
                                  build_pretrain_loader)
 from vjepa2.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -181,6 +181,8 @@ def test_config_errors_name_the_key():
         from_dict(DataConfig, {"synthetic": {"motions": ["wobble"]}})
     cfg = from_dict(DataConfig, {"sources": [{"path": "k400.txt", "weight": 0.3}], "fps": None})
     assert cfg.sources[0].kind == "auto" and cfg.fps is None
+    assert from_dict(DataConfig, to_dict(DataConfig())) == DataConfig()
+    assert from_dict(DataConfig, to_dict(cfg)) == cfg
 
 
 def test_build_errors_are_early_and_clear(tmp_path):
