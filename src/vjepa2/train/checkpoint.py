@@ -160,7 +160,10 @@ class CheckpointDir:
     def save(self, state: dict, step: int) -> Path:
         """Write ``state`` as the checkpoint of ``step`` atomically, then delete all but the newest ``keep_last``."""
         path = atomic_save(state, self.path(step))
-        for _, old in self.steps()[:-self.keep_last]:
+        # Files named after later steps are left alone: they are not part of this run's history
+        # (e.g. an unreadable one that a resume skipped), so they neither count nor get deleted.
+        history = [p for s, p in self.steps() if s <= step]
+        for old in history[:-self.keep_last]:
             old.unlink(missing_ok=True)
         return path
 

@@ -1,0 +1,65 @@
+"""``vjepa2 pretrain``: self-supervised pretraining from a recipe, with dotted overrides.
+
+Examples::
+
+    vjepa2 pretrain                                   # tiny model, synthetic videos, CPU, minutes
+    vjepa2 pretrain --config vitl --out runs/vitl data.lists=...   # the paper's ViT-L recipe
+    vjepa2 pretrain --config my.yaml optim.lr=1e-4 phases.main.frames=8
+    vjepa2 pretrain --out runs/tiny --resume          # continue from the newest valid checkpoint
+    torchrun --nproc_per_node=4 -m vjepa2 pretrain --config vitl ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from vjepa2.config import ConfigError
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "pretrain", help="self-supervised V-JEPA 2 pretraining (default: tiny model on synthetic videos)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="tiny",
+                        help="recipe name shipped with the package (tiny, vitl, vith, vitg) or a YAML file "
+                             "(default: tiny)")
+    parser.add_argument("--out", help="output directory (checkpoints, logs, config.yaml); overrides output_dir")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the newest valid checkpoint in the output directory "
+                             "(starts from step 0 if there is none)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config as YAML and exit without training")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="dotted overrides, e.g. optim.lr=1e-4 batch_size=16 phases.main.iterations=200 "
+                             "(phases are addressed by name)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from vjepa2.train.config import load_pretrain_config
+
+    try:
+        cfg = load_pretrain_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"vjepa2 pretrain: config error: {err}", file=sys.stderr)
+        return 2
+    if args.out:
+        cfg = dataclasses.replace(cfg, output_dir=args.out)
+    if args.print_config:
+        import yaml
+
+        from vjepa2.config import to_dict
+
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        return 0
+    from vjepa2.train.pretrain import TrainingDiverged, pretrain
+
+    try:
+        pretrain(cfg, resume=args.resume)
+    except (ConfigError, FileExistsError, TrainingDiverged) as err:
+        print(f"vjepa2 pretrain: {err}", file=sys.stderr)
+        return 2 if isinstance(err, ConfigError) else 1
+    return 0

@@ -1,0 +1,324 @@
+"""The typed pretraining configuration (``vjepa2 pretrain --config ...``).
+
+A run is described by one :class:`PretrainConfig`: the model, the masks, the data, the optimiser,
+the objective, and a list of :class:`PhaseConfig` that the run walks through by itself (the paper's
+progressive resolution: warm-up and constant phases at 16 frames / 256 px, a cool-down at
+64 frames / 384 px). Every key is checked before any work: an unknown or mistyped key, a wrong type
+or a bad value fails with a one-line :class:`~vjepa2.config.ConfigError` naming the key.
+
+Batch sizes are *global*: the number of clips per optimiser step summed over all processes and
+gradient-accumulation micro-steps. Each process runs ``batch_size / (world_size * grad_accumulation)``
+clips per micro-step, so a recipe means the same thing on one CPU and on 128 GPUs.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, Literal
+
+from vjepa2.config import ConfigError, apply_overrides, from_dict, load_yaml
+from vjepa2.data.dataset import DataConfig
+from vjepa2.masking import MaskConfig
+from vjepa2.models.sizes import SIZES, EncoderConfig, Position, PredictorConfig, encoder_config, predictor_config
+
+LrSchedule = Literal["warmup", "constant", "linear", "cosine"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Encoder and predictor architecture.
+
+    ``size`` names an encoder (``tiny`` ... ``giant``, see :data:`vjepa2.models.SIZES`); any of
+    ``dim``/``depth``/``heads``/``mlp_hidden`` given here replaces that size's value.
+    """
+
+    size: str = "large"
+    dim: int | None = None
+    depth: int | None = None
+    heads: int | None = None
+    mlp_hidden: int | None = None
+    patch_size: int = 16
+    tubelet_size: int = 2
+    position: Position = "rope_compatible"
+    predictor_dim: int = 384
+    predictor_depth: int = 12
+    predictor_heads: int = 12
+    predictor_mlp_hidden: int = 1536
+    num_mask_tokens: int = 10
+    activation_checkpointing: bool = False
+
+    def validate(self) -> None:
+        if self.size not in SIZES:
+            raise ConfigError(f"model.size: unknown model size {self.size!r}; choose one of {', '.join(SIZES)}")
+        try:  # dims that do not fit together (e.g. dim not divisible by heads) fail here, not mid-run
+            self.predictor(self.encoder(self.tubelet_size, self.patch_size))
+        except ConfigError as err:
+            raise ConfigError(f"model: {err}") from None
+
+    def encoder(self, frames: int, resolution: int) -> EncoderConfig:
+        """Encoder config; ``frames``/``resolution`` set the native grid of the ``sincos`` table."""
+        dims = {k: getattr(self, k) for k in ("dim", "depth", "heads", "mlp_hidden") if getattr(self, k)}
+        return encoder_config(self.size, **dims, patch_size=self.patch_size, tubelet_size=self.tubelet_size,
+                              position=self.position, img_size=resolution, num_frames=frames,
+                              activation_checkpointing=self.activation_checkpointing)
+
+    def predictor(self, encoder: EncoderConfig) -> PredictorConfig:
+        return predictor_config(encoder, dim=self.predictor_dim, depth=self.predictor_depth,
+                                heads=self.predictor_heads, mlp_hidden=self.predictor_mlp_hidden,
+                                num_mask_tokens=self.num_mask_tokens,
+                                activation_checkpointing=self.activation_checkpointing)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW. ``lr`` is the peak rate that the phases' schedules rise to / decay from.
+
+    Weight decay applies to matrices only: biases, norms and every 1-D parameter are exempt.
+    ``clip_grad`` is a max global gradient norm (None = no clipping).
+    """
+
+    lr: float = 5.25e-4
+    weight_decay: float = 0.04
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    clip_grad: float | None = None
+    grad_accumulation: int = 1
+
+    def validate(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr must be positive, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optim.betas must lie in [0, 1), got {list(self.betas)}")
+        if self.eps <= 0:
+            raise ConfigError(f"optim.eps must be positive, got {self.eps}")
+        if self.clip_grad is not None and self.clip_grad <= 0:
+            raise ConfigError(f"optim.clip_grad must be positive or null, got {self.clip_grad}")
+        if self.grad_accumulation < 1:
+            raise ConfigError(f"optim.grad_accumulation must be >= 1, got {self.grad_accumulation}")
+
+
+@dataclass(frozen=True)
+class PhaseConfig:
+    """One stretch of training with fixed clip shape and one learning-rate shape.
+
+    ``lr_schedule``:
+      * ``warmup``: linear from ``lr_start`` (default 0) up to ``optim.lr``;
+      * ``constant``: ``optim.lr`` throughout;
+      * ``linear`` / ``cosine``: from ``optim.lr`` down to ``lr_end`` (default 0).
+    ``batch_size`` (global) defaults to the run's ``batch_size``.
+    """
+
+    name: str
+    iterations: int
+    frames: int
+    resolution: int
+    batch_size: int | None = None
+    lr_schedule: LrSchedule = "constant"
+    lr_start: float | None = None
+    lr_end: float | None = None
+
+    def validate(self) -> None:
+        if not self.name or not self.name.replace("-", "_").isidentifier():
+            raise ConfigError(f"phase name {self.name!r} must be a non-empty word (letters, digits, _ or -)")
+        for key in ("iterations", "frames", "resolution"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"phases.{self.name}.{key} must be positive, got {getattr(self, key)}")
+        if self.batch_size is not None and self.batch_size <= 0:
+            raise ConfigError(f"phases.{self.name}.batch_size must be positive, got {self.batch_size}")
+        if self.lr_start is not None and self.lr_schedule != "warmup":
+            raise ConfigError(f"phases.{self.name}.lr_start is only read by lr_schedule: warmup "
+                              f"(this phase is {self.lr_schedule!r}); remove it")
+        if self.lr_end is not None and self.lr_schedule not in ("linear", "cosine"):
+            raise ConfigError(f"phases.{self.name}.lr_end is only read by lr_schedule: linear|cosine "
+                              f"(this phase is {self.lr_schedule!r}); remove it")
+        for key in ("lr_start", "lr_end"):
+            if getattr(self, key) is not None and getattr(self, key) < 0:
+                raise ConfigError(f"phases.{self.name}.{key} must be >= 0, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """Write a checkpoint every ``every`` optimiser steps (and at the end); keep the newest ``keep_last``."""
+
+    every: int = 1000
+    keep_last: int = 3
+
+    def validate(self) -> None:
+        if self.every < 1:
+            raise ConfigError(f"checkpoint.every must be >= 1, got {self.every}")
+        if self.keep_last < 1:
+            raise ConfigError(f"checkpoint.keep_last must be >= 1, got {self.keep_last}")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """CSV row / TensorBoard scalars every ``every`` steps; ``tensorboard`` needs the package."""
+
+    every: int = 10
+    tensorboard: bool = True
+    progress_bar: bool = True
+
+    def validate(self) -> None:
+        if self.every < 1:
+            raise ConfigError(f"log.every must be >= 1, got {self.every}")
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    """Multi-process training under ``torchrun``. ``ddp`` replicates the model on every process;
+    ``fsdp`` shards parameters, gradients and optimiser state (FSDP2, per transformer block) for
+    models that do not fit one device. ``backend: auto`` = NCCL on CUDA, gloo on CPU."""
+
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Everything one pretraining run needs. See the module docstring for batch-size semantics."""
+
+    phases: list[PhaseConfig]
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    batch_size: int = 8
+    loss_exp: float = 1.0
+    ema: tuple[float, float] = (0.99925, 0.99925)
+    dtype: Literal["fp32", "bf16"] = "fp32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+    output_dir: str = "runs/pretrain"
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    max_nonfinite_steps: int = 20
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+
+    def validate(self) -> None:
+        if not self.phases:
+            raise ConfigError("phases: give at least one phase (name, iterations, frames, resolution)")
+        names = [p.name for p in self.phases]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ConfigError(f"phases: names must be unique, {duplicates} repeat")
+        for phase in self.phases:
+            if phase.frames % self.model.tubelet_size:
+                raise ConfigError(f"phases.{phase.name}.frames={phase.frames} is not a multiple of "
+                                  f"model.tubelet_size={self.model.tubelet_size}")
+            if phase.resolution % self.model.patch_size:
+                raise ConfigError(f"phases.{phase.name}.resolution={phase.resolution} is not a multiple of "
+                                  f"model.patch_size={self.model.patch_size}")
+        if self.batch_size <= 0:
+            raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
+        if self.loss_exp <= 0:
+            raise ConfigError(f"loss_exp must be positive (1 = L1, 2 = L2), got {self.loss_exp}")
+        if not all(0.0 <= m <= 1.0 for m in self.ema):
+            raise ConfigError(f"ema: momenta must lie in [0, 1], got {list(self.ema)}")
+        if self.max_nonfinite_steps < 1:
+            raise ConfigError(f"max_nonfinite_steps must be >= 1, got {self.max_nonfinite_steps}")
+        if len(self.mask.generators) > self.model.num_mask_tokens:
+            raise ConfigError(f"mask.generators: {len(self.mask.generators)} generators but the predictor has "
+                              f"model.num_mask_tokens={self.model.num_mask_tokens}")
+
+    @property
+    def total_iterations(self) -> int:
+        return sum(p.iterations for p in self.phases)
+
+    def phase_batch_size(self, phase: PhaseConfig) -> int:
+        """Global batch size of ``phase``."""
+        return phase.batch_size or self.batch_size
+
+    def encoder_config(self) -> EncoderConfig:
+        first = self.phases[0]
+        return self.model.encoder(first.frames, first.resolution)
+
+    def predictor_config(self) -> PredictorConfig:
+        return self.model.predictor(self.encoder_config())
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading: named recipes, files, overrides
+# ------------------------------------------------------------------------------------------------
+
+
+def _recipe_dir():
+    # Package data (not a package): ships in the wheel via [tool.setuptools.package-data].
+    return resources.files("vjepa2") / "configs"
+
+
+def recipe_names() -> list[str]:
+    """Names of the recipes shipped inside the package (``vjepa2/configs/*.yaml``)."""
+    return sorted(p.name[:-5] for p in _recipe_dir().iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A YAML path as given, or the shipped recipe of that name (``tiny``, ``vitl``, ...)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if path.suffix in (".yaml", ".yml") or path.parent != Path("."):
+        raise ConfigError(f"config file {path} does not exist")
+    shipped = _recipe_dir() / f"{name_or_path}.yaml"
+    if not shipped.is_file():
+        raise ConfigError(f"--config {name_or_path!r} is neither a file nor a shipped recipe; "
+                          f"recipes: {', '.join(recipe_names())}")
+    return Path(str(shipped))
+
+
+def _phases_by_name(data: dict) -> dict:
+    """Turn the ``phases`` list into a name-keyed mapping so that ``phases.<name>.<key>=...`` works."""
+    phases = data.get("phases")
+    if not isinstance(phases, list):
+        return data
+    keyed = {}
+    for i, phase in enumerate(phases):
+        if not isinstance(phase, dict) or not isinstance(phase.get("name"), str):
+            raise ConfigError(f"phases[{i}]: each phase needs a name (and iterations, frames, resolution)")
+        keyed[phase["name"]] = phase
+    return {**data, "phases": keyed}
+
+
+def _apply_config_overrides(data: dict, overrides: Iterable[str]) -> dict:
+    """Dotted overrides; phases are addressed by name: ``phases.cooldown.resolution=256``."""
+    overrides = list(overrides)
+    if not overrides:
+        return data
+    keyed = _phases_by_name(data)
+    names = list(keyed["phases"]) if isinstance(keyed.get("phases"), dict) else []
+    for text in overrides:
+        key = text.split("=", 1)[0].strip()
+        parts = key.split(".")
+        if parts[0] == "phases" and len(parts) >= 2 and names and parts[1] not in names:
+            raise ConfigError(f"override {text!r}: no phase named {parts[1]!r}; phases are {', '.join(names)} "
+                              f"(address them as phases.<name>.<key>=value)")
+    out = apply_overrides(keyed, overrides)
+    if isinstance(out.get("phases"), dict):
+        out["phases"] = list(out["phases"].values())
+    return out
+
+
+def load_pretrain_config(name_or_path: str = "tiny", overrides: Iterable[str] = ()) -> PretrainConfig:
+    """Read a recipe (shipped name or YAML path), apply dotted overrides, validate everything."""
+    data = load_yaml(resolve_config_path(name_or_path))
+    data = _apply_config_overrides(data, overrides)
+    if "phases" not in data:
+        raise ConfigError("phases: missing; a config needs at least one phase (name, iterations, frames, resolution)")
+    return from_dict(PretrainConfig, copy.deepcopy(data))
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Human-readable ``key: old -> new`` lines between two plain config dicts."""
+    lines = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += config_differences(a, b, name + ".")
+        elif a != b:
+            lines.append(f"{name}: {a!r} -> {b!r}")
+    return lines
