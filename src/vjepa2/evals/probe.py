@@ -1,0 +1,391 @@
+"""Attentive-probe training on frozen features: a grid of probes trained at once, then evaluated.
+
+One step of the grid (all probes see the same batch of frozen features)::
+
+    features (B, L, D) --probe_p--> logits_p --loss--> L_p         for every probe p of the grid
+    sum_p L_p .backward()        # parameters are disjoint: probe p's gradient is dL_p/dtheta_p
+    AdamW step, one parameter group per probe (and per decay / no-decay), each with its own
+    learning rate (warm-up then cosine to 0) and weight decay; Adam moments are per parameter.
+
+Every probe starts from the same initial weights (seeded), so the grid compares hyper-parameters
+only. Evaluation averages each probe's class probabilities over the views of a video and reports
+top-1 / top-5, per-class accuracy and the confusion matrix; the best probe of the grid (by
+validation top-1, or class-mean recall@5 for anticipation) is reported with its hyper-parameters,
+as in the paper. :func:`run_probe_eval` is the whole ``vjepa2 eval probe`` command.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from vjepa2.config import ConfigError, from_dict, to_dict
+from vjepa2.evals.data import LabelledVideos, ToyVideos, open_lists
+from vjepa2.evals.features import ClipConfig, EncoderFeatures, FeatureFunction, FeatureSet, build_features
+from vjepa2.evals.metrics import classification_metrics, save_confusion_png
+from vjepa2.evals.probe_weights import save_probes
+from vjepa2.evals.toy import ToyConfig, ToyTask
+from vjepa2.models.probe import AttentiveProbe, ProbeConfig, ProbeVariant, probe_config
+
+LossKind = Literal["cross_entropy", "focal"]
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """The probes trained together and their optimisation.
+
+    Attributes:
+        lrs / weight_decays: the grid is every (lr, weight decay) pair (the paper: 5 x 4).
+        epochs: passes over the training videos.
+        warmup_epochs: linear warm-up from ``start_lr`` to each probe's lr, then cosine to 0.
+        batch_size: videos per step (one cached view each).
+        betas: AdamW betas.
+        loss: ``cross_entropy`` (classification) or ``focal`` (sigmoid focal loss, anticipation).
+    """
+
+    lrs: tuple[float, ...] = (5e-3, 3e-3, 1e-3, 3e-4, 1e-4)
+    weight_decays: tuple[float, ...] = (0.01, 0.1, 0.4, 0.8)
+    epochs: int = 20
+    warmup_epochs: float = 1.0
+    start_lr: float = 0.0
+    batch_size: int = 32
+    betas: tuple[float, float] = (0.9, 0.999)
+    loss: LossKind = "cross_entropy"
+
+    def validate(self) -> None:
+        if not self.lrs or any(not lr > 0 for lr in self.lrs):
+            raise ConfigError(f"grid.lrs must be a non-empty list of positive numbers, got {list(self.lrs)}")
+        if not self.weight_decays or any(wd < 0 for wd in self.weight_decays):
+            raise ConfigError(f"grid.weight_decays must be a non-empty list of numbers >= 0, got "
+                              f"{list(self.weight_decays)}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError(f"grid.epochs and grid.batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ConfigError(f"grid.warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
+        if self.start_lr < 0:
+            raise ConfigError(f"grid.start_lr must be >= 0, got {self.start_lr}")
+
+    @property
+    def hparams(self) -> list[tuple[float, float]]:
+        """``(lr, weight_decay)`` of each probe, lr-major."""
+        return [(lr, wd) for lr in self.lrs for wd in self.weight_decays]
+
+
+def scheduled_lr(step: int, total_steps: int, warmup_steps: int, peak: float, start: float = 0.0) -> float:
+    """Linear warm-up ``start -> peak`` over ``warmup_steps``, then cosine ``peak -> 0`` at ``total_steps``."""
+    if step < warmup_steps:
+        return start + (peak - start) * step / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def sigmoid_focal_loss(logits: torch.Tensor, labels: torch.Tensor, alpha: float = 0.25,
+                       gamma: float = 2.0) -> torch.Tensor:
+    """Focal loss on one-vs-all sigmoids (RetinaNet; the paper's anticipation loss).
+
+    ``(B, C)`` logits, ``(B,)`` labels -> scalar: summed over classes, averaged over the batch.
+    """
+    targets = F.one_hot(labels, logits.shape[1]).to(logits.dtype)
+    p = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_true = p * targets + (1 - p) * (1 - targets)
+    alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
+    return (alpha_t * ce * (1 - p_true) ** gamma).sum(dim=1).mean()
+
+
+def probe_loss(logits: list[torch.Tensor], labels: torch.Tensor, kind: LossKind) -> torch.Tensor:
+    """Sum over heads of the loss of head ``h``'s ``(B, C_h)`` logits against ``labels[:, h]``."""
+    if kind == "focal":
+        return sum(sigmoid_focal_loss(out, labels[:, h]) for h, out in enumerate(logits))
+    return sum(F.cross_entropy(out, labels[:, h]) for h, out in enumerate(logits))
+
+
+def head_scores(logits: torch.Tensor, kind: LossKind) -> torch.Tensor:
+    """Class scores to average over views: softmax (cross-entropy probes) or sigmoid (focal probes)."""
+    return torch.sigmoid(logits) if kind == "focal" else logits.softmax(dim=-1)
+
+
+class ProbeGrid:
+    """``len(grid.hparams)`` probes with identical initial weights and one AdamW holding a group per
+    probe (weights decay, biases / norms / 1-D parameters do not)."""
+
+    def __init__(self, config: ProbeConfig, grid: GridConfig, seed: int = 0,
+                 device: torch.device | str = "cpu") -> None:
+        self.config, self.grid, self.seed = config, grid, seed
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            base = AttentiveProbe(config)
+        self.probes = [copy.deepcopy(base).to(device) for _ in grid.hparams]
+        groups = []
+        for probe, (lr, wd) in zip(self.probes, grid.hparams):
+            decay = [p for p in probe.parameters() if p.ndim >= 2]
+            no_decay = [p for p in probe.parameters() if p.ndim < 2]
+            groups.append({"params": decay, "lr": lr, "weight_decay": wd, "peak_lr": lr})
+            groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0, "peak_lr": lr})
+        self.optimizer = torch.optim.AdamW(groups, betas=grid.betas)
+        self.device = torch.device(device)
+        self.train_losses: list[float] = [float("nan")] * len(self.probes)
+
+    def train(self, features: FeatureSet, progress: bool = True, describe: str = "") -> list[float]:
+        """Train every probe for ``grid.epochs`` on ``features``; returns each probe's mean loss
+        over the last epoch."""
+        grid, n = self.grid, len(features)
+        steps_per_epoch = math.ceil(n / grid.batch_size)
+        total = steps_per_epoch * grid.epochs
+        warmup = round(grid.warmup_epochs * steps_per_epoch)
+        generator = torch.Generator().manual_seed(self.seed)
+        labels = features.labels
+        step = 0
+        for probe in self.probes:
+            probe.train()
+        bar = tqdm(range(grid.epochs), desc=f"probes {describe}".strip(), unit="epoch", disable=not progress,
+                   dynamic_ncols=True)
+        for _ in bar:
+            order = torch.randperm(n, generator=generator)
+            views = torch.randint(features.num_views, (n,), generator=generator)
+            epoch_loss = torch.zeros(len(self.probes))
+            for start in range(0, n, grid.batch_size):
+                batch = order[start:start + grid.batch_size]
+                x = features.get(batch, views[start:start + grid.batch_size]).to(self.device)
+                y = labels[batch].to(self.device)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = scheduled_lr(step, total, warmup, group["peak_lr"], grid.start_lr)
+                losses = torch.stack([probe_loss(probe(x), y, grid.loss) for probe in self.probes])
+                self.optimizer.zero_grad(set_to_none=True)
+                losses.sum().backward()
+                self.optimizer.step()
+                epoch_loss += losses.detach().cpu() * len(batch)
+                step += 1
+            epoch_loss /= n
+            if not torch.isfinite(epoch_loss).all():
+                bad = [self.grid.hparams[i] for i in range(len(self.probes)) if not math.isfinite(epoch_loss[i])]
+                tqdm.write(f"warning: non-finite training loss for (lr, wd) = {bad}", file=sys.stderr)
+            bar.set_postfix_str(f"loss min {float(epoch_loss.nan_to_num(float('inf')).min()):.3f}", refresh=False)
+        self.train_losses = epoch_loss.tolist()
+        return self.train_losses
+
+    @torch.no_grad()
+    def scores(self, features: FeatureSet, batch_size: int = 64) -> list[list[torch.Tensor]]:
+        """``scores[p][h]``: probe ``p``'s ``(num_videos, C_h)`` scores of head ``h``, averaged over views."""
+        for probe in self.probes:
+            probe.eval()
+        out: list[list[list[torch.Tensor]]] = [[[] for _ in self.config.num_classes] for _ in self.probes]
+        n = len(features)
+        for start in range(0, n, batch_size):
+            batch = torch.arange(start, min(n, start + batch_size))
+            x = features.get(batch).to(self.device)  # (B, V, L, D)
+            B, V = x.shape[:2]
+            flat = x.flatten(0, 1)
+            for p, probe in enumerate(self.probes):
+                for h, logits in enumerate(probe(flat)):
+                    out[p][h].append(head_scores(logits.float(), self.grid.loss).view(B, V, -1).mean(dim=1).cpu())
+        return [[torch.cat(chunks) for chunks in per_head] for per_head in out]
+
+
+# ------------------------------------------------------------------------------------------------
+# The evaluation command
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeEvalConfig:
+    """``vjepa2 eval probe``: frozen encoder + attentive probe grid on one labelled dataset.
+
+    Attributes:
+        encoder: checkpoint (``.pt``, ``target_encoder`` is used), ``transformers`` directory, or
+            ``random:<size>`` (seeded random weights).
+        random_init: keep the architecture of ``encoder`` but use seeded random weights (baseline).
+        dataset: a built-in task (``toy-ssv2``, ``toy-appearance``) instead of list files.
+        train / val: path-label list files or labelled folders.
+        num_classes: class count for list files (default: from the training list's labels).
+        variant: ``full`` (3 self-attention blocks + cross-attention) or ``light`` (cross-attention only).
+        heads: attention heads of the probe.
+        cache_dir: feature cache directory; null = the uncached path (encoder run at every step).
+        cache_dtype: storage type of cached features (``float16`` halves the disk / memory).
+        encode_batch: clips per encoder call while extracting features.
+        device: ``auto`` = CUDA when available.
+        out: output directory (``results.json``, ``confusion.png``, ``probes.pt``).
+    """
+
+    encoder: str = "random:tiny"
+    random_init: bool = False
+    dataset: Literal["toy-ssv2", "toy-appearance"] | None = None
+    train: str | None = None
+    val: str | None = None
+    num_classes: int | None = None
+    variant: ProbeVariant = "full"
+    heads: int = 16
+    clips: ClipConfig = field(default_factory=ClipConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+    toy: ToyConfig = field(default_factory=ToyConfig)
+    seed: int = 0
+    cache_dir: str | None = "runs/feature-cache"
+    cache_dtype: Literal["float32", "float16"] = "float32"
+    encode_batch: int = 16
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    out: str = "runs/eval-probe"
+
+    def validate(self) -> None:
+        lists = self.train is not None or self.val is not None
+        if self.dataset is None and not (self.train and self.val):
+            raise ConfigError("give --train LIST and --val LIST, or --dataset toy-ssv2|toy-appearance")
+        if self.dataset is not None and lists:
+            raise ConfigError(f"--dataset {self.dataset} is built in: drop --train/--val (or drop --dataset)")
+        if self.dataset is not None and self.num_classes is not None:
+            raise ConfigError("num_classes is only read with --train/--val list files; built-in tasks fix it")
+        if self.dataset is None and self.toy != ToyConfig():
+            raise ConfigError("toy.* settings are only read with --dataset toy-ssv2|toy-appearance")
+        if self.encode_batch < 1:
+            raise ConfigError(f"encode_batch must be >= 1, got {self.encode_batch}")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def load_frozen_encoder(spec: str, random_init: bool = False, seed: int = 0):
+    """The encoder of ``spec`` (see :attr:`ProbeEvalConfig.encoder`); with ``random_init`` the same
+    architecture with seeded random weights. Eval mode, gradients off."""
+    from vjepa2.embed import EmbedError, build_encoder
+    from vjepa2.models import VisionEncoder
+
+    try:
+        encoder = build_encoder(spec, seed=seed)
+    except EmbedError as err:
+        raise ConfigError(str(err).replace("--weights", "--encoder")) from None
+    if random_init:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            encoder = VisionEncoder(encoder.config)
+    encoder.eval().requires_grad_(False)
+    return encoder
+
+
+def write_json(data: dict, path: str | os.PathLike) -> Path:
+    """JSON to ``path`` atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, allow_nan=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _summary(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in ("confusion", "per_class_accuracy")}
+
+
+def fit_and_report(*, train_data: LabelledVideos, val_data: LabelledVideos, fn: FeatureFunction,
+                   clips: ClipConfig, probe_cfg: ProbeConfig, grid: GridConfig, seed: int,
+                   cache_dir: str | None, cache_dtype: str, encode_batch: int, out: str | os.PathLike,
+                   head_names: tuple[str, ...], selection: tuple[str, int], settings: dict,
+                   device: torch.device, progress: bool = True, describe: str = "") -> dict:
+    """Features -> probe grid -> validation metrics -> ``results.json``, ``confusion.png``, ``probes.pt``.
+
+    ``selection = (metric, head)`` picks the reported probe (e.g. ``("top1", 0)``).
+    """
+    out = Path(out)
+    started = time.time()
+    log = (lambda msg: tqdm.write(msg, file=sys.stderr)) if progress else None
+    train_features = build_features(train_data, fn, clips, True, seed, cache_dir, cache_dtype, encode_batch,
+                                    progress, f"{describe} train".strip(), log)
+    val_features = build_features(val_data, fn, clips, False, seed, cache_dir, cache_dtype, encode_batch,
+                                  progress, f"{describe} val".strip(), log)
+    probes = ProbeGrid(probe_cfg, grid, seed, device)
+    probes.train(train_features, progress, describe)
+    scores = probes.scores(val_features, batch_size=max(grid.batch_size, 64))
+    labels = val_features.labels
+    metric, select_head = selection
+    results = []
+    for p, (lr, wd) in enumerate(grid.hparams):
+        heads = {name: classification_metrics(scores[p][h], labels[:, h]) for h, name in enumerate(head_names)}
+        results.append({"lr": lr, "weight_decay": wd, "train_loss": probes.train_losses[p], "heads": heads})
+    values = [r["heads"][head_names[select_head]][metric] for r in results]
+    best = int(np.nanargmax(values)) if not all(math.isnan(v) for v in values) else 0
+    best_heads = results[best]["heads"]
+    classes = {name: list(classes) for name, classes in zip(head_names, train_data.head_classes)}
+    report = {
+        "settings": settings,
+        "train": {"name": train_data.name, "count": len(train_data)},
+        "val": {"name": val_data.name, "count": len(val_data)},
+        "classes": classes,
+        "selection": f"{metric} of head '{head_names[select_head]}' on the validation set",
+        "best": {"index": best, "lr": results[best]["lr"], "weight_decay": results[best]["weight_decay"],
+                 "train_loss": results[best]["train_loss"], "score": values[best], "heads": best_heads},
+        "grid": [{**r, "heads": {n: _summary(m) for n, m in r["heads"].items()}} for r in results],
+        "seconds": round(time.time() - started, 1),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(report, out / "results.json")
+    main_head = head_names[select_head]
+    save_confusion_png(best_heads[main_head]["confusion"], classes[main_head], out / "confusion.png",
+                       title=f"{describe or val_data.name}: best probe (lr {results[best]['lr']:g}, "
+                             f"wd {results[best]['weight_decay']:g}), top-1 {best_heads[main_head]['top1']:.1f}%")
+    save_probes(out / "probes.pt", probes.probes, grid=[{"lr": lr, "weight_decay": wd} for lr, wd in grid.hparams],
+                best=best, heads=list(head_names))
+    return report
+
+
+def run_probe_eval(cfg: ProbeEvalConfig, progress: bool = True) -> dict:
+    """The ``vjepa2 eval probe`` command: returns the report also written to ``out/results.json``."""
+    device = resolve_device(cfg.device)
+    if cfg.dataset is not None:
+        train_data = ToyVideos(ToyTask(cfg.dataset, "train", cfg.toy))
+        val_data = ToyVideos(ToyTask(cfg.dataset, "val", cfg.toy))
+    else:
+        train_data, val_data = open_lists(cfg.train, cfg.val, cfg.num_classes, cfg.clips.allow_short)
+    encoder = load_frozen_encoder(cfg.encoder, cfg.random_init, cfg.seed).to(device)
+    check_clip_geometry(cfg.clips, encoder.config)
+    num_classes = len(train_data.head_classes[0])
+    probe_cfg = probe_config(encoder.config.dim, num_classes, cfg.variant, heads=cfg.heads)
+    return fit_and_report(
+        train_data=train_data, val_data=val_data, fn=EncoderFeatures(encoder), clips=cfg.clips,
+        probe_cfg=probe_cfg, grid=cfg.grid, seed=cfg.seed, cache_dir=cfg.cache_dir, cache_dtype=cfg.cache_dtype,
+        encode_batch=cfg.encode_batch, out=cfg.out, head_names=("class",), selection=("top1", 0),
+        settings=to_dict(cfg), device=device, progress=progress, describe=cfg.dataset or "")
+
+
+def check_clip_geometry(clips: ClipConfig, encoder_config) -> None:
+    """Frames and crop size must tile into the encoder's tubelets and patches (fail before any work)."""
+    problems = []
+    if clips.frames % encoder_config.tubelet_size:
+        problems.append(f"clips.frames={clips.frames} is not a multiple of the tubelet size {encoder_config.tubelet_size}")
+    if clips.size % encoder_config.patch_size:
+        problems.append(f"clips.size={clips.size} is not a multiple of the patch size {encoder_config.patch_size}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def probe_eval_config(data: dict) -> ProbeEvalConfig:
+    """Typed config from plain data (YAML + overrides); errors name the key."""
+    return from_dict(ProbeEvalConfig, data)
+
+
+__all__ = ["GridConfig", "ProbeEvalConfig", "ProbeGrid", "check_clip_geometry", "fit_and_report",
+           "load_frozen_encoder", "probe_eval_config", "probe_loss", "resolve_device", "run_probe_eval",
+           "scheduled_lr", "sigmoid_focal_loss", "write_json"]
