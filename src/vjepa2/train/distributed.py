@@ -97,8 +97,7 @@ def wrap_model(model: nn.Module, strategy: str, env: DistEnv) -> nn.Module:
             return model
         from torch.nn.parallel import DistributedDataParallel
 
-        return DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None,
-                                       broadcast_buffers=False)
+        return DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
     if strategy == "fsdp":
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
