@@ -15,6 +15,7 @@ import sys
 COMMAND_MODULES: list[str] = [
     "vjepa2.embed",
     "vjepa2.world_model.collect",
+    "vjepa2.train.cli",
 ]
 
 
