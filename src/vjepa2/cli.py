@@ -16,6 +16,7 @@ COMMAND_MODULES: list[str] = [
     "vjepa2.embed",
     "vjepa2.world_model.collect",
     "vjepa2.train.cli",
+    "vjepa2.world_model.plan_eval",
 ]
 
 

@@ -1,0 +1,536 @@
+"""``vjepa2 plan-eval``: how often latent planning reaches goal images, next to random and zero actions.
+
+::
+
+    vjepa2 plan-eval --run runs/ac --env toy-push --task reach --out runs/plan-reach
+    vjepa2 plan-eval --run runs/ac --env toy-push --task push --out runs/plan-push planner.samples=200
+    vjepa2 plan-eval --run runs/ac-pendulum --env gym:Pendulum-v1 --out runs/plan-pendulum success_tolerance=0.1
+
+Start/goal pairs: pair ``i`` resets the world with seed ``seed + i`` and replays ``goal_steps``
+actions of the same random policy that ``vjepa2 collect`` records (seeded by the pair), so every
+goal is reachable; the frame reached is the goal image, the true state reached the goal state.
+Pairs whose start already passes the success test are skipped (and listed), and the next seed
+is drawn, until ``pairs`` pairs are found. The default seeds (from 100000) are far from those of
+``vjepa2 collect`` (0, 1, ...), so the pairs are held out from the training episodes.
+
+Each pair is then run from its start three ways, with the same budget of
+``mpc.steps_per_goal`` actions and the same stop rule (the true success test, checked after
+every action): model-predictive control with the latent planner, uniformly random actions, and
+zero actions. Success (toy-push): ``reach`` = effector within ``reach_tolerance`` (0.05) of the
+goal effector; ``push`` = block within 0.05 of the goal block position and 0.35 rad of its angle.
+A Gymnasium env (``gym:<id>``, task ``state``) succeeds when the state vector is within
+``success_tolerance`` (L2) of the goal state.
+
+Output in ``--out``: ``plan-eval-<task>.json`` (every episode), ``plan-eval-<task>.md`` (the
+table), and pictures: ``plan-<task>-episode-<i>.png`` / ``.gif`` (observed frames beside the
+goal) and ``plan-<task>-landscape.png`` (energy over a grid of first actions, chosen one marked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from vjepa2.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+from vjepa2.train.checkpoint import atomic_write_text
+from vjepa2.world_model.mpc import Goal, MPCConfig, run_mpc
+from vjepa2.world_model.planner import CEMConfig, LatentPlanner, make_constraint
+
+BASELINES = ("random", "zero")
+
+
+# ------------------------------------------------------------------------------------------------
+# Configuration
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanEvalConfig:
+    """One planning evaluation.
+
+    Attributes:
+        env: ``toy-push`` or ``gym:<gymnasium id>``.
+        task: toy-push: ``reach`` or ``push``; Gymnasium envs: ``state`` (the default there).
+        pairs: start/goal pairs evaluated.
+        goal_steps: random actions replayed from the start to make the goal (``K``).
+        seed: pair ``i`` is drawn with seed ``seed + i`` (skipped seeds are taken over by the next).
+        size: frame size in pixels of the env's renderings (as collected for training).
+        repeat_prob / block_bias: toy-push's random policy (as in ``vjepa2 collect``).
+        success_tolerance: distance under which a goal counts as reached (toy-push: overrides its
+            0.05 position tolerances; Gymnasium: required, L2 over the state vector).
+        baselines: which of ``random`` / ``zero`` to run next to the planner.
+        pictures: episodes drawn as strips/GIFs (the first ones); 0 = none (no landscape either).
+        landscape_grid: points per axis of the energy-landscape picture.
+        planner: CEM settings. With ``constraint: box`` and no ``low``/``high``, the box is the
+            env's action bounds; ``action_dims`` defaults to the entries the env uses.
+        mpc: control-loop settings; ``steps_per_goal`` is every method's action budget.
+    """
+
+    env: str = "toy-push"
+    task: Literal["reach", "push", "state"] | None = None
+    pairs: int = 50
+    goal_steps: int = 8
+    seed: int = 100_000
+    size: int = 64
+    repeat_prob: float = 0.8
+    block_bias: float = 0.5
+    success_tolerance: float | None = None
+    baselines: tuple[str, ...] = BASELINES
+    pictures: int = 1
+    landscape_grid: int = 31
+    planner: CEMConfig = field(default_factory=CEMConfig)
+    mpc: MPCConfig = field(default_factory=MPCConfig)
+
+    def validate(self) -> None:
+        if self.env != "toy-push" and not self.env.startswith("gym:"):
+            raise ConfigError(f"env: {self.env!r} is neither 'toy-push' nor 'gym:<gymnasium id>'")
+        if self.env == "toy-push" and self.task not in ("reach", "push"):
+            raise ConfigError(f"task: toy-push needs task reach or push (--task reach), got {self.task!r}")
+        if self.env.startswith("gym:") and self.task not in (None, "state"):
+            raise ConfigError(f"task: a Gymnasium env is scored on its state vector (task state), got {self.task!r}")
+        if self.env.startswith("gym:") and self.success_tolerance is None:
+            raise ConfigError("success_tolerance: a Gymnasium env needs the state distance that counts as success, "
+                              "e.g. success_tolerance=0.1")
+        for name in ("pairs", "goal_steps", "size", "landscape_grid"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.pictures < 0:
+            raise ConfigError(f"pictures must be >= 0, got {self.pictures}")
+        if self.success_tolerance is not None and not self.success_tolerance > 0:
+            raise ConfigError(f"success_tolerance must be positive, got {self.success_tolerance}")
+        unknown = sorted(set(self.baselines) - set(BASELINES))
+        if unknown:
+            raise ConfigError(f"baselines: unknown {unknown}; choose from {list(BASELINES)}")
+
+    @property
+    def task_name(self) -> str:
+        return self.task or "state"
+
+
+def load_plan_eval_config(path: str | None = None, overrides=(), **top_level) -> PlanEvalConfig:
+    """YAML file (or the defaults) + ``top_level`` keys (None = not given) + dotted overrides, validated."""
+    data = load_yaml(path) if path else {}
+    data.update({k: v for k, v in top_level.items() if v is not None})
+    return from_dict(PlanEvalConfig, apply_overrides(data, overrides))
+
+
+# ------------------------------------------------------------------------------------------------
+# Environments under control: the toy world and Gymnasium envs behind one interface
+# ------------------------------------------------------------------------------------------------
+
+
+class ToyPushControl:
+    """The toy world for planning: model actions are 7-D robot vectors ``(dx, dy, 0, ...)``,
+    states the 7-D robot state; success and distances use the true world state ``(5,)``."""
+
+    action_dims = (0, 1)
+    labels = ("dx", "dy")
+
+    def __init__(self, cfg: PlanEvalConfig) -> None:
+        from vjepa2.world_model.collect import ToyPushSource
+        from vjepa2.world_model.envs.toy_push import ToyPushConfig
+
+        tolerance = {} if cfg.success_tolerance is None else {"reach_tolerance": cfg.success_tolerance,
+                                                              "push_tolerance": cfg.success_tolerance}
+        self.source = ToyPushSource(ToyPushConfig(size=cfg.size, task=cfg.task, **tolerance),
+                                    repeat_prob=cfg.repeat_prob, block_bias=cfg.block_bias)
+        self.env = self.source.env
+        self.task = cfg.task
+        self.low, self.high = self.env.action_low.copy(), self.env.action_high.copy()
+        self.model_action_dim = 7
+        self._frame: np.ndarray | None = None
+        self._state: np.ndarray | None = None
+
+    def reset(self, seed: int) -> None:
+        self._frame, self._state, _ = self.source.reset(seed)
+
+    def observe(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._frame, self._state
+
+    def step_env(self, env_action: np.ndarray) -> None:
+        self._frame, self._state, _, _ = self.source.step(np.asarray(env_action, dtype=np.float64))
+
+    def act(self, action: np.ndarray) -> None:
+        from vjepa2.world_model.envs.toy_push import action_from_robot
+
+        self.step_env(action_from_robot(np.asarray(action)))
+
+    def exploration_action(self, rng: np.random.Generator) -> np.ndarray:
+        """The collect policy's next action (env space): what made the training data and the goals."""
+        return self.source.sample_action(rng)
+
+    def uniform_action(self, rng: np.random.Generator) -> np.ndarray:
+        return self.env.sample_action(rng)
+
+    def zero_action(self) -> np.ndarray:
+        return np.zeros(2)
+
+    def true_state(self) -> np.ndarray:
+        return self.env.get_state()
+
+    def success(self, goal: np.ndarray) -> bool:
+        return self.env.success(goal, self.task)
+
+    def distance(self, goal: np.ndarray) -> float:
+        state = self.env.get_state()
+        part = slice(0, 2) if self.task == "reach" else slice(2, 4)
+        return float(np.linalg.norm(state[part] - goal[part]))
+
+    def reference_action(self, goal: np.ndarray) -> np.ndarray:
+        """The planned entries ``(dx, dy)`` that move the effector straight at its goal position."""
+        return np.clip(goal[:2] - self.env.get_state()[:2], self.low, self.high)
+
+
+class GymControl:
+    """A Gymnasium env (via :class:`~vjepa2.world_model.envs.gym_adapter.GymSource`) for planning:
+    model actions are the env's actions, states its observations; success = state within
+    ``success_tolerance`` of the goal state. Once the env reports the end of an episode, further
+    actions are ignored (the state stays where the episode ended)."""
+
+    action_dims = None
+    labels = ("action[0]", "action[1]")
+
+    def __init__(self, cfg: PlanEvalConfig, source=None) -> None:
+        if source is None:
+            from vjepa2.world_model.envs.gym_adapter import GymSource
+
+            source = GymSource.make(cfg.env[4:], size=cfg.size)
+        self.source = source
+        self.tolerance = float(cfg.success_tolerance)
+        self.low, self.high = source.low.copy(), source.high.copy()
+        self.model_action_dim = int(source.low.size)
+        self._frame = self._state = None
+        self._done = False
+
+    def reset(self, seed: int) -> None:
+        self._frame, self._state, _ = self.source.reset(seed)
+        self._done = False
+
+    def observe(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._frame, self._state
+
+    def step_env(self, env_action: np.ndarray) -> None:
+        if self._done:
+            return
+        self._frame, self._state, _, self._done = self.source.step(
+            np.asarray(env_action, dtype=self.source.env.action_space.dtype).reshape(self.low.shape))
+
+    def act(self, action: np.ndarray) -> None:
+        self.step_env(action)
+
+    def exploration_action(self, rng: np.random.Generator) -> np.ndarray:
+        return self.source.sample_action(rng)
+
+    uniform_action = exploration_action
+
+    def zero_action(self) -> np.ndarray:
+        return np.zeros_like(self.low)
+
+    def true_state(self) -> np.ndarray:
+        return np.asarray(self._state, dtype=np.float64).copy()
+
+    def success(self, goal: np.ndarray) -> bool:
+        return self.distance(goal) < self.tolerance
+
+    def distance(self, goal: np.ndarray) -> float:
+        return float(np.linalg.norm(np.asarray(self._state, dtype=np.float64) - goal))
+
+    def reference_action(self, goal: np.ndarray) -> None:
+        return None
+
+
+def make_control(cfg: PlanEvalConfig, source=None):
+    """The env of ``cfg`` (``source``: an already built Gymnasium episode source, e.g. in tests)."""
+    if cfg.env == "toy-push":
+        return ToyPushControl(cfg)
+    return GymControl(cfg, source)
+
+
+# ------------------------------------------------------------------------------------------------
+# Pairs and episodes
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Pair:
+    """A start (``reset(seed)``) and the goal reached by the random actions replayed from it."""
+
+    seed: int
+    goal_image: np.ndarray
+    goal_state: np.ndarray
+    start_distance: float
+
+
+def make_pairs(control, cfg: PlanEvalConfig) -> tuple[list[Pair], list[int]]:
+    """``cfg.pairs`` start/goal pairs and the seeds skipped because their start was already a success."""
+    pairs, skipped = [], []
+    attempts = 20 * cfg.pairs
+    for seed in range(cfg.seed, cfg.seed + attempts):
+        control.reset(seed)
+        rng = np.random.default_rng(seed)
+        for _ in range(cfg.goal_steps):
+            control.step_env(control.exploration_action(rng))
+        goal_image, goal_state = control.observe()[0].copy(), control.true_state()
+        control.reset(seed)
+        if control.success(goal_state):
+            skipped.append(seed)
+            continue
+        pairs.append(Pair(seed, goal_image, goal_state, control.distance(goal_state)))
+        if len(pairs) == cfg.pairs:
+            return pairs, skipped
+    raise ValueError(f"only {len(pairs)} of {cfg.pairs} pairs in {attempts} seeds have a goal that differs from "
+                     f"the start; raise goal_steps (now {cfg.goal_steps}) so the random actions move further")
+
+
+@dataclass
+class EpisodeResult:
+    """One method on one pair: ``success``, final ``distance``, ``steps`` executed, wall ``seconds``."""
+
+    method: str
+    seed: int
+    success: bool
+    distance: float
+    steps: int
+    seconds: float
+
+
+def run_baseline(control, pair: Pair, method: str, budget: int) -> EpisodeResult:
+    """Random (uniform in the action bounds, seeded by the pair) or zero actions, same stop rule as MPC."""
+    control.reset(pair.seed)
+    rng = np.random.default_rng([pair.seed, 1])
+    start, steps = time.perf_counter(), 0
+    while not control.success(pair.goal_state) and steps < budget:
+        control.step_env(control.uniform_action(rng) if method == "random" else control.zero_action())
+        steps += 1
+    return EpisodeResult(method, pair.seed, control.success(pair.goal_state), control.distance(pair.goal_state),
+                         steps, time.perf_counter() - start)
+
+
+def run_planner(control, pair: Pair, world, planner: LatentPlanner, mpc: MPCConfig):
+    """Model-predictive control from the pair's start toward its goal image; returns (result, episode)."""
+    control.reset(pair.seed)
+    goal = Goal(pair.goal_image, reached=lambda: control.success(pair.goal_state), name=f"seed {pair.seed}")
+    episode = run_mpc(world, planner, control, [goal], mpc)
+    result = EpisodeResult("planner", pair.seed, episode.success, control.distance(pair.goal_state),
+                           len(episode.actions), episode.seconds)
+    return result, episode
+
+
+# ------------------------------------------------------------------------------------------------
+# The evaluation
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MethodSummary:
+    method: str
+    episodes: int
+    success_rate: float
+    final_distance_mean: float
+    final_distance_median: float
+    steps_mean: float
+    seconds_per_action: float
+
+
+@dataclass
+class PlanEvalReport:
+    """Per-method summaries, every episode, the skipped seeds and the files written."""
+
+    config: dict
+    summaries: list[MethodSummary]
+    episodes: list[EpisodeResult]
+    skipped_seeds: list[int]
+    start_distance_mean: float
+    files: list[str] = field(default_factory=list)
+
+    def summary(self, method: str) -> MethodSummary:
+        return next(s for s in self.summaries if s.method == method)
+
+    def markdown(self) -> str:
+        cfg = self.config
+        lines = [f"Planning on {cfg['env']} ({cfg['task'] or 'state'}): {len(self.episodes) // len(self.summaries)} "
+                 f"start/goal pairs, goals {cfg['goal_steps']} random actions away (mean start distance "
+                 f"{self.start_distance_mean:.3f}), budget {cfg['mpc']['steps_per_goal']} actions; "
+                 f"{len(self.skipped_seeds)} seeds skipped (start already at the goal).", "",
+                 "| method | success rate | final distance (mean) | final distance (median) | actions (mean) | "
+                 "seconds / action |", "|---|---:|---:|---:|---:|---:|"]
+        for s in self.summaries:
+            lines.append(f"| {s.method} | {100 * s.success_rate:.0f}% ({round(s.success_rate * s.episodes)}/"
+                         f"{s.episodes}) | {s.final_distance_mean:.3f} | {s.final_distance_median:.3f} | "
+                         f"{s.steps_mean:.1f} | {s.seconds_per_action:.3g} |")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return {"config": self.config, "summaries": [dataclasses.asdict(s) for s in self.summaries],
+                "episodes": [dataclasses.asdict(e) for e in self.episodes], "skipped_seeds": self.skipped_seeds,
+                "start_distance_mean": self.start_distance_mean, "files": self.files}
+
+
+def summarize(method: str, results: list[EpisodeResult]) -> MethodSummary:
+    distances = np.array([r.distance for r in results])
+    steps = sum(r.steps for r in results)
+    return MethodSummary(method, len(results), float(np.mean([r.success for r in results])), float(distances.mean()),
+                         float(np.median(distances)), steps / len(results),
+                         sum(r.seconds for r in results) / max(steps, 1))
+
+
+def resolve_planner_config(cfg: CEMConfig, control) -> CEMConfig:
+    """Fill the env's controlled action entries and, for a box without bounds, the env's bounds."""
+    changes: dict = {}
+    if cfg.action_dims is None and control.action_dims is not None:
+        changes["action_dims"] = tuple(control.action_dims)
+    if cfg.constraint == "box" and cfg.low is None:
+        changes["low"], changes["high"] = tuple(map(float, control.low)), tuple(map(float, control.high))
+    return from_dict(CEMConfig, {**dataclasses.asdict(cfg), **changes}) if changes else cfg
+
+
+def check_world(world, control) -> None:
+    """The world model must take this env's actions and states."""
+    pcfg = world.predictor.config
+    control.reset(0)
+    state = control.observe()[1]
+    if pcfg.action_dim != control.model_action_dim or pcfg.state_dim != np.asarray(state).size:
+        raise ValueError(f"the world model takes {pcfg.action_dim}-D actions and {pcfg.state_dim}-D states but this "
+                         f"env has {control.model_action_dim}-D actions and {np.asarray(state).size}-D states; "
+                         f"train it on trajectories collected from this env")
+
+
+def draw_landscape(control, pair: Pair, world, planner: LatentPlanner, cfg: PlanEvalConfig, path: Path) -> Path | None:
+    """Energy over a grid of first actions (the first two planned entries) at the pair's start."""
+    from vjepa2.world_model.plan_plots import energy_landscape
+
+    if planner.planned_dim < 2:
+        return None
+    control.reset(pair.seed)
+    frame, state = control.observe()
+    latents = world.encode(np.stack([frame, pair.goal_image]))
+    frames, states, goal = latents[:1], torch.as_tensor(state, dtype=torch.float32)[None], latents[1]
+    plan = planner.plan(frames, states, goal, seed=cfg.mpc.seed)
+    constraint = make_constraint(planner.config, planner.planned_dim)
+    low, high = (b[:2].numpy() for b in constraint.grid_bounds())
+    xs, ys = np.linspace(low[0], high[0], cfg.landscape_grid), np.linspace(low[1], high[1], cfg.landscape_grid)
+    grid = torch.zeros(len(ys) * len(xs), planner.planned_dim)
+    grid[:] = plan.planned[0]  # entries beyond the first two stay at the plan's values
+    grid[:, 0] = torch.as_tensor(np.tile(xs, len(ys)), dtype=torch.float32)
+    grid[:, 1] = torch.as_tensor(np.repeat(ys, len(xs)), dtype=torch.float32)
+    energies = planner.landscape(frames, states, goal, grid, later_actions=plan.planned[1:]).numpy()
+    outside = constraint.violation(grid).numpy() > 1e-9  # points the planner may not choose
+    energies = np.where(outside, np.nan, energies).reshape(len(ys), len(xs))
+    reference = control.reference_action(pair.goal_state)
+    return energy_landscape(energies, xs, ys, plan.planned[0, :2].numpy(), path,
+                            title=f"{cfg.task_name}: energy of the first action (seed {pair.seed})",
+                            reference=None if reference is None else reference[:2], labels=control.labels,
+                            reference_label="effector straight to goal")
+
+
+def plan_eval(world, cfg: PlanEvalConfig, out: str | Path | None = None, source=None,
+              progress: bool = True) -> PlanEvalReport:
+    """Run the evaluation of ``cfg`` with ``world`` (``encode`` + ``predictor``, e.g. a
+    :class:`~vjepa2.world_model.train_ac.WorldModel`); write the table, JSON and pictures to ``out``.
+
+    Args:
+        source: a ready Gymnasium episode source (for ``gym:`` envs built by the caller, e.g. a test env).
+    """
+    control = make_control(cfg, source)
+    check_world(world, control)
+    planner = LatentPlanner(world.predictor, resolve_planner_config(cfg.planner, control))
+    pairs, skipped = make_pairs(control, cfg)
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    task = cfg.task_name
+    methods = ["planner", *cfg.baselines]
+    results: dict[str, list[EpisodeResult]] = {m: [] for m in methods}
+    files: list[str] = []
+    bar = tqdm(pairs, desc=f"plan-eval {task}", unit="pair", disable=not progress)
+    for index, pair in enumerate(bar):
+        result, episode = run_planner(control, pair, world, planner, cfg.mpc)
+        results["planner"].append(result)
+        for method in cfg.baselines:
+            results[method].append(run_baseline(control, pair, method, cfg.mpc.steps_per_goal))
+        done = results["planner"]
+        bar.set_postfix(success=f"{sum(r.success for r in done)}/{len(done)}",
+                        s_per_action=f"{sum(r.seconds for r in done) / max(sum(r.steps for r in done), 1):.2f}")
+        if out_dir is not None and index < cfg.pictures:
+            files += _draw_episode(episode, pair, result, out_dir / f"plan-{task}-episode-{index}", task)
+    if out_dir is not None and cfg.pictures:
+        drawn = draw_landscape(control, pairs[0], world, planner, cfg, out_dir / f"plan-{task}-landscape.png")
+        files += [str(drawn)] if drawn else []
+    config = to_dict(cfg)
+    config["planner"] = to_dict(planner.config)
+    report = PlanEvalReport(config, [summarize(m, results[m]) for m in methods],
+                            [r for m in methods for r in results[m]], skipped,
+                            float(np.mean([p.start_distance for p in pairs])), files)
+    if out_dir is not None:
+        md, js = out_dir / f"plan-eval-{task}.md", out_dir / f"plan-eval-{task}.json"
+        report.files += [str(md), str(js)]
+        atomic_write_text(md, report.markdown() + "\n")
+        atomic_write_text(js, json.dumps(report.to_json(), indent=2) + "\n")
+    return report
+
+
+def _draw_episode(episode, pair: Pair, result: EpisodeResult, stem: Path, task: str) -> list[str]:
+    from vjepa2.world_model.plan_plots import episode_gif, episode_strip
+
+    verdict = "reached" if result.success else "not reached"
+    title = f"{task}, seed {pair.seed}: {verdict} after {result.steps} actions (distance {result.distance:.3f})"
+    strip = episode_strip(episode.frames, pair.goal_image, stem.with_suffix(".png"), title=title)
+    gif = episode_gif(episode.frames, pair.goal_image, stem.with_suffix(".gif"))
+    return [str(strip), str(gif)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Command line
+# ------------------------------------------------------------------------------------------------
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("plan-eval", help="success rate of latent planning (CEM + MPC) toward goal images, "
+                                                "with random- and zero-action baselines",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="train-ac output directory or checkpoint file (the world model)")
+    p.add_argument("--env", help="toy-push (default) or gym:<gymnasium id>")
+    p.add_argument("--task", choices=["reach", "push", "state"], help="toy-push: reach or push; gym: state")
+    p.add_argument("--pairs", type=int, help="start/goal pairs (default 50)")
+    p.add_argument("--out", default="runs/plan-eval", help="output directory (default runs/plan-eval)")
+    p.add_argument("--config", help="YAML file with the settings (see PlanEvalConfig)")
+    p.add_argument("--device", default="cpu", help="torch device of the world model (default cpu)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="dotted overrides, e.g. planner.samples=200 planner.iterations=5 mpc.steps_per_goal=20")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_plan_eval_config(args.config, args.overrides, env=args.env, task=args.task, pairs=args.pairs)
+    except ConfigError as err:
+        print(f"vjepa2 plan-eval: config error: {err}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        return 0
+    from vjepa2.weights import WeightsError
+    from vjepa2.world_model.train_ac import load_world_model
+
+    try:
+        world = load_world_model(args.run).to(args.device)
+        report = plan_eval(world, cfg, args.out)
+    except (WeightsError, ValueError, FileNotFoundError, ImportError) as err:
+        print(f"vjepa2 plan-eval: {err}", file=sys.stderr)
+        return 1
+    print(report.markdown())
+    print("wrote " + ", ".join(report.files))
+    return 0
