@@ -73,7 +73,7 @@ def save_confusion_png(confusion: list[list[int]] | np.ndarray, class_names: tup
     counts = np.asarray(confusion, dtype=np.float64)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     n = len(class_names)
-    side = min(max(4.0, 0.45 * n + 2.5), 24.0)
+    side = min(max(4.0, 0.3 * n + 2.5), 16.0)
     fig, ax = plt.subplots(figsize=(side, side * 0.9))
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     ticks = np.arange(n)
@@ -81,7 +81,7 @@ def save_confusion_png(confusion: list[list[int]] | np.ndarray, class_names: tup
     ax.set_yticks(ticks, labels=list(class_names), fontsize=8 if n <= 30 else 5)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    if n <= 30:
+    if n <= 16:  # counts stay legible (and cheap to draw) on small matrices only
         for r in range(n):
             for c in range(n):
                 if counts[r, c]:
@@ -96,7 +96,7 @@ def save_confusion_png(confusion: list[list[int]] | np.ndarray, class_names: tup
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
     os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
+        fig.savefig(tmp, dpi=90, format="png")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
