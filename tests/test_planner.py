@@ -84,6 +84,25 @@ def test_same_seed_same_plan_and_another_seed_another_search():
     assert not torch.equal(seen[-1], seen[runs - 1])
 
 
+def test_deduplication_scores_each_distinct_candidate_once_and_changes_nothing():
+    target = torch.tensor([[0.2, -0.3]])  # outside the box: the optimum is a corner
+    calls = {True: [], False: []}
+
+    def energy(dedup):
+        def fn(actions):
+            calls[dedup].append(len(actions))
+            return ((actions - target) ** 2).sum(dim=(1, 2))
+        return fn
+
+    results = {d: cem(energy(d), 2, cem_config(samples=200, iterations=4, constraint="box", deduplicate=d))
+               for d in (True, False)}
+    torch.testing.assert_close(results[True].actions, results[False].actions)
+    torch.testing.assert_close(results[True].actions, torch.tensor([[0.075, -0.075]]), atol=1e-4, rtol=0)
+    assert calls[False][:4] == [200] * 4
+    # std 1 against a 0.075 box: ~88% of the 2-D draws are clamped to one of 4 corners
+    assert calls[True][0] < 60 and [h["scored"] for h in results[True].history] == calls[True][:4]
+
+
 def test_non_finite_energies_are_never_elites():
     def energy(actions):  # NaN wherever dx > 0; the minimum of the finite part is at dx = -0.075
         out = actions[:, 0, 0].clone()
@@ -95,7 +114,7 @@ def test_non_finite_energies_are_never_elites():
     with pytest.raises(ValueError, match="non-finite"):
         cem(lambda a: torch.full((a.shape[0],), float("nan")), 2, cem_config(samples=10, elites=2))
     with pytest.raises(ValueError, match=r"\(S,\)"):
-        cem(lambda a: torch.zeros(3), 2, cem_config(samples=10, elites=2))
+        cem(lambda a: torch.zeros(3), 2, cem_config(samples=10, elites=2, deduplicate=False))
 
 
 # ------------------------------------------------------------------------------------------------
