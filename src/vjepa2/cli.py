@@ -14,7 +14,7 @@ import sys
 # Modules that each define add_parser(subparsers). Imported lazily so `vjepa2 --help` stays fast.
 COMMAND_MODULES: list[str] = [
     "vjepa2.embed",
-    "vjepa2.world_model.collect",
+    "vjepa2.world_model.cli",
     "vjepa2.train.cli",
     "vjepa2.world_model.plan_eval",
 ]

@@ -1,0 +1,207 @@
+"""Frozen-encoder features of trajectory frames, cached on disk so AC training never re-runs the encoder.
+
+Each frame is encoded on its own: the frame is duplicated into one tubelet (a ``tubelet_size``-frame
+clip), giving ``H' x W'`` tokens per frame (SPEC section 8). Frames are resized (short side) and
+centre-cropped to ``img_size``, ImageNet-normalised.
+
+Cache layout: ``<cache_dir>/<encoder fingerprint>/<trajectory key>.safetensors`` holding
+
+- ``features`` ``(T, H'*W', D)`` raw encoder outputs (layer-norm them with
+  :func:`vjepa2.models.ac_predictor.normalize_latents` before use, as training does),
+- ``states`` ``(T, S)``, ``actions`` ``(T-1, A)`` and ``extra.<name>`` per-step extras,
+- metadata: the source directory, a signature of its files (size + mtime), fps, grid, encoder info.
+
+The fingerprint hashes the encoder config, its weights and the preprocessing, so a different
+encoder never reads another's features; the signature makes an edited trajectory re-encode. Files
+are written atomically; an interrupted build resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import tempfile
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from vjepa2.data.trajectories import Convention, Skipped, Trajectory, find_trajectories, read_trajectory
+from vjepa2.data.transforms import center_crop, normalize, resize_short_side
+from vjepa2.models.encoder import VisionEncoder
+
+FORMAT = "vjepa2-ac-features/1"
+
+
+def preprocess_frames(frames: np.ndarray | torch.Tensor, img_size: int) -> torch.Tensor:
+    """uint8 ``(T, H, W, 3)`` -> float32 ``(T, 3, img_size, img_size)``, ImageNet-normalised."""
+    x = torch.as_tensor(frames)
+    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != torch.uint8:
+        raise ValueError(f"frames must be uint8 (T, H, W, 3), got {x.dtype} {tuple(x.shape)}")
+    x = x.permute(0, 3, 1, 2).float()
+    x = center_crop(resize_short_side(x, img_size), img_size)
+    return normalize(x / 255.0)
+
+
+@torch.no_grad()
+def encode_frames(encoder: VisionEncoder, frames: np.ndarray | torch.Tensor, img_size: int, batch_size: int = 32,
+                  dtype: str = "fp32", device: str | torch.device = "cpu") -> torch.Tensor:
+    """Encode each frame separately: uint8 ``(T, H, W, 3)`` -> float32 ``(T, H'*W', D)``.
+
+    Args:
+        img_size: side of the square input the frames are resized/cropped to.
+        batch_size: frames per encoder call.
+        dtype: ``fp32`` or ``bf16`` (autocast; outputs are returned as float32).
+    """
+    if dtype not in ("fp32", "bf16"):
+        raise ValueError(f"dtype must be fp32 or bf16, got {dtype!r}")
+    device = torch.device(device)
+    tubelet = encoder.config.tubelet_size
+    out = []
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
+    for start in range(0, len(frames), batch_size):
+        images = preprocess_frames(frames[start:start + batch_size], img_size).to(device)
+        clip = images.unsqueeze(2).expand(-1, -1, tubelet, -1, -1)  # (b, 3, tubelet, H, W): one tubelet per frame
+        with autocast:
+            out.append(encoder(clip).float().cpu())
+    return torch.cat(out)
+
+
+def encoder_fingerprint(encoder: VisionEncoder, img_size: int) -> str:
+    """Hex digest of the encoder's config, weights and the preprocessing (16 characters)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"format": FORMAT, "img_size": img_size,
+                              "config": dataclasses.asdict(encoder.config)}, sort_keys=True).encode())
+    for name, tensor in sorted(encoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def source_signature(path: Path) -> str:
+    """Digest of the names, sizes and modification times of every file of a trajectory directory."""
+    entries = []
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            entries.append(f"{p.relative_to(path)}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha1("\n".join(entries).encode()).hexdigest()
+
+
+def trajectory_key(path: Path, fps: float | None) -> str:
+    """File-name-safe key: the directory name plus a digest of its full path and the fps."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", path.name)[:60] or "trajectory"
+    digest = hashlib.sha1(f"{path.resolve()}|{fps}".encode()).hexdigest()[:10]
+    return f"{safe}-{digest}"
+
+
+@dataclass
+class FeatureSet:
+    """Cached trajectories ready for AC training: one safetensors file each (see the module docstring)."""
+
+    files: list[Path]
+    skipped: list[Skipped]
+    directory: Path
+    fingerprint: str
+
+
+def read_features(path: str | os.PathLike, start: int = 0, stop: int | None = None) -> dict[str, torch.Tensor]:
+    """Steps ``[start, stop)`` of a cached trajectory: ``features (T, N, D)``, ``states (T, S)``,
+    ``actions (T-1, A)`` (the actions between those steps), ``extra.*``. Reads only that window."""
+    out = {}
+    with safe_open(str(path), framework="pt") as f:
+        length = f.get_slice("states").get_shape()[0]
+        stop = length if stop is None else stop
+        if not 0 <= start < stop <= length:
+            raise ValueError(f"{path}: window [{start}, {stop}) is outside its {length} steps")
+        for key in f.keys():
+            end = stop - 1 if key == "actions" else stop
+            out[key] = f.get_slice(key)[start:end]
+    return out
+
+
+def feature_metadata(path: str | os.PathLike) -> dict:
+    """The JSON metadata of a cached trajectory (``source``, ``signature``, ``fps``, ``grid``, ``length``...)."""
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads(f.metadata()["vjepa2"])
+
+
+def _save_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata={"vjepa2": json.dumps(metadata)})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_feature_cache(root: str | os.PathLike, encoder: VisionEncoder, cache_dir: str | os.PathLike, *,
+                        img_size: int, fps: float | None = None, min_steps: int = 2,
+                        convention: Convention = "auto", batch_size: int = 32, dtype: str = "fp32",
+                        store_dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                        progress: bool = True, encoder_info: dict | None = None) -> FeatureSet:
+    """Encode every trajectory under ``root`` not cached yet (or changed since) into ``cache_dir``.
+
+    Trajectories with fewer than ``min_steps`` frames at ``fps`` are skipped and listed in the
+    result (``FeatureSet.skipped``) with the reason.
+
+    Args:
+        encoder: the frozen encoder (put in eval mode here).
+        img_size: encoder input side in pixels.
+        fps: resample trajectories to this rate first (None: recorded rate).
+        store_dtype: dtype of the stored features (float16/bfloat16 halve the disk use).
+        encoder_info: extra JSON stored with each file (e.g. how to rebuild the encoder).
+    """
+    encoder = encoder.eval().to(device)
+    fingerprint = encoder_fingerprint(encoder, img_size)
+    directory = Path(cache_dir) / fingerprint
+    directory.mkdir(parents=True, exist_ok=True)
+    files, skipped = [], []
+    paths = find_trajectories(root)
+    for path in tqdm(paths, desc="encoding trajectories", unit="traj", disable=not progress):
+        target = directory / f"{trajectory_key(path, fps)}.safetensors"
+        signature = source_signature(path)
+        if target.is_file():
+            try:
+                meta = feature_metadata(target)
+            except Exception:  # unreadable (e.g. truncated by a full disk): rebuild it
+                meta = {}
+            if meta.get("signature") == signature:
+                files.append(target)
+                continue
+        traj = read_trajectory(path, fps=fps, convention=convention)
+        if len(traj) < min_steps:
+            skipped.append(Skipped(path, f"{len(traj)} steps{f' at {fps} fps' if fps else ''} < {min_steps} needed"))
+            continue
+        features = encode_frames(encoder, traj.frames, img_size, batch_size=batch_size, dtype=dtype, device=device)
+        _save_atomic(target, _tensors(traj, features.to(store_dtype)), {
+            "format": FORMAT, "source": str(path.resolve()), "name": traj.name, "signature": signature,
+            "fps": traj.fps, "length": len(traj), "grid": _grid(encoder, img_size), "img_size": img_size,
+            "encoder_fingerprint": fingerprint, "encoder": encoder_info or {}, "meta": traj.meta})
+        files.append(target)
+    return FeatureSet(files=files, skipped=skipped, directory=directory, fingerprint=fingerprint)
+
+
+def _grid(encoder: VisionEncoder, img_size: int) -> list[int]:
+    side = img_size // encoder.config.patch_size
+    return [side, side]
+
+
+def _tensors(traj: Trajectory, features: torch.Tensor) -> dict[str, torch.Tensor]:
+    tensors = {"features": features, "states": torch.from_numpy(np.ascontiguousarray(traj.states, np.float32)),
+               "actions": torch.from_numpy(np.ascontiguousarray(traj.actions, np.float32))}
+    for name, value in traj.extras.items():
+        array = np.asarray(value)
+        if np.issubdtype(array.dtype, np.number):
+            tensors[f"extra.{name}"] = torch.from_numpy(np.ascontiguousarray(array, np.float32))
+    return tensors
