@@ -158,11 +158,11 @@ def labels_tensor(dataset: LabelledVideos) -> torch.Tensor:
     return torch.tensor([dataset.labels(i) for i in range(len(dataset))], dtype=torch.int64).view(len(dataset), -1)
 
 
-def open_lists(train: str, val: str, num_classes: int | None = None,
-               allow_short: bool = False) -> tuple[ListVideos, ListVideos]:
+def open_lists(train: str, val: str, num_classes: int | None = None, allow_short: bool = False,
+               class_names: tuple[str, ...] | None = None) -> tuple[ListVideos, ListVideos]:
     """Train and val list files with one class set: the training list's (or ``num_classes``)."""
     try:
-        train_set = ListVideos(train, num_classes=num_classes, allow_short=allow_short)
+        train_set = ListVideos(train, num_classes=num_classes, class_names=class_names, allow_short=allow_short)
         classes = train_set.head_classes[0]
         val_set = ListVideos(val, num_classes=len(classes), class_names=classes, allow_short=allow_short)
     except ListError as err:

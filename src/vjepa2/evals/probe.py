@@ -212,6 +212,7 @@ class ProbeEvalConfig:
         dataset: a built-in task (``toy-ssv2``, ``toy-appearance``) instead of list files.
         train / val: path-label list files or labelled folders.
         num_classes: class count for list files (default: from the training list's labels).
+        classes: text file of class names for list files, one per line (line ``k`` names label ``k - 1``).
         variant: ``full`` (3 self-attention blocks + cross-attention) or ``light`` (cross-attention only).
         heads: attention heads of the probe.
         cache_dir: feature cache directory; null = the uncached path (encoder run at every step).
@@ -227,6 +228,7 @@ class ProbeEvalConfig:
     train: str | None = None
     val: str | None = None
     num_classes: int | None = None
+    classes: str | None = None
     variant: ProbeVariant = "full"
     heads: int = 16
     clips: ClipConfig = field(default_factory=ClipConfig)
@@ -245,8 +247,9 @@ class ProbeEvalConfig:
             raise ConfigError("give --train LIST and --val LIST, or --dataset toy-ssv2|toy-appearance")
         if self.dataset is not None and lists:
             raise ConfigError(f"--dataset {self.dataset} is built in: drop --train/--val (or drop --dataset)")
-        if self.dataset is not None and self.num_classes is not None:
-            raise ConfigError("num_classes is only read with --train/--val list files; built-in tasks fix it")
+        if self.dataset is not None and (self.num_classes is not None or self.classes is not None):
+            raise ConfigError("num_classes / classes are only read with --train/--val list files; built-in tasks "
+                              "fix them")
         if self.dataset is None and self.toy != ToyConfig():
             raise ConfigError("toy.* settings are only read with --dataset toy-ssv2|toy-appearance")
         if self.encode_batch < 1:
@@ -358,7 +361,11 @@ def run_probe_eval(cfg: ProbeEvalConfig, progress: bool = True) -> dict:
         train_data = ToyVideos(ToyTask(cfg.dataset, "train", cfg.toy))
         val_data = ToyVideos(ToyTask(cfg.dataset, "val", cfg.toy))
     else:
-        train_data, val_data = open_lists(cfg.train, cfg.val, cfg.num_classes, cfg.clips.allow_short)
+        names = read_class_names(cfg.classes) if cfg.classes else None
+        if names and cfg.num_classes is not None and cfg.num_classes != len(names):
+            raise ConfigError(f"num_classes={cfg.num_classes} but {cfg.classes} names {len(names)} classes")
+        train_data, val_data = open_lists(cfg.train, cfg.val, len(names) if names else cfg.num_classes,
+                                          cfg.clips.allow_short, names)
     encoder = load_frozen_encoder(cfg.encoder, cfg.random_init, cfg.seed).to(device)
     check_clip_geometry(cfg.clips, encoder.config)
     num_classes = len(train_data.head_classes[0])
@@ -368,6 +375,21 @@ def run_probe_eval(cfg: ProbeEvalConfig, progress: bool = True) -> dict:
         probe_cfg=probe_cfg, grid=cfg.grid, seed=cfg.seed, cache_dir=cfg.cache_dir, cache_dtype=cfg.cache_dtype,
         encode_batch=cfg.encode_batch, out=cfg.out, head_names=("class",), selection=("top1", 0),
         settings=to_dict(cfg), device=device, progress=progress, describe=cfg.dataset or "")
+
+
+def read_class_names(path: str | os.PathLike) -> tuple[str, ...]:
+    """Class names, one per line (blank lines are an error: they would shift every later label)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"classes file {path} does not exist")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    blank = [i + 1 for i, line in enumerate(lines) if not line.strip()]
+    if not lines or blank:
+        raise ConfigError(f"{path}: " + (f"line {blank[0]} is blank" if blank else "no class names")
+                          + "; write one class name per line, line k naming label k-1")
+    return tuple(line.strip() for line in lines)
 
 
 def check_clip_geometry(clips: ClipConfig, encoder_config) -> None:
@@ -381,11 +403,25 @@ def check_clip_geometry(clips: ClipConfig, encoder_config) -> None:
         raise ConfigError("; ".join(problems))
 
 
+def merge_defaults(cls, data: dict) -> dict:
+    """``data`` laid over the plain-data defaults of dataclass ``cls``, recursively.
+
+    A nested section given in part (``grid.epochs=5``) keeps the *owner's* defaults for the other
+    keys (e.g. the anticipation grid's focal loss), not those of the section's own class.
+    """
+    def merge(base, over):
+        if isinstance(base, dict) and isinstance(over, dict):
+            return {**base, **{k: merge(base.get(k), v) for k, v in over.items()}}
+        return over
+
+    return merge(to_dict(cls()), dict(data or {}))
+
+
 def probe_eval_config(data: dict) -> ProbeEvalConfig:
     """Typed config from plain data (YAML + overrides); errors name the key."""
-    return from_dict(ProbeEvalConfig, data)
+    return from_dict(ProbeEvalConfig, merge_defaults(ProbeEvalConfig, data))
 
 
 __all__ = ["GridConfig", "ProbeEvalConfig", "ProbeGrid", "check_clip_geometry", "fit_and_report",
-           "load_frozen_encoder", "probe_eval_config", "probe_loss", "resolve_device", "run_probe_eval",
+           "load_frozen_encoder", "merge_defaults", "probe_eval_config", "probe_loss", "resolve_device", "run_probe_eval",
            "scheduled_lr", "sigmoid_focal_loss", "write_json"]

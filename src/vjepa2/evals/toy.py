@@ -26,7 +26,9 @@ and its class is ``i % num_classes`` (balanced classes).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -152,6 +154,49 @@ def toy_anticipation_scene(verb: int, rng: np.random.Generator) -> tuple[Scene, 
                         motion=Motion("translate", velocity=velocity), role="main")
     scene = Scene(background=sample_background(rng), objects=tuple(targets) + (mover,))
     return scene, ANTICIPATION_NOUNS.index(shapes[verb])
+
+
+def export_toy_dataset(name: str, out: str | os.PathLike, config: ToyConfig | None = None, frames: int = 16,
+                       size: int = 80, fps: float = 8.0, progress: bool = True) -> dict[str, Path]:
+    """Write a built-in task as videos plus list files, so the list-file path can be exercised.
+
+    Layout: ``out/<split>/<index>.mp4``, ``out/<split>.txt`` (``<split>/<index>.mp4 <label>`` lines,
+    paths relative to the list), ``out/classes.txt`` (one class name per line, line ``k`` = label
+    ``k - 1``). Anticipation tasks write the action label. Videos are written atomically one by one
+    and the list files last, so an interrupted export never lists a missing video.
+
+    Returns:
+        ``{"train": path, "val": path, "classes": path}``.
+    """
+    from tqdm import tqdm
+
+    from vjepa2.data.video import write_video
+
+    if size % 2:
+        raise ConfigError(f"--size {size} must be even (H.264 video stores even frame sizes)")
+    if frames < 1 or fps <= 0:
+        raise ConfigError(f"--frames must be >= 1 and --fps > 0, got {frames}, {fps}")
+    out = Path(out)
+    written = {}
+    for split in SPLITS:
+        task = ToyTask(name, split, config)
+        lines = []
+        for i in tqdm(range(len(task)), desc=f"{name} {split}", unit="video", disable=not progress):
+            relative = f"{split}/{i:05d}.mp4"
+            write_video(out / relative, task.render(i, frames, size), fps=fps)
+            label = task.label(i)
+            lines.append(f"{relative} {label[2] if isinstance(label, tuple) else label}\n")
+        written[split] = _atomic_text(out / f"{split}.txt", "".join(lines))
+    written["classes"] = _atomic_text(out / "classes.txt", "".join(f"{c}\n" for c in ToyTask(name, "train",
+                                                                                            config).classes))
+    return written
+
+
+def _atomic_text(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
 
 
 class ToyTask:
