@@ -209,3 +209,12 @@ def test_corrupt_and_missing_files_are_skipped_and_reported(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"data files skipped: {summary.counters.files_skipped}" in printed and "missing.mp4" in printed
     assert read_log(tmp_path / "run")[3]["files_skipped"] == str(summary.counters.files_skipped)
+
+
+def test_missing_list_file_fails_before_any_work(tmp_path):
+    from vjepa2.config import ConfigError
+
+    cfg = tiny_config(tmp_path / "run", data={"sources": [{"kind": "list", "path": str(tmp_path / "nope.txt")}]})
+    with pytest.raises(ConfigError, match=r"data.sources\[0\].*nope.txt"):
+        pretrain(cfg)
+    assert not (tmp_path / "run").exists()

@@ -180,7 +180,11 @@ class DistributedConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """Everything one pretraining run needs. See the module docstring for batch-size semantics."""
+    """Everything one pretraining run needs. See the module docstring for batch-size semantics.
+
+    ``threads`` sets PyTorch's CPU threads per process (null = PyTorch's default: all cores, or
+    ``OMP_NUM_THREADS``). Small models on a shared machine run much faster on one thread.
+    """
 
     phases: list[PhaseConfig]
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -192,6 +196,7 @@ class PretrainConfig:
     ema: tuple[float, float] = (0.99925, 0.99925)
     dtype: Literal["fp32", "bf16"] = "fp32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = None
     seed: int = 0
     output_dir: str = "runs/pretrain"
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -219,6 +224,8 @@ class PretrainConfig:
             raise ConfigError(f"loss_exp must be positive (1 = L1, 2 = L2), got {self.loss_exp}")
         if not all(0.0 <= m <= 1.0 for m in self.ema):
             raise ConfigError(f"ema: momenta must lie in [0, 1], got {list(self.ema)}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1 or null (PyTorch's default), got {self.threads}")
         if self.max_nonfinite_steps < 1:
             raise ConfigError(f"max_nonfinite_steps must be >= 1, got {self.max_nonfinite_steps}")
         if len(self.mask.generators) > self.model.num_mask_tokens:

@@ -131,9 +131,10 @@ def plot_curve(csv_path: str | os.PathLike, png_path: str | os.PathLike, column:
     steps, values, phases = zip(*points)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     ax.plot(steps, values, lw=1.2)
-    for i in range(1, len(phases)):
-        if phases[i] != phases[i - 1]:
-            ax.axvline(steps[i], color="grey", ls="--", lw=0.8)
+    for i in range(len(phases)):
+        if phases[i] and (i == 0 or phases[i] != phases[i - 1]):
+            if i:
+                ax.axvline(steps[i], color="grey", ls="--", lw=0.8)
             ax.text(steps[i], max(values), f" {phases[i]}", va="top", fontsize=8, color="grey")
     ax.set_xlabel("step")
     ax.set_ylabel(column)

@@ -18,7 +18,7 @@ import yaml
 from torch import nn
 
 from vjepa2.config import ConfigError, to_dict
-from vjepa2.data.dataset import PretrainBatch, build_pretrain_loader
+from vjepa2.data.dataset import PretrainBatch, build_pretrain_loader, build_sources
 from vjepa2.masking import MaskConfig, corrupt_tokens
 from vjepa2.models.encoder import VisionEncoder, gather_tokens
 from vjepa2.models.predictor import Predictor
@@ -270,9 +270,11 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> RunSummary:
     """Train as ``cfg`` says; with ``resume``, continue from the newest valid checkpoint in
     ``cfg.output_dir`` (or start afresh if there is none). Works under ``torchrun``."""
     env = dist_utils.init_distributed(cfg.device, cfg.distributed.backend)
+    threads = torch.get_num_threads()
     try:
         return _run(cfg, resume, env)
     finally:
+        torch.set_num_threads(threads)
         dist_utils.shutdown()
 
 
@@ -281,8 +283,11 @@ def _run(cfg: PretrainConfig, resume: bool, env: dist_utils.DistEnv) -> RunSumma
     checkpoints = CheckpointDir(out_dir / "checkpoints", keep_last=cfg.checkpoint.keep_last)
     for phase in cfg.phases:
         _micro_layout(cfg, phase, env)  # batch-size errors before any work
+    build_sources(cfg.data)  # a missing or malformed list file fails now, not at the first step
     say = print if env.is_main else (lambda *a, **k: None)
 
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     _seed_everything(cfg.seed)  # identical initial weights on every process
     model = JEPA(cfg.encoder_config(), cfg.predictor_config(), cfg.mask, cfg.loss_exp).to(env.device)
     training_model = dist_utils.wrap_model(model, cfg.distributed.strategy, env)
