@@ -25,7 +25,7 @@ from vjepa2.models.predictor import Predictor
 from vjepa2.models.sizes import EncoderConfig, PredictorConfig
 from vjepa2.train import distributed as dist_utils
 from vjepa2.train.checkpoint import CheckpointDir, atomic_write_text, capture_rng_state, restore_rng_state
-from vjepa2.train.config import PretrainConfig, config_differences
+from vjepa2.train.config import PhaseConfig, PretrainConfig, config_differences
 from vjepa2.train.ema import ema_update, make_target
 from vjepa2.train.monitor import RunMonitor
 from vjepa2.train.schedules import ema_momentum_at, lr_at, phase_at
@@ -292,46 +292,15 @@ def _run(cfg: PretrainConfig, resume: bool, env: dist_utils.DistEnv) -> RunSumma
     model = JEPA(cfg.encoder_config(), cfg.predictor_config(), cfg.mask, cfg.loss_exp).to(env.device)
     training_model = dist_utils.wrap_model(model, cfg.distributed.strategy, env)
     optimizer = build_optimizer(model, cfg, fused=cfg.distributed.strategy == "ddp")
-
-    start_step, counters = 0, Counters()
-    found = None
-    if env.is_main:
-        if resume:
-            for stale in checkpoints.remove_partial():
-                say(f"removed a half-written checkpoint left by a killed run: {stale}")
-            found = checkpoints.latest_valid(CHECKPOINT_KEYS, warn=say)
-        elif checkpoints.steps():
-            raise FileExistsError(f"{checkpoints.directory} already holds checkpoints; pass --resume to continue "
-                                  f"that run, or choose another --out")
-    found_path = dist_utils.broadcast_object(str(found[0]) if found else None)
-    if resume and found_path is None:
-        say(f"--resume: no valid checkpoint in {checkpoints.directory}; starting from step 0")
-    if found_path is not None:
-        # Rank 0 chose the file; the others read the same one (memory-mapped, so cheap).
-        state = found[1] if found else torch.load(found_path, map_location="cpu", weights_only=True, mmap=True)
-        train_state = state[TRAIN_STATE_KEY]
-        _load_full_state(training_model, optimizer, _join_models(state), state["opt"])
-        start_step = int(train_state["step"])
-        counters = Counters(**train_state["counters"])
-        rng = train_state["rng"]
-        if len(rng) == env.world_size:
-            restore_rng_state(rng[env.rank])
-        else:
-            say(f"checkpoint was written by {len(rng)} processes, this run has {env.world_size}: "
-                f"random generators are re-seeded instead of restored")
-        changed = [line for line in config_differences(train_state["config"], to_dict(cfg))
-                   if not line.startswith("output_dir:")]  # a moved run directory is not a change
-        say(f"resumed from {found_path} at step {start_step} (phase {train_state['phase']})"
-            + (f"; config changed since: {'; '.join(changed)}" if changed else ""))
-        del state
+    start_step, counters = _restore(cfg, resume, checkpoints, training_model, optimizer, env, say)
 
     total = cfg.total_iterations
     if env.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        _truncate_skipped_table(out_dir, start_step)
         say(config_banner(cfg, env))
-    generators = len(cfg.mask.generators)
-    columns = (["step", "phase", "loss"] + [f"loss_mask{i}" for i in range(generators)]
+    columns = (["step", "phase", "loss"] + [f"loss_mask{i}" for i in range(len(cfg.mask.generators))]
                + ["lr", "ema_momentum", "grad_norm", "target_std", "clips_per_s", "nonfinite_total",
                   "files_skipped", "elapsed_s"])
     monitor = RunMonitor(out_dir, columns, total, start_step, enabled=env.is_main,
@@ -339,42 +308,21 @@ def _run(cfg: PretrainConfig, resume: bool, env: dist_utils.DistEnv) -> RunSumma
 
     summary = RunSummary(out_dir, start_step, start_step, 0.0, None, None, counters)
     loaders, phase_index, started = None, None, time.perf_counter()
-    last_saved = None
     try:
         for step in range(start_step, total):
             where = phase_at(cfg.phases, step)
-            if where.index != phase_index:
+            if where.index != phase_index:  # progressive resolution: new clip shape, new loaders
                 _close(loaders)
                 loaders, phase_index = _open_loaders(cfg, where.phase, step, env), where.index
-                micro = _micro_layout(cfg, where.phase, env)
-                monitor.write(f"phase {where.phase.name}: steps {where.start}-{where.start + where.phase.iterations - 1}, "
-                              f"{where.phase.frames} frames at {where.phase.resolution} px, global batch "
-                              f"{cfg.phase_batch_size(where.phase)} = {env.world_size} process(es) x "
-                              f"{cfg.optim.grad_accumulation} micro-step(s) x {micro}, lr {where.phase.lr_schedule}")
+                monitor.write(_phase_banner(cfg, where, env))
             tick = time.perf_counter()
             micro_batches = [next(loader) for loader in loaders]
-            for batch in micro_batches:
-                if batch.step != step:
-                    raise RuntimeError(f"data loader returned batch {batch.step} for step {step}")
             _report_skipped(step, micro_batches, counters, summary, monitor, out_dir)
             lr, momentum = lr_at(cfg, step), ema_momentum_at(cfg, step)
             result = train_step(training_model, optimizer, micro_batches, lr=lr, momentum=momentum, cfg=cfg,
                                 device=env.device, noise=_noise_generators(cfg, step, env))
-            seconds = time.perf_counter() - tick
-            if result.finite:
-                counters.nonfinite_in_a_row = 0
-            else:
-                counters.nonfinite_total += 1
-                counters.nonfinite_in_a_row += 1
-                monitor.write(f"step {step + 1}: non-finite loss ({result.loss}) or gradient norm "
-                              f"({result.grad_norm}); skipped ({counters.nonfinite_in_a_row} in a row)")
-                if counters.nonfinite_in_a_row >= cfg.max_nonfinite_steps:
-                    raise TrainingDiverged(
-                        f"stopping: {counters.nonfinite_in_a_row} steps in a row (up to step {step + 1}) had a "
-                        f"non-finite loss or gradient (max_nonfinite_steps={cfg.max_nonfinite_steps}). Lower "
-                        f"optim.lr, set optim.clip_grad (e.g. 1.0), try dtype=fp32, or check the data; "
-                        f"--resume restarts from the last checkpoint.")
-            clips_per_s = cfg.phase_batch_size(where.phase) / max(seconds, 1e-9)
+            clips_per_s = cfg.phase_batch_size(where.phase) / max(time.perf_counter() - tick, 1e-9)
+            _count_non_finite(result, step, counters, cfg, monitor)
             summary.end_step, summary.last_loss, summary.target_std = step + 1, result.loss, result.target_std
             monitor.advance(loss=result.loss, lr=lr, clips_s=clips_per_s)
             if (step + 1) % cfg.log.every == 0 or step + 1 == total or not result.finite:
@@ -386,16 +334,86 @@ def _run(cfg: PretrainConfig, resume: bool, env: dist_utils.DistEnv) -> RunSumma
                              "elapsed_s": time.perf_counter() - started})
             phase_end = step + 1 == where.start + where.phase.iterations
             if (step + 1) % cfg.checkpoint.every == 0 or phase_end:
-                last_saved = _save(checkpoints, training_model, model, optimizer, cfg, env, step + 1,
-                                   where.phase.name, counters, result.loss, lr)
+                summary.checkpoint = _save(checkpoints, training_model, model, optimizer, cfg, env, step + 1,
+                                           where.phase, counters, result.loss, lr)
     finally:
         _close(loaders)
         summary.seconds = time.perf_counter() - started
         summary.loss_png = monitor.close()
-    summary.checkpoint = last_saved
-    if env.is_main:
-        say(format_summary(summary))
+    say(format_summary(summary))
     return summary
+
+
+def _restore(cfg: PretrainConfig, resume: bool, checkpoints: CheckpointDir, training_model: nn.Module,
+             optimizer: torch.optim.Optimizer, env: dist_utils.DistEnv, say) -> tuple[int, Counters]:
+    """Load the newest valid checkpoint into model and optimiser (``--resume``): ``(step, counters)``.
+
+    Rank 0 picks the file (deleting temporary files of a killed writer, skipping unreadable ones);
+    every process then loads that same file. Without ``--resume`` an existing run is never overwritten.
+    """
+    found = None
+    if env.is_main:
+        if resume:
+            for stale in checkpoints.remove_partial():
+                say(f"removed a half-written checkpoint left by a killed run: {stale}")
+            found = checkpoints.latest_valid(CHECKPOINT_KEYS, warn=say)
+        elif checkpoints.steps():
+            raise FileExistsError(f"{checkpoints.directory} already holds checkpoints; pass --resume to continue "
+                                  f"that run, or choose another --out")
+    found_path = dist_utils.broadcast_object(str(found[0]) if found else None)
+    if found_path is None:
+        if resume:
+            say(f"--resume: no valid checkpoint in {checkpoints.directory}; starting from step 0")
+        return 0, Counters()
+    # Memory-mapped on the other ranks: reading the same file is cheap.
+    state = found[1] if found else torch.load(found_path, map_location="cpu", weights_only=True, mmap=True)
+    train_state = state[TRAIN_STATE_KEY]
+    _load_full_state(training_model, optimizer, _join_models(state), state["opt"])
+    rng = train_state["rng"]
+    if len(rng) == env.world_size:
+        restore_rng_state(rng[env.rank])
+    else:
+        say(f"checkpoint was written by {len(rng)} processes, this run has {env.world_size}: "
+            f"random generators are re-seeded instead of restored")
+    changed = [line for line in config_differences(train_state["config"], to_dict(cfg))
+               if not line.startswith("output_dir:")]  # a moved run directory is not a change
+    say(f"resumed from {found_path} at step {train_state['step']} (phase {train_state['phase']})"
+        + (f"; config changed since: {'; '.join(changed)}" if changed else ""))
+    return int(train_state["step"]), Counters(**train_state["counters"])
+
+
+def _phase_banner(cfg: PretrainConfig, where, env: dist_utils.DistEnv) -> str:
+    phase = where.phase
+    return (f"phase {phase.name}: steps {where.start}-{where.start + phase.iterations - 1}, {phase.frames} frames "
+            f"at {phase.resolution} px, global batch {cfg.phase_batch_size(phase)} = {env.world_size} process(es) "
+            f"x {cfg.optim.grad_accumulation} micro-step(s) x {_micro_layout(cfg, phase, env)}, "
+            f"lr {phase.lr_schedule}")
+
+
+def _count_non_finite(result: StepResult, step: int, counters: Counters, cfg: PretrainConfig,
+                      monitor: RunMonitor) -> None:
+    """Count a skipped (non-finite) step; stop the run after ``max_nonfinite_steps`` in a row."""
+    if result.finite:
+        counters.nonfinite_in_a_row = 0
+        return
+    counters.nonfinite_total += 1
+    counters.nonfinite_in_a_row += 1
+    monitor.write(f"step {step + 1}: non-finite loss ({result.loss}) or gradient norm ({result.grad_norm}); "
+                  f"skipped ({counters.nonfinite_in_a_row} in a row)")
+    if counters.nonfinite_in_a_row >= cfg.max_nonfinite_steps:
+        raise TrainingDiverged(
+            f"stopping: {counters.nonfinite_in_a_row} steps in a row (up to step {step + 1}) had a non-finite "
+            f"loss or gradient (max_nonfinite_steps={cfg.max_nonfinite_steps}). Lower optim.lr, set "
+            f"optim.clip_grad (e.g. 1.0), try dtype=fp32, or check the data; --resume restarts from the "
+            f"last checkpoint.")
+
+
+def _truncate_skipped_table(out_dir: Path, start_step: int) -> None:
+    """Drop rows a killed run wrote after its last checkpoint (those steps will run again)."""
+    table = out_dir / "skipped_files.tsv"
+    if table.is_file():
+        rows = [r for r in table.read_text().splitlines(keepends=True) if int(r.split("\t", 1)[0]) <= start_step]
+        atomic_write_text(table, "".join(rows))
 
 
 def _report_skipped(step: int, micro_batches: list[PretrainBatch], counters: Counters, summary: RunSummary,
@@ -417,32 +435,32 @@ def _report_skipped(step: int, micro_batches: list[PretrainBatch], counters: Cou
 
 
 def _save(checkpoints: CheckpointDir, training_model: nn.Module, model: JEPA, optimizer, cfg: PretrainConfig,
-          env: dist_utils.DistEnv, step: int, phase: str, counters: Counters, loss: float, lr: float) -> Path | None:
-    """Collective: every process takes part in gathering the state; rank 0 writes the file."""
+          env: dist_utils.DistEnv, step: int, phase: PhaseConfig, counters: Counters, loss: float,
+          lr: float) -> Path | None:
+    """Collective: every process takes part in gathering the state; rank 0 writes the file.
+
+    The public release's keys (``encoder``, ``target_encoder``, ``predictor`` with ``module.backbone.``
+    prefixes, ``opt``, ``epoch``, ...) so that its loaders and :func:`vjepa2.load_encoder` read it;
+    everything an exact resume needs beyond that sits under :data:`TRAIN_STATE_KEY`.
+    """
     model_sd, optim_sd = _full_state(training_model, optimizer)
     rng = dist_utils.all_gather_objects(capture_rng_state())
     path = None
     if env.is_main:
-        path = _write_checkpoint(checkpoints, model_sd, optim_sd, model, cfg, env, step, phase, counters, loss, lr, rng)
+        path = checkpoints.save({
+            **_split_models(model_sd),
+            "opt": optim_sd,
+            "epoch": step,  # the public release counts epochs; this trainer counts optimiser steps
+            "loss": loss,
+            "batch_size": cfg.phase_batch_size(phase),
+            "world_size": env.world_size,
+            "lr": lr,
+            METADATA_KEY: checkpoint_metadata(model.encoder, model.predictor),
+            TRAIN_STATE_KEY: {"step": step, "phase": phase.name, "counters": vars(counters).copy(), "rng": rng,
+                              "config": to_dict(cfg)},
+        }, step)
     dist_utils.barrier()
     return path
-
-
-def _write_checkpoint(checkpoints, model_sd, optim_sd, model, cfg, env, step, phase, counters, loss, lr, rng) -> Path:
-    state = {
-        **_split_models(model_sd),
-        "opt": optim_sd,
-        # The public release counts epochs; this trainer counts optimiser steps and stores them here.
-        "epoch": step,
-        "loss": loss,
-        "batch_size": cfg.phase_batch_size(phase_at(cfg.phases, step - 1).phase),
-        "world_size": env.world_size,
-        "lr": lr,
-        METADATA_KEY: checkpoint_metadata(model.encoder, model.predictor),
-        TRAIN_STATE_KEY: {"step": step, "phase": phase, "counters": vars(counters).copy(), "rng": rng,
-                          "config": to_dict(cfg)},
-    }
-    return checkpoints.save(state, step)
 
 
 def config_banner(cfg: PretrainConfig, env: dist_utils.DistEnv) -> str:
