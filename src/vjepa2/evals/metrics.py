@@ -62,6 +62,21 @@ def classification_metrics(scores: torch.Tensor, labels: torch.Tensor, k: int = 
     }
 
 
+def effective_rank(features: torch.Tensor) -> dict:
+    """Spread of a set of feature vectors ``(M, D)`` over their dimensions.
+
+    Returns ``effective_rank`` = exp(entropy of the normalised PCA variances) (1 = all variance on
+    one direction, D = spread evenly) and ``top3_variance`` = share of the 3 largest, in percent.
+    A low value next to a random encoder's is partial dimensional collapse.
+    """
+    x = features.double()
+    singular = torch.linalg.svdvals(x - x.mean(dim=0))
+    share = singular**2 / (singular**2).sum()
+    share = share[share > 0]
+    return {"effective_rank": float(torch.exp(-(share * share.log()).sum())),
+            "top3_variance": float(100.0 * share[:3].sum())}
+
+
 def save_confusion_png(confusion: list[list[int]] | np.ndarray, class_names: tuple[str, ...] | list[str],
                        path: str | os.PathLike, title: str = "") -> Path:
     """Row-normalised confusion matrix as a PNG (written atomically)."""

@@ -30,7 +30,8 @@ import torch
 from vjepa2.config import ConfigError, from_dict, to_dict
 from vjepa2.evals.anticipation import HEAD_NAMES, AnticipationFeatures
 from vjepa2.evals.data import ToyVideos
-from vjepa2.evals.features import ClipConfig, EncoderFeatures
+from vjepa2.evals.features import ClipConfig, EncoderFeatures, build_features
+from vjepa2.evals.metrics import effective_rank
 from vjepa2.evals.probe import (GridConfig, fit_and_report, load_frozen_encoder, merge_defaults, resolve_device,
                                 write_json)
 from vjepa2.evals.toy import TOY_SSV2_PAIRS, ToyConfig, ToyTask
@@ -158,10 +159,14 @@ def run_toy_report(cfg: ToyReportConfig, progress: bool = True) -> Path:
                     selection=("top1", 0), settings={"task": task, "row": label, "variant": variant},
                     device=device, progress=progress, describe=f"{task} {label} {variant}")
                 metrics = report["best"]["heads"]["class"]
-                entry = {"task": task, "row": label, "variant": variant, "top1": metrics["top1"],
+                if variant == "light":  # once per feature set: the cached validation features
+                    val_features = build_features(val, fn, clips, False, cfg.seed, cache_dir, progress=False)
+                    sample = val_features.get(torch.arange(min(len(val), 240)))  # (M, V, L, D)
+                    spread = effective_rank(sample.reshape(-1, sample.shape[-1]))
+                entry = {"task": task, "row": label, "variant": variant, "dim": dim, "top1": metrics["top1"],
                          "top5": metrics.get("top5"), "lr": report["best"]["lr"],
                          "weight_decay": report["best"]["weight_decay"], "count": metrics["count"],
-                         "dir": str(run_dir)}
+                         "dir": str(run_dir), **spread}
                 if task == "toy-ssv2":
                     entry["pair"], entry["direction"] = pair_metrics(metrics["confusion"])
                 results["probes"].append(entry)
@@ -244,17 +249,20 @@ def render_section(results: dict, cfg: ToyReportConfig) -> str:
              f"wd, {cfg.light_grid.epochs} epochs; full = 3 self-attention blocks + cross-attention, grid "
              f"{len(cfg.full_grid.lrs)} x {len(cfg.full_grid.weight_decays)}, {cfg.full_grid.epochs} epochs.", "",
              "Top-1 accuracy (%) on the validation split. *pair* = the predicted class is in the right "
-             "time-reversed pair; *direction* = of those, the share with the right direction of time.", "",
-             "| encoder / input | probe | toy-SSv2 top-1 | pair | direction | appearance top-1 |",
-             "|---|---|---:|---:|---:|---:|"]
+             "time-reversed pair; *direction* = of those, the share with the right direction of time. "
+             f"*feature rank* = effective rank of the encoder's toy-SSv2 validation tokens (exp of the entropy "
+             f"of their PCA variance shares; at most {results['probes'][0].get('dim', 'D')}).", "",
+             "| encoder / input | probe | toy-SSv2 top-1 | pair | direction | appearance top-1 | feature rank |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for label, _, _ in ROWS:
         for variant in ("light", "full"):
             s, a = by.get(("toy-ssv2", label, variant)), by.get(("toy-appearance", label, variant))
             if s is None:
                 continue
             lines.append(f"| {label} | {variant} | {_fmt(s['top1'])} | {_fmt(s.get('pair'))} | "
-                         f"{_fmt(s.get('direction'))} | {_fmt(a['top1'] if a else None)} |")
-    lines.append("| *chance* | | 8.3 | 16.7 | 50.0 | 12.5 |")
+                         f"{_fmt(s.get('direction'))} | {_fmt(a['top1'] if a else None)} | "
+                         f"{_fmt(s.get('effective_rank'))} |")
+    lines.append("| *chance* | | 8.3 | 16.7 | 50.0 | 12.5 | |")
     lines.append("")
     checks = []
     pre_light, rnd_light = by.get(("toy-ssv2", "pretrained", "light")), by.get(("toy-ssv2", "random-init", "light"))
