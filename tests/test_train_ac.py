@@ -164,8 +164,11 @@ def test_train_ac_cli_end_to_end(toy_data, tmp_path, one_thread):
     assert latents.shape == (2, 4, 192)
     imagined = world.predictor.rollout(latents[:1, None], torch.zeros(1, 3, 7), torch.zeros(1, 3, 7))
     assert imagined.shape == (1, 3, 4, 192)
-    # eval-ac prints the table
-    assert main(["eval-ac", "--run", str(out), "--data", str(toy_data / "data"), "--horizons", "1", "2"]) == 0
+    # eval-ac prints the table and draws the nearest-neighbour strip
+    strip = tmp_path / "strip.png"
+    assert main(["eval-ac", "--run", str(out), "--data", str(toy_data / "data"), "--horizons", "1", "2",
+                 "--strip", str(strip)]) == 0
+    assert strip.stat().st_size > 1000
 
 
 def test_resume_continues_exactly(toy_data, tmp_path, monkeypatch, one_thread):
@@ -225,3 +228,15 @@ def test_rollout_errors_against_a_manual_computation(toy_data, tmp_path):
     assert errors["copy"][3] == pytest.approx(float((h[0, 0] - h[0, 3]).abs().mean()), rel=1e-5)
     assert errors["model"][1] == pytest.approx(float((imagined[0, 0] - h[0, 1]).abs().mean()), rel=1e-4)
     assert errors["model"][3] == pytest.approx(float((imagined[0, 2] - h[0, 3]).abs().mean()), rel=1e-4)
+
+
+def test_latent_bank_finds_exact_frames_and_can_exclude_a_trajectory(toy_data, tmp_path):
+    from vjepa2.world_model.strip import LatentBank
+
+    files = build_feature_cache(toy_data / "data", small_encoder(), tmp_path, img_size=32, progress=False).files
+    bank = LatentBank(files)
+    query = normalize_latents(read_features(files[2], 3, 5)["features"])
+    assert bank.nearest(query) == [(2, 3), (2, 4)]
+    assert all(i != 2 for i, _ in bank.nearest(query, exclude_file=files[2]))
+    frame = bank.frame(2, 3)
+    assert frame.shape == (32, 32, 3) and frame.dtype == np.uint8

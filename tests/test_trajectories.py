@@ -197,9 +197,9 @@ def write_droid_fixture(root, T=30, fps=15):
     h5py = pytest.importorskip("h5py")
     root.mkdir()
     rng = np.random.default_rng(3)
-    position = np.column_stack([np.linspace(0, 0.29, T), rng.normal(size=(T, 2)) * 0.01,
-                                np.full(T, 3.1) + np.linspace(0, 0.2, T) * 0, np.zeros(T),
-                                np.linspace(3.0, 3.6, T)])  # yaw wraps past pi
+    # x moves, y/z jitter, roll near pi, pitch 0, yaw turning past pi (wraps to -pi)
+    position = np.column_stack([np.linspace(0, 0.29, T), rng.normal(size=(T, 2)) * 0.01, np.full(T, 3.1),
+                                np.zeros(T), np.linspace(3.0, 3.6, T)])
     position[:, 5] = (position[:, 5] + math.pi) % (2 * math.pi) - math.pi
     gripper = np.linspace(0, 1, T)
     with h5py.File(root / "trajectory.h5", "w") as f:

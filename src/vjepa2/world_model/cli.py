@@ -36,6 +36,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--horizons", type=int, nargs="+", default=[1, 2, 4, 8], help="steps ahead (default 1 2 4 8)")
     p.add_argument("--stride", type=int, default=1, help="distance between window starts (default 1)")
     p.add_argument("--cache", help="feature cache directory (default <run>/features)")
+    p.add_argument("--strip", metavar="PNG", help="also draw real frames above imagined ones decoded by nearest "
+                                                  "neighbour (first held-out trajectory, longest horizon)")
+    p.add_argument("--bank", help="trajectories whose frames decode the imagined latents for --strip "
+                                  "(default: the run's training data)")
     p.set_defaults(func=_evaluate)
 
 
@@ -67,6 +71,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from vjepa2.data.trajectories import TrajectoryError
     from vjepa2.weights import WeightsError
     from vjepa2.world_model.features import build_feature_cache
     from vjepa2.world_model.train_ac import format_errors, load_world_model, rollout_errors
@@ -80,9 +85,26 @@ def _evaluate(args: argparse.Namespace) -> int:
         for skipped in features.skipped:
             print(f"skipped {skipped.path}: {skipped.reason}")
         errors = rollout_errors(world.predictor, features.files, args.horizons, stride=args.stride)
-    except (WeightsError, ValueError, FileNotFoundError) as err:
+        print(f"{len(features.files)} trajectories, checkpoint {world.checkpoint}")
+        print(format_errors(errors))
+        if args.strip:
+            from vjepa2.world_model.strip import LatentBank, nearest_neighbour_strip
+
+            bank = build_feature_cache(args.bank or _training_data(run_dir), world.encoder, cache,
+                                       img_size=world.img_size, fps=world.fps)
+            path = nearest_neighbour_strip(world.predictor, LatentBank(bank.files), features.files[0], 0,
+                                           max(args.horizons), args.strip)
+            print(f"image strip: {path}")
+    except (WeightsError, TrajectoryError, ValueError, FileNotFoundError) as err:
         print(f"vjepa2 eval-ac: {err}", file=sys.stderr)
         return 1
-    print(f"{len(features.files)} trajectories, checkpoint {world.checkpoint}")
-    print(format_errors(errors))
     return 0
+
+
+def _training_data(run_dir: Path) -> str:
+    import yaml
+
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise ValueError(f"{run_dir}: no config.yaml to find the training data; pass --bank DIR")
+    return yaml.safe_load(config.read_text())["data"]["trajectories"]

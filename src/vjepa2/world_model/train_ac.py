@@ -31,7 +31,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 from torch import nn
 
