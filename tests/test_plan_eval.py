@@ -47,9 +47,10 @@ def test_pairs_are_reachable_and_not_already_solved():
 
 
 def test_plan_eval_runs_end_to_end_on_a_tiny_random_world_model(tmp_path):
-    cfg = load_plan_eval_config(None, FAST + ["landscape_grid=7"], task="reach", pairs=3, size=32)
+    cfg = load_plan_eval_config(None, FAST + ["landscape_grid=7", "baselines=[random,zero,oracle]"], task="reach",
+                                pairs=3, size=32)
     report = plan_eval(tiny_world(), cfg, tmp_path, progress=False)
-    assert [s.method for s in report.summaries] == ["planner", "random", "zero"]
+    assert [s.method for s in report.summaries] == ["planner", "random", "zero", "oracle"]
     zero = report.summary("zero")
     # zero actions never move anything: no success, and the final distance is the start distance
     assert zero.success_rate == 0.0 and zero.final_distance_mean == pytest.approx(report.start_distance_mean)
@@ -66,7 +67,7 @@ def test_plan_eval_runs_end_to_end_on_a_tiny_random_world_model(tmp_path):
     import json
 
     saved = json.loads((tmp_path / "plan-eval-reach.json").read_text())
-    assert saved["config"]["planner"]["action_dims"] == [0, 1] and len(saved["episodes"]) == 9
+    assert saved["config"]["planner"]["action_dims"] == [0, 1] and len(saved["episodes"]) == 12
 
 
 def test_the_control_loop_maps_model_actions_to_the_toy_world():
@@ -117,8 +118,37 @@ def test_config_errors_are_early_and_named():
         load_plan_eval_config(env="gym:Pendulum-v1")
     with pytest.raises(ConfigError, match="baselines"):
         load_plan_eval_config(None, ["baselines=[random,greedy]"], task="reach")
+    with pytest.raises(ConfigError, match="only toy-push"):
+        load_plan_eval_config(None, ["baselines=[oracle]", "success_tolerance=0.1"], env="gym:Pendulum-v1")
     with pytest.raises(ConfigError, match="did you mean planner.samples"):
         load_plan_eval_config(None, ["planner.sample=3"], task="reach")
+
+
+def test_the_oracle_plans_in_the_true_dynamics_and_leaves_the_world_where_it_was():
+    """The simulator planner scores candidates by playing them from the current state: with an
+    encoder that sees the effector, its energy is lowest for the action heading to the goal."""
+    from vjepa2.world_model.plan_eval import SimulatorPlanner
+
+    cfg = load_plan_eval_config(task="reach", pairs=1, size=32)
+    control = ToyPushControl(cfg)
+    pair = make_pairs(control, cfg)[0][0]
+    control.reset(pair.seed)
+    before = control.true_state()
+
+    class PixelWorld:  # a latent that is the image itself: (T, 32*32, 3) tokens
+        def encode(self, frames):
+            return torch.as_tensor(np.asarray(frames), dtype=torch.float32).flatten(1, 2) / 255
+
+    planner = SimulatorPlanner(control, PixelWorld(), cem_config(samples=64, iterations=3, elites=6, horizon=3,
+                                                                  constraint="box", action_dims=(0, 1)))
+    goal = PixelWorld().encode(pair.goal_image[None])[0]
+    plan = planner.plan(None, None, goal, seed=0)
+    np.testing.assert_array_equal(control.true_state(), before)  # candidates were played on a restored copy
+    assert plan.actions.shape == (3, 7) and torch.all(plan.actions[:, 2:] == 0)
+    towards = control.reference_action(pair.goal_state)
+    cosine = float(np.dot(plan.actions[0, :2].numpy(), towards) /
+                   (np.linalg.norm(plan.actions[0, :2].numpy()) * np.linalg.norm(towards) + 1e-12))
+    assert cosine > 0.5, (plan.actions[0, :2], towards)
 
 
 def test_command_line_reports_config_errors_and_prints_the_config(capsys):

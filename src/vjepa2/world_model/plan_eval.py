@@ -44,9 +44,10 @@ from tqdm.auto import tqdm
 from vjepa2.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
 from vjepa2.train.checkpoint import atomic_write_text
 from vjepa2.world_model.mpc import Goal, MPCConfig, run_mpc
-from vjepa2.world_model.planner import CEMConfig, LatentPlanner, make_constraint
+from vjepa2.world_model.planner import CEMConfig, LatentPlanner, PlanResult, cem, make_constraint
 
 BASELINES = ("random", "zero")
+METHODS = (*BASELINES, "oracle")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -68,7 +69,12 @@ class PlanEvalConfig:
         repeat_prob / block_bias: toy-push's random policy (as in ``vjepa2 collect``).
         success_tolerance: distance under which a goal counts as reached (toy-push: overrides its
             0.05 position tolerances; Gymnasium: required, L2 over the state vector).
-        baselines: which of ``random`` / ``zero`` to run next to the planner.
+        baselines: which of ``random`` / ``zero`` / ``oracle`` to run next to the planner.
+            ``oracle`` (toy-push only, off by default: it is slow) is the same CEM + MPC with
+            energies from the true simulator instead of the world model (each candidate played
+            in the real dynamics, its frames encoded): the upper bound of latent planning with
+            this encoder and these planner settings, which separates world-model error from the
+            limits of the latent energy itself.
         pictures: episodes drawn as strips/GIFs (the first ones); 0 = none (no landscape either).
         landscape_grid: points per axis of the energy-landscape picture.
         planner: CEM settings. With ``constraint: box`` and no ``low``/``high``, the box is the
@@ -108,9 +114,11 @@ class PlanEvalConfig:
             raise ConfigError(f"pictures must be >= 0, got {self.pictures}")
         if self.success_tolerance is not None and not self.success_tolerance > 0:
             raise ConfigError(f"success_tolerance must be positive, got {self.success_tolerance}")
-        unknown = sorted(set(self.baselines) - set(BASELINES))
+        unknown = sorted(set(self.baselines) - set(METHODS))
         if unknown:
-            raise ConfigError(f"baselines: unknown {unknown}; choose from {list(BASELINES)}")
+            raise ConfigError(f"baselines: unknown {unknown}; choose from {list(METHODS)}")
+        if "oracle" in self.baselines and self.env != "toy-push":
+            raise ConfigError("baselines: oracle replays candidates in the simulator, which only toy-push allows")
 
     @property
     def task_name(self) -> str:
@@ -316,14 +324,48 @@ def run_baseline(control, pair: Pair, method: str, budget: int) -> EpisodeResult
                          steps, time.perf_counter() - start)
 
 
-def run_planner(control, pair: Pair, world, planner: LatentPlanner, mpc: MPCConfig):
+def run_planner(control, pair: Pair, world, planner, mpc: MPCConfig, method: str = "planner"):
     """Model-predictive control from the pair's start toward its goal image; returns (result, episode)."""
     control.reset(pair.seed)
     goal = Goal(pair.goal_image, reached=lambda: control.success(pair.goal_state), name=f"seed {pair.seed}")
     episode = run_mpc(world, planner, control, [goal], mpc)
-    result = EpisodeResult("planner", pair.seed, episode.success, control.distance(pair.goal_state),
+    result = EpisodeResult(method, pair.seed, episode.success, control.distance(pair.goal_state),
                            len(episode.actions), episode.seconds)
     return result, episode
+
+
+class SimulatorPlanner:
+    """The ``oracle`` baseline: :func:`~vjepa2.world_model.planner.cem` with the same settings as
+    the latent planner, but each candidate is played in the true toy-push dynamics from the current
+    state, its frames are rendered and encoded, and the energy is the mean L1 between those
+    latents and the goal latent (last step, or summed over steps, as ``config.energy`` says)."""
+
+    def __init__(self, control: ToyPushControl, world, config: CEMConfig) -> None:
+        self.control, self.world, self.config = control, world, config
+        self.model_action_dim = control.model_action_dim
+
+    def plan(self, frames, states, goal, past_actions=None, seed=None) -> PlanResult:
+        env = self.control.env
+        start_state, started = env.get_state(), time.perf_counter()
+        dims = list(self.config.action_dims)
+
+        def energy(planned: torch.Tensor) -> torch.Tensor:  # (S, H, P) -> (S,)
+            rendered = []
+            for sequence in planned.double().numpy():
+                env.set_state(start_state)
+                for action in sequence:
+                    env.step(action)
+                    rendered.append(env.render())
+            env.set_state(start_state)
+            latents = self.world.encode(np.stack(rendered)).view(*planned.shape[:2], *goal.shape)
+            per_step = (latents - goal).abs().mean(dim=(-2, -1))
+            return per_step[:, -1] if self.config.energy == "final" else per_step.sum(dim=1)
+
+        result = cem(energy, len(dims), self.config, seed=seed)
+        actions = torch.zeros(self.config.horizon, self.model_action_dim)
+        actions[:, dims] = result.actions
+        return PlanResult(actions, result.actions, result.energy, result.best_energy, result.history,
+                          time.perf_counter() - started)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -450,6 +492,7 @@ def plan_eval(world, cfg: PlanEvalConfig, out: str | Path | None = None, source=
         out_dir.mkdir(parents=True, exist_ok=True)
     task = cfg.task_name
     methods = ["planner", *cfg.baselines]
+    oracle = SimulatorPlanner(control, world, planner.config) if "oracle" in cfg.baselines else None
     results: dict[str, list[EpisodeResult]] = {m: [] for m in methods}
     files: list[str] = []
     bar = tqdm(pairs, desc=f"plan-eval {task}", unit="pair", disable=not progress)
@@ -457,7 +500,10 @@ def plan_eval(world, cfg: PlanEvalConfig, out: str | Path | None = None, source=
         result, episode = run_planner(control, pair, world, planner, cfg.mpc)
         results["planner"].append(result)
         for method in cfg.baselines:
-            results[method].append(run_baseline(control, pair, method, cfg.mpc.steps_per_goal))
+            if method == "oracle":
+                results[method].append(run_planner(control, pair, world, oracle, cfg.mpc, method="oracle")[0])
+            else:
+                results[method].append(run_baseline(control, pair, method, cfg.mpc.steps_per_goal))
         done = results["planner"]
         bar.set_postfix(success=f"{sum(r.success for r in done)}/{len(done)}",
                         s_per_action=f"{sum(r.seconds for r in done) / max(sum(r.steps for r in done), 1):.2f}")

@@ -95,9 +95,15 @@ def energy_landscape(energies: np.ndarray, xs: np.ndarray, ys: np.ndarray, chose
     """
     plt = _figure()
     fig, ax = plt.subplots(figsize=(4.2, 3.6))
-    mesh = ax.pcolormesh(xs, ys, energies, shading="auto", cmap="viridis")
-    ax.contour(xs, ys, energies, levels=8, colors="white", linewidths=0.5, alpha=0.6)
-    fig.colorbar(mesh, ax=ax, label="energy (mean L1 to goal latent)")
+    # Energies differ in their 3rd-5th digit across one step; showing them above their minimum
+    # keeps the colour-bar ticks readable.
+    lowest = float(np.nanmin(energies))
+    relative = energies - lowest
+    mesh = ax.pcolormesh(xs, ys, relative, shading="auto", cmap="viridis")
+    if np.nanmax(relative) > 0:
+        ax.contour(xs, ys, relative, levels=8, colors="white", linewidths=0.5, alpha=0.6)
+    bar = fig.colorbar(mesh, ax=ax, label=f"energy - {lowest:.4f} (mean L1 to goal latent)", format="%.2g")
+    bar.ax.tick_params(labelsize=7)
     ax.plot(*chosen, marker="*", color="red", markersize=14, markeredgecolor="white", label="chosen action")
     if reference is not None:
         ax.plot(*reference, marker="X", color="orange", markersize=10, markeredgecolor="black",
