@@ -16,7 +16,7 @@ COMMAND_MODULES: list[str] = [
     "vjepa2.embed",
     "vjepa2.world_model.cli",
     "vjepa2.train.cli",
-    "vjepa2.world_model.plan_eval",
+    "vjepa2.world_model.plan_eval", "vjepa2.demo",
     "vjepa2.evals.cli",
 ]
 

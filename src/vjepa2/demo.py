@@ -1,0 +1,467 @@
+"""``vjepa2 demo``: the whole system on built-in data, in one command, on a CPU.
+
+::
+
+    vjepa2 demo                 # about 20 minutes on 2 cores; report in demo-report/index.html
+    vjepa2 demo --quick         # a 3-minute smoke version (tiny sizes; numbers mean little)
+    vjepa2 demo --fresh         # redo every stage instead of reusing what a previous run left
+
+Stages, each a call of the corresponding command's Python entry point (so an error surfaces as
+itself), each reusing its output in ``--work`` when a previous run completed it:
+
+1. **pretrain** -- the tiny V-JEPA 2 on the procedural videos (``vjepa2 pretrain``, recipe
+   ``tiny`` with fewer iterations);
+2. **probe** -- attentive probes on toy-SSv2 (12 classes, each a motion and its exact time
+   reversal) on the frozen pretrained encoder and, as the baseline, on the same architecture with
+   random weights (:func:`vjepa2.evals.probe.run_probe_eval`);
+3. **collect** -- random-action trajectories of the built-in toy-push world (``vjepa2 collect``);
+4. **train-ac** -- the action-conditioned predictor on the frozen pretrained encoder's features
+   (``vjepa2 train-ac``), and its k-step latent error on held-out episodes against copying the
+   current latent (``vjepa2 eval-ac``);
+5. **plan** -- CEM + model-predictive control toward goal images on the reach and push tasks, with
+   random- and zero-action baselines (``vjepa2 plan-eval``);
+6. **report** -- ``<report>/index.html`` and ``<report>/README.md``: loss curves, the probe table,
+   the world-model table, the planning tables and the pictures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import html
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vjepa2.config import ConfigError, from_dict
+from vjepa2.train.checkpoint import CheckpointDir, atomic_write, atomic_write_text
+
+STAGES = ("pretrain", "probe", "collect", "train-ac", "plan")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes of one demo run. The stage settings are dotted overrides of each command's own typed
+    config (so a mistake fails there, naming the key).
+
+    Attributes:
+        pretrain: overrides of the ``tiny`` pretraining recipe.
+        probe: overrides of the toy-SSv2 probe evaluation (both encoders).
+        episodes / episode_steps: toy-push trajectories for the world model, and actions per trajectory.
+        heldout_episodes: trajectories (other seeds) for the world model's k-step error.
+        train_ac: overrides of ``vjepa2 train-ac``.
+        rollout_horizons: steps ahead of the held-out latent error.
+        plan: overrides of ``vjepa2 plan-eval`` (both tasks).
+        tasks: planning tasks.
+    """
+
+    pretrain: tuple[str, ...]
+    probe: tuple[str, ...]
+    episodes: int
+    episode_steps: int
+    heldout_episodes: int
+    train_ac: tuple[str, ...]
+    rollout_horizons: tuple[int, ...]
+    plan: tuple[str, ...]
+    tasks: tuple[str, ...] = ("reach", "push")
+
+    def validate(self) -> None:
+        if self.episodes < 1 or self.episode_steps < 2 or self.heldout_episodes < 1:
+            raise ConfigError("episodes, heldout_episodes must be >= 1 and episode_steps >= 2")
+        if not self.rollout_horizons or max(self.rollout_horizons) >= self.episode_steps:
+            raise ConfigError(f"rollout_horizons must be non-empty and shorter than episode_steps={self.episode_steps}")
+        unknown = set(self.tasks) - {"reach", "push"}
+        if unknown or not self.tasks:
+            raise ConfigError(f"tasks must be reach and/or push, got {list(self.tasks)}")
+
+
+FULL = from_dict(DemoSettings, {
+    "pretrain": ["phases.warmup.iterations=20", "phases.constant.iterations=100", "phases.cooldown.iterations=20",
+                 "checkpoint.every=40"],
+    "probe": ["toy.train_size=480", "toy.val_size=240", "grid.lrs=[3e-3,1e-3]", "grid.weight_decays=[0.01]",
+              "grid.epochs=10", "clips.frames=16", "variant=full", "heads=4"],
+    "episodes": 150, "episode_steps": 24, "heldout_episodes": 10,
+    "train_ac": ["schedule.iterations=400", "schedule.warmup=30", "schedule.cooldown=80", "checkpoint.every=100"],
+    "rollout_horizons": [1, 2, 4, 8],
+    "plan": ["pairs=50", "goal_steps=6", "mpc.steps_per_goal=15", "planner.samples=100", "planner.iterations=4",
+             "planner.constraint=box"],
+})
+
+QUICK = from_dict(DemoSettings, {
+    "pretrain": ["phases.warmup.iterations=4", "phases.constant.iterations=8", "phases.cooldown.iterations=2",
+                 "phases.cooldown.frames=8", "phases.cooldown.resolution=64", "batch_size=8", "checkpoint.every=7"],
+    "probe": ["toy.train_size=48", "toy.val_size=24", "grid.lrs=[1e-3]", "grid.weight_decays=[0.01]",
+              "grid.epochs=2", "clips.frames=8", "variant=light", "heads=4"],
+    "episodes": 16, "episode_steps": 10, "heldout_episodes": 2,
+    "train_ac": ["schedule.iterations=30", "schedule.warmup=5", "schedule.cooldown=5", "batch_size=16",
+                 "checkpoint.every=30", "data.clip_steps=4", "loss.rollout_steps=2", "model.depth=2"],
+    "rollout_horizons": [1, 2],
+    "plan": ["pairs=5", "goal_steps=6", "mpc.steps_per_goal=6", "planner.samples=32", "planner.iterations=2",
+             "planner.elites=4", "planner.constraint=box", "landscape_grid=11"],
+})
+
+
+@dataclass
+class StageRecord:
+    """``status``: ``ran``, or ``reused`` (then ``seconds`` is the time of the run that made it, if known)."""
+
+    name: str
+    status: str
+    seconds: float
+    detail: dict
+
+
+class Demo:
+    """Runs the stages in ``work`` and writes the report to ``report``; see the module docstring."""
+
+    def __init__(self, work: str | Path, report: str | Path, settings: DemoSettings, fresh: bool = False,
+                 progress: bool = True) -> None:
+        self.work, self.report = Path(work), Path(report)
+        self.settings = settings
+        self.fresh = fresh
+        self.progress = progress
+        self.records: list[StageRecord] = []
+
+    # -- paths -------------------------------------------------------------------------------------
+
+    def path(self, stage: str) -> Path:
+        return self.work / stage
+
+    # -- driver --------------------------------------------------------------------------------------
+
+    def run(self) -> Path:
+        """All stages, then the report; returns the path of ``index.html``."""
+        if self.fresh:
+            for stage in (*STAGES, "heldout"):
+                shutil.rmtree(self.path(stage), ignore_errors=True)
+        self.work.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        steps = [("pretrain", self.pretrain), ("probe", self.probe), ("collect", self.collect),
+                 ("train-ac", self.train_ac), ("plan", self.plan)]
+        for number, (name, stage) in enumerate(steps, 1):
+            self._say(f"[{number}/{len(steps) + 1}] {name} ({time.perf_counter() - started:.0f} s so far)")
+            tick = time.perf_counter()
+            status, detail = stage()
+            seconds = time.perf_counter() - tick
+            timing = self.path(name) / "demo-stage-seconds.txt"  # so a later report still shows the cost
+            if status == "ran":
+                atomic_write_text(timing, f"{seconds:.1f}\n")
+            elif timing.is_file():
+                seconds = float(timing.read_text())
+            self.records.append(StageRecord(name, status, seconds, detail))
+            self._say(f"    {name}: {status}" + (f" in {seconds:.0f} s" if status == "ran" else ""))
+        self._say(f"[{len(steps) + 1}/{len(steps) + 1}] report")
+        index = write_report(self.report, self.records, self.settings, time.perf_counter() - started, self.work)
+        self._say(f"demo finished in {time.perf_counter() - started:.0f} s; report: {index}")
+        return index
+
+    def _say(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    # -- stages --------------------------------------------------------------------------------------
+
+    def pretrain(self) -> tuple[str, dict]:
+        from vjepa2.train.config import load_pretrain_config
+        from vjepa2.train.pretrain import pretrain
+
+        out = self.path("pretrain")
+        cfg = dataclasses.replace(load_pretrain_config("tiny", self.settings.pretrain), output_dir=str(out))
+        total = cfg.total_iterations
+        status = "reused"
+        if not any(step == total for step, _ in CheckpointDir(out / "checkpoints").steps()):
+            pretrain(cfg, resume=True)  # continues a run a crash interrupted
+            status = "ran"
+        checkpoint = CheckpointDir(out / "checkpoints").path(total)
+        return status, {"checkpoint": str(checkpoint), "loss_png": _existing(out / "loss.png"),
+                        "last": _last_row(out / "log.csv"), "iterations": total,
+                        "phases": [f"{p.name}: {p.iterations} steps, {p.frames} frames, {p.resolution} px"
+                                   for p in cfg.phases]}
+
+    @property
+    def encoder_checkpoint(self) -> str:
+        return self.records[0].detail["checkpoint"]
+
+    def probe(self) -> tuple[str, dict]:
+        from vjepa2.config import apply_overrides
+        from vjepa2.evals.probe import probe_eval_config, run_probe_eval
+
+        rows, status = [], "reused"
+        for name, random_init in (("pretrained", False), ("random init", True)):
+            out = self.path("probe") / name.replace(" ", "-")
+            data = apply_overrides({"encoder": self.encoder_checkpoint, "random_init": random_init,
+                                    "dataset": "toy-ssv2", "out": str(out),
+                                    "cache_dir": str(self.path("probe") / "features"), "device": "cpu"},
+                                   self.settings.probe)
+            cfg = probe_eval_config(data)
+            results = out / "results.json"
+            if results.is_file():
+                report = json.loads(results.read_text())
+            else:
+                report = run_probe_eval(cfg, progress=self.progress)
+                status = "ran"
+            best = report["best"]
+            heads = best["heads"]["class"]
+            rows.append({"encoder": name, "top1": heads["top1"], "top5": heads.get("top5"),
+                         "mean_class_accuracy": heads.get("mean_class_accuracy"), "lr": best["lr"],
+                         "weight_decay": best["weight_decay"], "train": report["train"]["count"],
+                         "val": report["val"]["count"], "confusion_png": _existing(out / "confusion.png")})
+        return status, {"rows": rows, "classes": 12}
+
+    def collect(self) -> tuple[str, dict]:
+        from vjepa2.world_model.collect import ToyPushSource, collect, episode_dir
+        from vjepa2.world_model.envs.toy_push import ToyPushConfig
+
+        s = self.settings
+        status = "reused"
+        for stage, episodes, seed in (("collect", s.episodes, 0), ("heldout", s.heldout_episodes, 50_000)):
+            out = self.path(stage)
+            if not all((episode_dir(out, i) / "states.npy").is_file() for i in range(episodes)):
+                collect(ToyPushSource(ToyPushConfig(size=64)), out, episodes, s.episode_steps, seed=seed,
+                        progress=self.progress)  # keeps finished episodes: resumes an interrupted collection
+                status = "ran"
+        return status, {"episodes": s.episodes, "steps": s.episode_steps, "heldout": s.heldout_episodes,
+                        "seeds": f"0..{s.episodes - 1} (held out: 50000..{50_000 + s.heldout_episodes - 1})"}
+
+    def train_ac(self) -> tuple[str, dict]:
+        from vjepa2.world_model.features import build_feature_cache
+        from vjepa2.world_model.train_ac import load_ac_config, load_world_model, rollout_errors, train_ac
+
+        out = self.path("train-ac")
+        cfg = load_ac_config(None, (f"encoder.weights={self.encoder_checkpoint}", "encoder.img_size=64",
+                                    *self.settings.train_ac),
+                             **{"data.trajectories": str(self.path("collect")), "output_dir": str(out)})
+        total = cfg.schedule.iterations
+        status = "reused"
+        if not any(step == total for step, _ in CheckpointDir(out / "checkpoints").steps()):
+            train_ac(cfg, resume=True)
+            status = "ran"
+        errors_file = out / "heldout-errors.json"
+        if errors_file.is_file() and status == "reused":
+            errors = {k: {int(h): v for h, v in d.items()} for k, d in json.loads(errors_file.read_text()).items()}
+        else:
+            world = load_world_model(out)
+            horizons = self.settings.rollout_horizons
+            features = build_feature_cache(self.path("heldout"), world.encoder, out / "features", img_size=world.img_size,
+                                           min_steps=max(horizons) + 1, progress=self.progress)
+            errors = rollout_errors(world.predictor, features.files, horizons, progress=self.progress)
+            atomic_write_text(errors_file, json.dumps(errors, indent=1) + "\n")
+        return status, {"loss_png": _existing(out / "loss.png"), "last": _last_row(out / "log.csv"),
+                        "iterations": total, "errors": errors}
+
+    def plan(self) -> tuple[str, dict]:
+        from vjepa2.world_model.plan_eval import load_plan_eval_config, plan_eval
+        from vjepa2.world_model.train_ac import load_world_model
+
+        out = self.path("plan")
+        world, status, tasks = None, "reused", {}
+        for task in self.settings.tasks:
+            cfg = load_plan_eval_config(None, self.settings.plan, task=task)
+            saved = out / f"plan-eval-{task}.json"
+            if not saved.is_file():
+                world = world or load_world_model(self.path("train-ac"))
+                plan_eval(world, cfg, out, progress=self.progress)
+                status = "ran"
+            data = json.loads(saved.read_text())
+            tasks[task] = {"summaries": data["summaries"], "markdown": (out / f"plan-eval-{task}.md").read_text(),
+                           "files": [f for f in data["files"] if f.endswith((".png", ".gif"))],
+                           "planner": data["config"]["planner"], "mpc": data["config"]["mpc"]}
+        return status, {"tasks": tasks}
+
+
+def _existing(path: Path) -> str | None:
+    return str(path) if path.is_file() else None
+
+
+def _last_row(csv_path: Path) -> dict:
+    """The last logged row of a training CSV (empty if none)."""
+    import csv
+
+    if not csv_path.is_file():
+        return {}
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return rows[-1] if rows else {}
+
+
+# ------------------------------------------------------------------------------------------------
+# The report
+# ------------------------------------------------------------------------------------------------
+
+
+def _copy(source: str | None, report: Path, name: str) -> str | None:
+    """Copy a picture into the report directory (atomically); returns its name there."""
+    if not source or not Path(source).is_file():
+        return None
+    data = Path(source).read_bytes()
+    atomic_write(report / name, lambda f: f.write(data))
+    return name
+
+
+def _table(headers: list[str], rows: list[list]) -> tuple[str, str]:
+    """The same table as (Markdown, HTML)."""
+    md = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    md += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    return "\n".join(md), f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{value:.1f}%"
+
+
+def reproduce_commands(settings: DemoSettings, work: str | Path, checkpoint: str) -> list[str]:
+    """The command lines equivalent to the demo's stages (``checkpoint``: the pretrained encoder's)."""
+    w = Path(work)
+    lines = [f"vjepa2 pretrain --config tiny --out {w}/pretrain {' '.join(settings.pretrain)}"]
+    for flag in ("", " --random-init"):
+        lines.append(f"vjepa2 eval probe --encoder {checkpoint} --dataset toy-ssv2{flag} "
+                     f"--out {w}/probe/{'random-init' if flag else 'pretrained'} {' '.join(settings.probe)}")
+    lines.append(f"vjepa2 collect --env toy-push --episodes {settings.episodes} --steps {settings.episode_steps} "
+                 f"--out {w}/collect --seed 0")
+    lines.append(f"vjepa2 collect --env toy-push --episodes {settings.heldout_episodes} "
+                 f"--steps {settings.episode_steps} --out {w}/heldout --seed 50000")
+    lines.append(f"vjepa2 train-ac --data {w}/collect --out {w}/train-ac encoder.weights={checkpoint} "
+                 f"encoder.img_size=64 {' '.join(settings.train_ac)}")
+    lines.append(f"vjepa2 eval-ac --run {w}/train-ac --data {w}/heldout "
+                 f"--horizons {' '.join(map(str, settings.rollout_horizons))}")
+    for task in settings.tasks:
+        lines.append(f"vjepa2 plan-eval --run {w}/train-ac --env toy-push --task {task} --out {w}/plan "
+                     f"{' '.join(settings.plan)}")
+    return lines
+
+
+def write_report(report: str | Path, records: list[StageRecord], settings: DemoSettings, seconds: float,
+                 work: str | Path = "runs/demo") -> Path:
+    """``report/index.html`` and ``report/README.md`` (same content) with pictures copied beside them."""
+    report = Path(report)
+    report.mkdir(parents=True, exist_ok=True)
+    by_name = {r.name: r for r in records}
+    md: list[str] = ["# vjepa2 demo report", ""]
+    out: list[str] = ["<h1>vjepa2 demo report</h1>"]
+
+    def section(title: str) -> None:
+        md.extend([f"## {title}", ""])
+        out.append(f"<h2>{html.escape(title)}</h2>")
+
+    def para(text: str) -> None:
+        md.extend([text, ""])
+        out.append(f"<p>{html.escape(text)}</p>")
+
+    def table(headers, rows) -> None:
+        m, h = _table(headers, rows)
+        md.extend([m, ""])
+        out.append(h)
+
+    def image(name: str | None, caption: str) -> None:
+        if name:
+            md.extend([f"![{caption}]({name})", ""])
+            out.append(f'<figure><img src="{html.escape(name)}" alt="{html.escape(caption)}">'
+                       f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+    total = sum(r.seconds for r in records)
+    para(f"All stages on built-in data, CPU: {total / 60:.1f} minutes of stage time ({seconds / 60:.1f} minutes in "
+         f"this invocation). Each stage reuses its output in the work directory when present "
+         f"(vjepa2 demo --fresh redoes them).")
+    table(["stage", "status", "seconds"], [[r.name, r.status, f"{r.seconds:.0f}"] for r in records])
+
+    pre = by_name["pretrain"].detail
+    section("1. Pretraining (tiny V-JEPA 2 on procedural videos)")
+    para(f"{pre['iterations']} steps: {'; '.join(pre['phases'])}. Last logged loss: "
+         f"{float(pre['last'].get('loss', 'nan')):.4f}.")
+    image(_copy(pre["loss_png"], report, "pretrain-loss.png"), "pretraining loss (L1 in latent space)")
+
+    probe = by_name["probe"].detail
+    section("2. Frozen-encoder probe on toy-SSv2")
+    para("12 classes: six motions and their exact time reversals, so single frames carry no label information; "
+         "chance is 8.3%. The same probe grid on the pretrained encoder and on its architecture with random weights.")
+    table(["encoder", "top-1", "top-5", "best lr", "best wd", "train / val clips"],
+          [[r["encoder"], _pct(r["top1"]), _pct(r["top5"]), r["lr"], r["weight_decay"], f"{r['train']} / {r['val']}"]
+           for r in probe["rows"]])
+    image(_copy(probe["rows"][0]["confusion_png"], report, "probe-confusion.png"),
+          "confusion matrix of the best probe on the pretrained encoder")
+
+    col = by_name["collect"].detail
+    ac = by_name["train-ac"].detail
+    section("3. Action-conditioned world model (toy-push)")
+    para(f"{col['episodes']} random-action episodes of {col['steps']} steps (seeds {col['seeds']}); the AC "
+         f"predictor trained {ac['iterations']} steps on the frozen pretrained encoder's features. Held-out "
+         f"latent error k steps ahead (mean L1 of layer-normed latents) against copying the current latent:")
+    errors = ac["errors"]
+    table(["steps ahead", "AC predictor", "copy current", "ratio"],
+          [[k, f"{errors['model'][k]:.4f}", f"{errors['copy'][k]:.4f}", f"{errors['model'][k] / errors['copy'][k]:.2f}"]
+           for k in errors["model"]])
+    image(_copy(ac["loss_png"], report, "train-ac-loss.png"), "AC predictor training loss (teacher forcing + rollout)")
+
+    plan = by_name["plan"].detail
+    section("4. Planning toward goal images (CEM + MPC)")
+    for task, info in plan["tasks"].items():
+        planner, mpc = info["planner"], info["mpc"]
+        md.extend([f"### {task}", ""])
+        out.append(f"<h3>{task}</h3>")
+        para(info["markdown"].splitlines()[0])
+        para(f"CEM: {planner['samples']} samples x {planner['iterations']} iterations, {planner['elites']} elites, "
+             f"horizon {planner['horizon']}, {planner['constraint']} constraint; execute {mpc['execute']} action per "
+             f"plan, budget {mpc['steps_per_goal']} actions.")
+        table(["method", "success rate", "final distance (mean)", "actions (mean)", "seconds / action"],
+              [[s["method"], f"{100 * s['success_rate']:.0f}%", f"{s['final_distance_mean']:.3f}",
+                f"{s['steps_mean']:.1f}", f"{s['seconds_per_action']:.3g}"] for s in info["summaries"]])
+        for picture in info["files"]:
+            name = _copy(picture, report, Path(picture).name)
+            image(name, Path(picture).stem.replace("-", " "))
+
+    section("Reproduce")
+    para("Every stage is a command of its own; vjepa2 demo calls their Python entry points with these settings:")
+    commands = reproduce_commands(settings, work, pre["checkpoint"])
+    md.extend(["```bash", *commands, "```", ""])
+    out.append("<pre>" + html.escape("\n".join(commands)) + "</pre>")
+    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:.3em .6em;"
+             "text-align:right}th{background:#eee}img{max-width:100%}figure{margin:1em 0}"
+             "figcaption{color:#555;font-size:.9em}")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>vjepa2 demo report</title>"
+            f"<style>{style}</style></head><body>{''.join(out)}</body></html>\n")
+    atomic_write_text(report / "README.md", "\n".join(md) + "\n")
+    return atomic_write_text(report / "index.html", page)
+
+
+# ------------------------------------------------------------------------------------------------
+# Command line
+# ------------------------------------------------------------------------------------------------
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("demo", help="the whole system on built-in data: pretrain, probe, collect, "
+                                           "train the world model, plan; writes an HTML report",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a ~3-minute smoke version with tiny sizes")
+    p.add_argument("--fresh", action="store_true", help="redo every stage (deletes the stage outputs in --work)")
+    p.add_argument("--work", help="directory of the stage outputs (default runs/demo, or runs/demo-quick)")
+    p.add_argument("--report", default="demo-report", help="report directory (default demo-report)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice; 1 is often faster on a "
+                                               "machine other jobs keep busy)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from vjepa2.train.pretrain import TrainingDiverged
+    from vjepa2.weights import WeightsError
+
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"vjepa2 demo: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+            return 2
+        import torch
+
+        torch.set_num_threads(args.threads)
+    settings = QUICK if args.quick else FULL
+    work = args.work or ("runs/demo-quick" if args.quick else "runs/demo")
+    try:
+        Demo(work, args.report, settings, fresh=args.fresh).run()
+    except (ConfigError, FileExistsError, FileNotFoundError, TrainingDiverged, WeightsError, ValueError) as err:
+        print(f"vjepa2 demo: {err}", file=sys.stderr)
+        return 1
+    return 0
