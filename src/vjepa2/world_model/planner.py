@@ -296,8 +296,8 @@ def cem(energy_fn: EnergyFn, action_dim: int, config: CEMConfig | None = None, s
                         "std": float(std.mean()), "scored": scored})
     if cfg.select == "best":
         return CEMResult(best_actions, best_energy, best_actions, best_energy, history)
-    # The mean of points of a convex set lies in the set; projecting again only guards rounding
-    # and an init_mean outside the constraint with zero iterations of movement.
+    # The elites' mean lies in the (convex) set, but momentum mixes in the previous mean, which
+    # starts at init_mean and may lie outside it.
     plan = constraint.project(mean)
     plan_energy = float(_finite_energies(energy_fn(plan[None].to(device)), 1)[0])
     return CEMResult(plan, plan_energy, best_actions, best_energy, history)
