@@ -86,4 +86,4 @@ def test_pair_metrics_and_report_config_defaults():
     pair, direction = pair_metrics(confusion)
     assert pair == pytest.approx(60.0) and direction == pytest.approx(50.0)
     cfg = report_config({"light_grid": {"epochs": 2}})
-    assert cfg.light_grid.epochs == 2 and cfg.light_grid.lrs == (3e-3, 1e-3, 3e-4)  # the report's grid, not 5 x 4
+    assert cfg.light_grid.epochs == 2 and cfg.light_grid.lrs == (1e-2, 3e-3)  # the report's grid, not 5 x 4

@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from vjepa2.evals.data import ToyVideos
-from vjepa2.evals.features import (ClipConfig, EncoderFeatures, LiveFeatures, TensorFeatures, build_features,
-                                   read_feature_cache)
-from vjepa2.evals.metrics import class_mean_recall, classification_metrics, confusion_matrix, topk_hits
+from vjepa2.evals.features import (ClipConfig, EncoderFeatures, LiveFeatures, TensorFeatures, WhitenedFeatures,
+                                   build_features, read_feature_cache)
+from vjepa2.evals.metrics import (class_mean_recall, classification_metrics, confusion_matrix, effective_rank,
+                                  topk_hits)
 from vjepa2.evals.probe import (GridConfig, ProbeGrid, fit_and_report, probe_eval_config, run_probe_eval,
                                 scheduled_lr, sigmoid_focal_loss)
 from vjepa2.evals.probe_weights import load_probes
@@ -194,3 +195,16 @@ def test_probe_command_on_a_built_in_task(tmp_path):
     assert saved["best"]["lr"] == best["lr"] and saved["settings"]["dataset"] == "toy-appearance"
     probes = load_probes(tmp_path / "out" / "probes.pt")
     assert len(probes) == 4 and probes[0].config.depth == 3 and probes[0].config.num_classes == (8,)
+
+
+def test_whitening_diagnostic_decorrelates_collapsed_features():
+    gen = torch.Generator().manual_seed(0)
+    # Features that live mostly on 2 directions plus a weak informative residual.
+    strong = torch.randn(64, 1, 10, 2, generator=gen) @ torch.randn(2, 16, generator=gen) * 5
+    feats = strong + 0.05 * torch.randn(64, 1, 10, 16, generator=gen)
+    train = TensorFeatures(feats, torch.zeros(64, 1, dtype=torch.long))
+    mean, whitening = WhitenedFeatures.fit(train)
+    white = WhitenedFeatures(train, mean, whitening).get(torch.arange(64)).reshape(-1, 16).double()
+    assert torch.allclose(torch.cov(white.T), torch.eye(16, dtype=torch.float64), atol=1e-3)
+    assert effective_rank(feats.reshape(-1, 16))["effective_rank"] < 3
+    assert effective_rank(white)["effective_rank"] > 15

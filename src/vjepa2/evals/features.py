@@ -217,6 +217,32 @@ class TensorFeatures(FeatureSet):
         return self.features[indices] if views is None else self.features[indices, torch.as_tensor(views)]
 
 
+class WhitenedFeatures(FeatureSet):
+    """``(x - mean) @ W``: another feature set PCA-whitened with statistics of a training set.
+
+    Not the paper's protocol: a diagnostic. When a few directions hold most of the features'
+    variance (partial dimensional collapse), the probe, which starts by layer-norming its tokens,
+    barely sees the rest; whitening shows whether the information is there at all.
+    """
+
+    def __init__(self, base: FeatureSet, mean: torch.Tensor, whitening: torch.Tensor) -> None:
+        self.base, self.mean, self.whitening = base, mean, whitening
+        self.labels, self.num_views = base.labels, base.num_views
+
+    @staticmethod
+    def fit(train: FeatureSet, max_videos: int = 1024, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean (D,), W (D, D))`` from the tokens of view 0 of up to ``max_videos`` training videos."""
+        idx = torch.arange(min(len(train), max_videos))
+        tokens = train.get(idx, torch.zeros(len(idx), dtype=torch.long)).double()
+        flat = tokens.reshape(-1, tokens.shape[-1])
+        mean = flat.mean(dim=0)
+        variances, directions = torch.linalg.eigh(torch.cov((flat - mean).T))
+        return mean.float(), (directions / variances.clamp_min(eps).sqrt()).float()
+
+    def get(self, indices: torch.Tensor, views: torch.Tensor | None = None) -> torch.Tensor:
+        return (self.base.get(indices, views) - self.mean) @ self.whitening
+
+
 class CachedFeatures(FeatureSet):
     """A cache file memory-mapped as ``(num_videos, V, L, D)``."""
 

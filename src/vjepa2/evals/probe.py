@@ -35,7 +35,8 @@ from tqdm import tqdm
 
 from vjepa2.config import ConfigError, from_dict, to_dict
 from vjepa2.evals.data import LabelledVideos, ToyVideos, open_lists
-from vjepa2.evals.features import ClipConfig, EncoderFeatures, FeatureFunction, FeatureSet, build_features
+from vjepa2.evals.features import (ClipConfig, EncoderFeatures, FeatureFunction, FeatureSet, WhitenedFeatures,
+                                   build_features)
 from vjepa2.evals.metrics import classification_metrics, save_confusion_png
 from vjepa2.evals.probe_weights import save_probes
 from vjepa2.evals.toy import ToyConfig, ToyTask
@@ -219,6 +220,8 @@ class ProbeEvalConfig:
         cache_dtype: storage type of cached features (``float16`` halves the disk / memory).
         encode_batch: clips per encoder call while extracting features.
         device: ``auto`` = CUDA when available.
+        whiten: PCA-whiten the features with training statistics before the probe. Not the paper's
+            protocol: a diagnostic for encoders whose features concentrate on a few directions.
         out: output directory (``results.json``, ``confusion.png``, ``probes.pt``).
     """
 
@@ -239,6 +242,7 @@ class ProbeEvalConfig:
     cache_dtype: Literal["float32", "float16"] = "float32"
     encode_batch: int = 16
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    whiten: bool = False
     out: str = "runs/eval-probe"
 
     def validate(self) -> None:
@@ -307,10 +311,11 @@ def fit_and_report(*, train_data: LabelledVideos, val_data: LabelledVideos, fn: 
                    clips: ClipConfig, probe_cfg: ProbeConfig, grid: GridConfig, seed: int,
                    cache_dir: str | None, cache_dtype: str, encode_batch: int, out: str | os.PathLike,
                    head_names: tuple[str, ...], selection: tuple[str, int], settings: dict,
-                   device: torch.device, progress: bool = True, describe: str = "") -> dict:
+                   device: torch.device, progress: bool = True, describe: str = "", whiten: bool = False) -> dict:
     """Features -> probe grid -> validation metrics -> ``results.json``, ``confusion.png``, ``probes.pt``.
 
-    ``selection = (metric, head)`` picks the reported probe (e.g. ``("top1", 0)``).
+    ``selection = (metric, head)`` picks the reported probe (e.g. ``("top1", 0)``); ``whiten``
+    PCA-whitens both splits with training statistics (:class:`WhitenedFeatures`, a diagnostic).
     """
     out = Path(out)
     started = time.time()
@@ -319,6 +324,10 @@ def fit_and_report(*, train_data: LabelledVideos, val_data: LabelledVideos, fn: 
                                     progress, f"{describe} train".strip(), log)
     val_features = build_features(val_data, fn, clips, False, seed, cache_dir, cache_dtype, encode_batch,
                                   progress, f"{describe} val".strip(), log)
+    if whiten:
+        mean, whitening = WhitenedFeatures.fit(train_features)
+        train_features = WhitenedFeatures(train_features, mean, whitening)
+        val_features = WhitenedFeatures(val_features, mean, whitening)
     probes = ProbeGrid(probe_cfg, grid, seed, device)
     probes.train(train_features, progress, describe)
     scores = probes.scores(val_features, batch_size=max(grid.batch_size, 64))
@@ -374,7 +383,7 @@ def run_probe_eval(cfg: ProbeEvalConfig, progress: bool = True) -> dict:
         train_data=train_data, val_data=val_data, fn=EncoderFeatures(encoder), clips=cfg.clips,
         probe_cfg=probe_cfg, grid=cfg.grid, seed=cfg.seed, cache_dir=cfg.cache_dir, cache_dtype=cfg.cache_dtype,
         encode_batch=cfg.encode_batch, out=cfg.out, head_names=("class",), selection=("top1", 0),
-        settings=to_dict(cfg), device=device, progress=progress, describe=cfg.dataset or "")
+        settings=to_dict(cfg), device=device, progress=progress, describe=cfg.dataset or "", whiten=cfg.whiten)
 
 
 def read_class_names(path: str | os.PathLike) -> tuple[str, ...]:
