@@ -75,6 +75,11 @@ def test_report_section_replaces_only_its_own_section(tmp_path):
     assert "old numbers" not in text and "new numbers" in text
     assert text.startswith("# Results\n\n## Pretraining\n\nloss went down\n\n")
     assert text.endswith("## World model\n\nplans\n")
+    # A hand-written analysis inside the section survives a re-run.
+    path.write_text(path.read_text().replace("new numbers\n", "new numbers\n\n### Analysis\n\nbecause...\n"))
+    write_section(path, SECTION_TITLE + "\n\nnewer numbers\n")
+    text = path.read_text()
+    assert "newer numbers\n\n### Analysis\n\nbecause...\n\n## World model" in text and "new numbers" not in text
     fresh = tmp_path / "fresh.md"
     write_section(fresh, SECTION_TITLE + "\n\nx\n")
     assert fresh.read_text() == "# Results\n\n" + SECTION_TITLE + "\n\nx\n"

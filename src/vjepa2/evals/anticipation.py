@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -189,14 +190,17 @@ class EK100LabelSpace:
 
     def labels(self, action: EK100Action) -> tuple[int, int, int] | None:
         """``(verb, noun, action)`` indices, or None when the (verb, noun) pair is not a training action."""
+        verb_index, noun_index, action_index = self._indices
         pair = (action.verb_class, action.noun_class)
-        if pair not in self._action_index:
+        if pair not in action_index:
             return None
-        return self.verbs.index(action.verb_class), self.nouns.index(action.noun_class), self._action_index[pair]
+        return verb_index[action.verb_class], noun_index[action.noun_class], action_index[pair]
 
-    @property
-    def _action_index(self) -> dict:
-        return {a: i for i, a in enumerate(self.actions)}
+    @functools.cached_property
+    def _indices(self) -> tuple[dict, dict, dict]:
+        # Built once: EPIC-KITCHENS has ~3800 actions and ~67k training samples.
+        return ({v: i for i, v in enumerate(self.verbs)}, {n: i for i, n in enumerate(self.nouns)},
+                {a: i for i, a in enumerate(self.actions)})
 
 
 def ek100_label_space(train: list[EK100Action]) -> EK100LabelSpace:

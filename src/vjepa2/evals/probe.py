@@ -17,7 +17,6 @@ as in the paper. :func:`run_probe_eval` is the whole ``vjepa2 eval probe`` comma
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import math
 import os

@@ -38,6 +38,8 @@ from vjepa2.evals.toy import TOY_SSV2_PAIRS, ToyConfig, ToyTask
 from vjepa2.models.probe import ProbeVariant, probe_config
 
 SECTION_TITLE = "## Frozen evaluation (toy-SSv2)"
+# A hand-written subsection under this heading survives re-running the report.
+ANALYSIS_HEADING = "### Analysis"
 # (row label, encoder, input mode, whitened features, probe variants)
 ROWS = (("pretrained", "pretrained", "video", False, ("light", "full")),
         ("random-init", "random", "video", False, ("light", "full")),
@@ -312,14 +314,20 @@ def render_section(results: dict, cfg: ToyReportConfig) -> str:
 
 def write_section(path: Path, section: str) -> Path:
     """Replace this report's section of ``path`` (from its title to the next ``## `` heading), or
-    append it; the rest of the file is kept byte for byte. Written atomically."""
+    append it; the rest of the file is kept byte for byte. A hand-written subsection starting with
+    :data:`ANALYSIS_HEADING` inside the old section is carried over below the new numbers.
+    Written atomically."""
     text = path.read_text(encoding="utf-8") if path.is_file() else "# Results\n"
     start = text.find(SECTION_TITLE)
     if start < 0:
         new = text.rstrip("\n") + "\n\n" + section
     else:
         nxt = text.find("\n## ", start + len(SECTION_TITLE))
+        old = text[start:nxt + 1] if nxt >= 0 else text[start:]
         tail = text[nxt + 1:] if nxt >= 0 else ""
+        kept = old.find(ANALYSIS_HEADING)
+        if kept >= 0:
+            section = section.rstrip("\n") + "\n\n" + old[kept:].rstrip("\n") + "\n"
         new = text[:start] + section + ("\n" + tail if tail else "")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
