@@ -53,7 +53,8 @@ def test_report_holds_the_tables_and_pictures(tmp_path):
              "val": 5, "confusion_png": None}]}),
         StageRecord("collect", "ran", 5.0, {"episodes": 3, "steps": 4, "heldout": 1, "seeds": "0..2"}),
         StageRecord("train-ac", "ran", 100.0, {"loss_png": None, "last": {}, "iterations": 5,
-                                                 "errors": {"model": {1: 0.02}, "copy": {1: 0.04}}}),
+                                                 "errors": {"model": {1: 0.02}, "shuffled": {1: 0.03},
+                                                            "copy": {1: 0.04}}}),
         StageRecord("plan", "ran", 50.0, {"tasks": {"reach": {
             "summaries": [{"method": "planner", "success_rate": 0.9, "final_distance_mean": 0.03, "steps_mean": 5.0,
                            "seconds_per_action": 0.2}],
@@ -67,6 +68,7 @@ def test_report_holds_the_tables_and_pictures(tmp_path):
     assert (tmp_path / "report" / "pretrain-loss.png").read_bytes() == b"\x89PNG fake"
     readme = (tmp_path / "report" / "README.md").read_text()
     assert "| pretrained | 41.5% |" in readme and "vjepa2 plan-eval --run" in readme
+    assert "| 1 | 0.0200 | 0.0300 | 0.0400 | 0.50 |" in readme  # model, shuffled actions, copy, ratio
     assert "4.1 minutes of stage time" in readme
 
 

@@ -82,12 +82,14 @@ FULL = from_dict(DemoSettings, {
     "pretrain": ["phases.warmup.iterations=20", "phases.constant.iterations=100", "phases.cooldown.iterations=20",
                  "checkpoint.every=40"],
     "probe": ["toy.train_size=480", "toy.val_size=240", "grid.lrs=[3e-3,1e-3]", "grid.weight_decays=[0.01]",
-              "grid.epochs=10", "clips.frames=16", "variant=full", "heads=4"],
+              "grid.epochs=10", "clips.frames=16", "variant=light", "heads=4"],
     "episodes": 150, "episode_steps": 24, "heldout_episodes": 10,
-    "train_ac": ["schedule.iterations=400", "schedule.warmup=30", "schedule.cooldown=80", "checkpoint.every=100"],
+    "train_ac": ["model.dim=96", "model.depth=2", "model.heads=3", "model.mlp_hidden=384", "data.clip_steps=6",
+                 "optim.lr=1e-3", "schedule.iterations=600", "schedule.warmup=30", "schedule.cooldown=100",
+                 "checkpoint.every=200"],
     "rollout_horizons": [1, 2, 4, 8],
-    "plan": ["pairs=50", "goal_steps=6", "mpc.steps_per_goal=15", "planner.samples=100", "planner.iterations=4",
-             "planner.constraint=box"],
+    "plan": ["pairs=50", "goal_steps=6", "mpc.steps_per_goal=15", "planner.samples=64", "planner.iterations=3",
+             "planner.elites=8", "planner.horizon=2", "planner.constraint=box"],
 })
 
 QUICK = from_dict(DemoSettings, {
@@ -391,9 +393,13 @@ def write_report(report: str | Path, records: list[StageRecord], settings: DemoS
          f"predictor trained {ac['iterations']} steps on the frozen pretrained encoder's features. Held-out "
          f"latent error k steps ahead (mean L1 of layer-normed latents) against copying the current latent:")
     errors = ac["errors"]
-    table(["steps ahead", "AC predictor", "copy current", "ratio"],
-          [[k, f"{errors['model'][k]:.4f}", f"{errors['copy'][k]:.4f}", f"{errors['model'][k] / errors['copy'][k]:.2f}"]
-           for k in errors["model"]])
+    # "shuffled": the same rollouts under other windows' actions; equal to "model" means the
+    # predictor ignores its actions, and then planning cannot work.
+    shuffled = "shuffled" in errors
+    table(["steps ahead", "AC predictor", *(["same, shuffled actions"] if shuffled else []), "copy current",
+           "predictor / copy"],
+          [[k, f"{errors['model'][k]:.4f}", *([f"{errors['shuffled'][k]:.4f}"] if shuffled else []),
+            f"{errors['copy'][k]:.4f}", f"{errors['model'][k] / errors['copy'][k]:.2f}"] for k in errors["model"]])
     image(_copy(ac["loss_png"], report, "train-ac-loss.png"), "AC predictor training loss (teacher forcing + rollout)")
 
     plan = by_name["plan"].detail
