@@ -54,7 +54,8 @@ def read_log(out_dir: str | os.PathLike) -> dict[int, dict]:
     import csv
 
     with open(Path(out_dir) / "log.csv", newline="") as f:
-        return {int(row["step"]): row for row in csv.DictReader(f)}
+        # A row being appended by a live run may be incomplete: skip it.
+        return {int(row["step"]): row for row in csv.DictReader(f) if (row.get("step") or "").isdigit()}
 
 
 def cli_command(*args: str) -> list[str]:

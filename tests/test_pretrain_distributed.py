@@ -49,7 +49,7 @@ def _assert_same_weights(run, reference):
     return a
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+@pytest.mark.parametrize("strategy", ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)])
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, single, strategy):
     done = _torchrun(_config(tmp_path, distributed={"strategy": strategy}), tmp_path / "run")
     assert "2 process(es)" in done.stdout and "2 process(es) x 1 micro-step(s) x 2" in done.stderr

@@ -1,5 +1,5 @@
-"""Crash safety: a run killed with SIGKILL (mid-run, or while writing a checkpoint) and resumed with
-``--resume`` reproduces the losses and weights of an uninterrupted run exactly."""
+"""Crash safety: a run killed with SIGKILL while writing a checkpoint, resumed, killed again mid-run
+and resumed again with ``--resume`` reproduces the losses and weights of an uninterrupted run."""
 
 import os
 import signal
@@ -29,8 +29,8 @@ def reference(tmp_path_factory):
     return tmp / "run"
 
 
-def _start(config, out_dir, **env):
-    return subprocess.Popen(cli_command("--config", str(config), "--out", str(out_dir)), stdout=subprocess.DEVNULL,
+def _start(config, out_dir, *extra, stdout=subprocess.DEVNULL, **env):
+    return subprocess.Popen(cli_command("--config", str(config), "--out", str(out_dir), *extra), stdout=stdout,
                             stderr=subprocess.PIPE, text=True, env=subprocess_env(**ONE_THREAD, **env))
 
 
@@ -65,25 +65,12 @@ def _assert_same_run(run, reference):
             torch.testing.assert_close(a[key][name], value, rtol=1e-6, atol=1e-7, msg=f"{key} {name}")
 
 
-def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_losses(tmp_path, reference):
-    config, out = _config(tmp_path), tmp_path / "run"
-    proc = _start(config, out)
-    # Kill once a checkpoint exists and the run has logged steps after it (they must be redone).
-    _wait_for(lambda: (out / "checkpoints" / "step-00000004.pt").exists() and (out / "log.csv").exists()
-              and len(read_log(out)) >= 6, proc)
-    _kill(proc)
-    logged = max(read_log(out))
-    assert logged < STEPS, "the run finished before the kill"
-    resumed = run_cli("--config", str(config), "--out", str(out), "--resume", **ONE_THREAD)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resumed from" in resumed.stdout
-    _assert_same_run(out, reference)
-
-
-def test_sigkill_during_a_checkpoint_write_then_resume(tmp_path, reference):
+def test_sigkill_during_a_checkpoint_write_and_mid_run_then_resume(tmp_path, reference):
     config, out = _config(tmp_path), tmp_path / "run"
     ckpts = out / "checkpoints"
-    # The writer pauses between the fsync of step 8's temporary file and its rename.
+
+    # 1. Killed while writing a checkpoint: the writer pauses between the fsync of step 8's
+    #    temporary file and its rename.
     proc = _start(config, out, VJEPA2_TEST_PAUSE_BEFORE_RENAME="step-00000008.pt=120")
     _wait_for(lambda: any(ckpts.glob(".step-00000008.pt.*.tmp")), proc)
     line = proc.stderr.readline()
@@ -96,10 +83,19 @@ def test_sigkill_during_a_checkpoint_write_then_resume(tmp_path, reference):
     good = (ckpts / "step-00000004.pt").read_bytes()
     (ckpts / "step-00000010.pt").write_bytes(good[: len(good) // 3])
 
+    # 2. Resumed, then killed mid-run: after a checkpoint, with steps logged past it (they are redone).
+    with open(tmp_path / "resume1.txt", "w") as stdout:
+        proc = _start(config, out, "--resume", stdout=stdout)
+        _wait_for(lambda: (ckpts / "step-00000016.pt").exists() and len(read_log(out)) >= 18, proc)
+        _kill(proc)
+    assert max(read_log(out)) < STEPS, "the run finished before the kill"
+    printed = (tmp_path / "resume1.txt").read_text()
+    assert "removed a half-written checkpoint" in printed and not any(ckpts.glob("*.tmp"))
+    assert "skipping unreadable checkpoint" in printed and "step-00000010.pt" in printed
+    assert "at step 4 (phase low)" in printed  # the newest valid checkpoint
+
+    # 3. Resumed again: it must end exactly where an uninterrupted run ends.
     resumed = run_cli("--config", str(config), "--out", str(out), "--resume", **ONE_THREAD)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "removed a half-written checkpoint" in resumed.stdout
-    assert "skipping unreadable checkpoint" in resumed.stdout and "step-00000010.pt" in resumed.stdout
-    assert "at step 4 (phase low)" in resumed.stdout  # the newest valid checkpoint
-    assert not any(ckpts.glob("*.tmp"))
+    assert "resumed from" in resumed.stdout and "(phase high)" in resumed.stdout
     _assert_same_run(out, reference)
