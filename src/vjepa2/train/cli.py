@@ -3,10 +3,10 @@
 Examples::
 
     vjepa2 pretrain                                   # tiny model, synthetic videos, CPU, minutes
-    vjepa2 pretrain --config vitl --out runs/vitl data.lists=...   # the paper's ViT-L recipe
-    vjepa2 pretrain --config my.yaml optim.lr=1e-4 phases.main.frames=8
     vjepa2 pretrain --out runs/tiny --resume          # continue from the newest valid checkpoint
-    torchrun --nproc_per_node=4 -m vjepa2 pretrain --config vitl ...
+    vjepa2 pretrain optim.lr=5e-4 mask.mode=noise phases.cooldown.resolution=128
+    vjepa2 pretrain --config vitl --print-config > my_vitl.yaml   # copy a paper recipe, edit data.sources
+    torchrun --nproc_per_node=8 -m vjepa2 pretrain --config my_vitl.yaml --out runs/vitl --resume
 """
 
 from __future__ import annotations
