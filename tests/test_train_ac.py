@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from vjepa2.cli import main
 from vjepa2.config import ConfigError
+from vjepa2.data.trajectories import apply_action
 from vjepa2.models import VisionEncoder, encoder_config
 from vjepa2.models.ac_predictor import ACPredictor, ac_predictor_config, normalize_latents
 from vjepa2.world_model.collect import ToyPushSource, collect
@@ -225,9 +226,17 @@ def test_rollout_errors_against_a_manual_computation(toy_data, tmp_path):
     h = normalize_latents(w["features"])[None]
     with torch.no_grad():
         imagined = predictor.rollout(h[:, :1], w["actions"][None, :3], w["states"][None, :3], use_cache=False)
+        reversed_actions = predictor.rollout(h[:, :1], w["actions"][None, :3].flip(1), w["states"][None, :3],
+                                             use_cache=False)
     assert errors["copy"][3] == pytest.approx(float((h[0, 0] - h[0, 3]).abs().mean()), rel=1e-5)
     assert errors["model"][1] == pytest.approx(float((imagined[0, 0] - h[0, 1]).abs().mean()), rel=1e-4)
     assert errors["model"][3] == pytest.approx(float((imagined[0, 2] - h[0, 3]).abs().mean()), rel=1e-4)
+    # a single window is "shuffled" by reversing its actions
+    assert errors["shuffled"][3] == pytest.approx(float((reversed_actions[0, 2] - h[0, 3]).abs().mean()), rel=1e-4)
+    # with integrated states, the toy effector states follow from the actions (no walls hit here)
+    integrated = rollout_errors(predictor, files, horizons=(1, 3), stride=10, state_update=apply_action,
+                                progress=False)
+    assert integrated["model"][3] == pytest.approx(errors["model"][3], rel=1e-3)
 
 
 def test_latent_bank_finds_exact_frames_and_can_exclude_a_trajectory(toy_data, tmp_path):

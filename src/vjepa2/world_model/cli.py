@@ -36,6 +36,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--horizons", type=int, nargs="+", default=[1, 2, 4, 8], help="steps ahead (default 1 2 4 8)")
     p.add_argument("--stride", type=int, default=1, help="distance between window starts (default 1)")
     p.add_argument("--cache", help="feature cache directory (default <run>/features)")
+    p.add_argument("--recorded-states", action="store_true",
+                   help="feed the recorded states of the imagined steps (default: integrate them from the actions "
+                        "with the pose7/delta convention, as a planner must)")
     p.add_argument("--strip", metavar="PNG", help="also draw real frames above imagined ones decoded by nearest "
                                                   "neighbour (first held-out trajectory, longest horizon)")
     p.add_argument("--bank", help="trajectories whose frames decode the imagined latents for --strip "
@@ -84,7 +87,13 @@ def _evaluate(args: argparse.Namespace) -> int:
                                        min_steps=max(args.horizons) + 1)
         for skipped in features.skipped:
             print(f"skipped {skipped.path}: {skipped.reason}")
-        errors = rollout_errors(world.predictor, features.files, args.horizons, stride=args.stride)
+        state_update = None
+        if not args.recorded_states:
+            from vjepa2.data.trajectories import apply_action
+
+            state_update = apply_action
+        errors = rollout_errors(world.predictor, features.files, args.horizons, stride=args.stride,
+                                state_update=state_update)
         print(f"{len(features.files)} trajectories, checkpoint {world.checkpoint}")
         print(format_errors(errors))
         if args.strip:

@@ -68,7 +68,7 @@ class ACDataConfig:
 
     trajectories: str = ""
     fps: float | None = None
-    clip_steps: int = 8
+    clip_steps: int = 4
     cache_dir: str | None = None
     convention: Literal["auto", "pose7", "delta"] = "auto"
 
@@ -100,15 +100,16 @@ class ACEncoderConfig:
 @dataclass(frozen=True)
 class ACModelConfig:
     """The AC predictor: a named width/depth/heads (``tiny`` ... ``giant``; the paper uses ``large``
-    = 24 x 1024 x 16, set ``depth: null`` to keep a size's own depth) with optional overrides; the
-    default is ``tiny`` (192 wide, 3 heads) cut to 4 blocks for CPU runs. ``action_dim``/``state_dim`` default to the data's.
-    ``init_checkpoint``: start from these AC weights (e.g. a public V-JEPA 2-AC checkpoint)."""
+    = 24 x 1024 x 16: ``size: large`` with ``dim``/``depth``/``heads``/``mlp_hidden`` set to null)
+    with overrides. The defaults (tiny cut to 4 blocks of width 96, 2 heads) train on a CPU in
+    minutes. ``action_dim``/``state_dim`` default to the data's. ``init_checkpoint``: start from
+    these AC weights (e.g. a public V-JEPA 2-AC checkpoint)."""
 
     size: str = "tiny"
-    dim: int | None = None
+    dim: int | None = 96
     depth: int | None = 4
-    heads: int | None = None
-    mlp_hidden: int | None = None
+    heads: int | None = 2
+    mlp_hidden: int | None = 384
     action_dim: int | None = None
     state_dim: int | None = None
     position: Literal["rope_compatible", "rope_rotary"] = "rope_compatible"
@@ -131,9 +132,9 @@ class ACScheduleConfig:
     """``iterations`` optimiser steps: linear warm-up from ``lr_start`` over ``warmup`` steps,
     constant ``optim.lr``, then a linear cool-down to ``lr_end`` over the last ``cooldown`` steps."""
 
-    iterations: int = 600
+    iterations: int = 2500
     warmup: int = 50
-    cooldown: int = 100
+    cooldown: int = 500
     lr_start: float = 0.0
     lr_end: float = 0.0
 
@@ -180,15 +181,15 @@ class ACTrainConfig:
     data: ACDataConfig = field(default_factory=ACDataConfig)
     encoder: ACEncoderConfig = field(default_factory=ACEncoderConfig)
     model: ACModelConfig = field(default_factory=ACModelConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=5e-4, weight_decay=0.04, clip_grad=1.0))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, weight_decay=0.04, clip_grad=1.0))
     schedule: ACScheduleConfig = field(default_factory=ACScheduleConfig)
     loss: ACLossConfig = field(default_factory=ACLossConfig)
-    batch_size: int = 32
+    batch_size: int = 16
     dtype: Literal["fp32", "bf16"] = "fp32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
     output_dir: str = "runs/ac"
-    checkpoint: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(every=200, keep_last=2))
+    checkpoint: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(every=500, keep_last=2))
     log: LogConfig = field(default_factory=LogConfig)
     max_nonfinite_steps: int = 20
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
@@ -596,18 +597,24 @@ def load_world_model(path: str | Path) -> WorldModel:
 
 @torch.no_grad()
 def rollout_errors(predictor: ACPredictor, files: list[Path], horizons=(1, 2, 4, 8), stride: int = 1,
-                   batch_size: int = 64, progress: bool = True) -> dict[str, dict[int, float]]:
-    """Mean L1 between imagined and true (layer-normed) latents ``k`` steps ahead, and the same for
-    the copy-the-current-latent baseline, over every window of the cached trajectories ``files``.
+                   batch_size: int = 64, state_update=None, progress: bool = True) -> dict[str, dict[int, float]]:
+    """Mean L1 between imagined and true (layer-normed) latents ``k`` steps ahead over every window
+    of the cached trajectories ``files``, for:
 
-    The rollout starts from one true frame and uses the recorded actions and states.
-    Returns ``{"model": {k: err}, "copy": {k: err}}``.
+    - ``model``: the rollout from one true frame under the recorded actions;
+    - ``shuffled``: the same under another window's actions (a model that ignores its actions
+      scores the same as ``model``; one that uses them, worse);
+    - ``copy``: the current latent as the prediction for every future step.
+
+    States after the first come from ``state_update(state, action)`` (as when planning; e.g.
+    :func:`~vjepa2.data.trajectories.apply_action`), or from the recordings when it is None (then
+    the shuffled rows keep the true states). Returns ``{"model": {k: err}, "shuffled": ..., "copy": ...}``.
     """
     from tqdm.auto import tqdm
 
     horizons = sorted(horizons)
     longest = horizons[-1]
-    sums = {"model": {k: 0.0 for k in horizons}, "copy": {k: 0.0 for k in horizons}}
+    sums = {name: {k: 0.0 for k in horizons} for name in ("model", "shuffled", "copy")}
     count = 0
     starts = [(f, s) for f in files for s in range(0, feature_metadata(f)["length"] - longest, stride)]
     if not starts:
@@ -617,20 +624,26 @@ def rollout_errors(predictor: ACPredictor, files: list[Path], horizons=(1, 2, 4,
     for i in tqdm(range(0, len(starts), batch_size), desc="rollout errors", disable=not progress):
         windows = [read_features(f, s, s + longest + 1) for f, s in starts[i:i + batch_size]]
         h = normalize_latents(torch.stack([w["features"] for w in windows]).float().to(device))
-        actions = torch.stack([w["actions"] for w in windows]).to(device)
-        states = torch.stack([w["states"] for w in windows]).to(device)
-        imagined = predictor.rollout(h[:, :1], actions[:, :longest], states[:, :longest])
-        for k in horizons:
-            sums["model"][k] += float((imagined[:, k - 1] - h[:, k]).abs().mean(dim=(1, 2)).sum())
-            sums["copy"][k] += float((h[:, 0] - h[:, k]).abs().mean(dim=(1, 2)).sum())
+        actions = torch.stack([w["actions"] for w in windows]).to(device)[:, :longest]
+        states = torch.stack([w["states"] for w in windows]).to(device)[:, :longest]
+        if state_update is not None:
+            states = states[:, :1]
+        shuffled = actions.roll(1, dims=0) if len(windows) > 1 else actions.flip(1)
+        imagined = {"model": predictor.rollout(h[:, :1], actions, states, state_update=state_update),
+                    "shuffled": predictor.rollout(h[:, :1], shuffled, states, state_update=state_update),
+                    "copy": h[:, :1].expand(-1, longest, -1, -1)}
+        for name, pred in imagined.items():
+            for k in horizons:
+                sums[name][k] += float((pred[:, k - 1] - h[:, k]).abs().mean(dim=(1, 2)).sum())
         count += len(windows)
     return {name: {k: v / count for k, v in d.items()} for name, d in sums.items()}
 
 
 def format_errors(errors: dict[str, dict[int, float]]) -> str:
     """Markdown table of :func:`rollout_errors`."""
-    lines = ["| steps ahead | AC predictor L1 | copy-current L1 | ratio |", "|---:|---:|---:|---:|"]
+    lines = ["| steps ahead | AC predictor L1 | same, shuffled actions | copy-current L1 | predictor / copy |",
+             "|---:|---:|---:|---:|---:|"]
     for k in errors["model"]:
-        m, c = errors["model"][k], errors["copy"][k]
-        lines.append(f"| {k} | {m:.4f} | {c:.4f} | {m / c:.2f} |")
+        m, sh, c = errors["model"][k], errors["shuffled"][k], errors["copy"][k]
+        lines.append(f"| {k} | {m:.4f} | {sh:.4f} | {c:.4f} | {m / c:.2f} |")
     return "\n".join(lines)
