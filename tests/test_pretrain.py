@@ -103,6 +103,7 @@ def test_phases_switch_clip_shape_and_resume_lands_in_the_right_phase(tmp_path, 
     assert calls == [(2, 32, 0), (4, 48, 3)]
     log = read_log(tmp_path / "full")
     assert [log[s]["phase"] for s in range(1, 8)] == ["low"] * 3 + ["high"] * 4
+    assert all(row["loss_avg"] == row["loss"] for row in log.values())  # log.every = 1: one-step averages
     saved = sorted(p.name for p in (tmp_path / "full" / "checkpoints").iterdir())
     assert saved == ["step-00000002.pt", "step-00000003.pt", "step-00000004.pt", "step-00000006.pt",
                      "step-00000007.pt"]  # every 2 steps and at each phase end
@@ -160,7 +161,7 @@ def test_outputs_and_refusal_to_overwrite(tmp_path):
     summary = pretrain(cfg)
     log = read_log(tmp_path)
     assert sorted(log) == [2, 4]
-    assert {"loss", "loss_mask0", "loss_mask1", "lr", "ema_momentum", "grad_norm", "target_std", "clips_per_s",
+    assert {"loss", "loss_avg", "loss_mask0", "loss_mask1", "lr", "ema_momentum", "grad_norm", "target_std", "clips_per_s",
             "files_skipped"} <= set(log[2])
     assert (tmp_path / "loss.png").stat().st_size > 1000 and summary.loss_png == tmp_path / "loss.png"
     assert load_pretrain_config(str(tmp_path / "config.yaml")) == cfg

@@ -104,7 +104,9 @@ class RunMonitor:
                     self._tb.add_scalar(key, value, step)
 
     def close(self, plot: str | None = "loss") -> Path | None:
-        """Close files; plot column ``plot`` against ``step`` into ``loss.png`` (returns its path)."""
+        """Close files; plot column ``plot`` against ``step`` into ``loss.png`` (returns its path).
+
+        Rows whose ``plot`` value is empty or not finite (e.g. a skipped step) are left out."""
         self.bar.close()
         if not self.enabled:
             return None
@@ -133,15 +135,16 @@ def plot_curve(csv_path: str | os.PathLike, png_path: str | os.PathLike, column:
     ax.plot(steps, values, lw=1.2)
     for i in range(len(phases)):
         if phases[i] and (i == 0 or phases[i] != phases[i - 1]):
+            # A phase begins right after the previous row's step (the loop logs every phase's last step).
+            start = steps[i - 1] if i else 0
             if i:
-                ax.axvline(steps[i], color="grey", ls="--", lw=0.8)
-            ax.text(steps[i], max(values), f" {phases[i]}", va="top", fontsize=8, color="grey")
+                ax.axvline(start, color="grey", ls="--", lw=0.8)
+            ax.text(start, max(values), f" {phases[i]}", va="top", fontsize=8, color="grey")
     ax.set_xlabel("step")
     ax.set_ylabel(column)
     ax.set_title(f"{column} ({Path(csv_path).parent.name})")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", bbox_inches="tight")
     plt.close(fig)
     return atomic_write(png_path, lambda f: f.write(buffer.getvalue()))

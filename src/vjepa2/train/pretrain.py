@@ -300,7 +300,7 @@ def _run(cfg: PretrainConfig, resume: bool, env: dist_utils.DistEnv) -> RunSumma
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
         _truncate_skipped_table(out_dir, start_step)
         say(config_banner(cfg, env))
-    columns = (["step", "phase", "loss"] + [f"loss_mask{i}" for i in range(len(cfg.mask.generators))]
+    columns = (["step", "phase", "loss", "loss_avg"] + [f"loss_mask{i}" for i in range(len(cfg.mask.generators))]
                + ["lr", "ema_momentum", "grad_norm", "target_std", "clips_per_s", "nonfinite_total",
                   "files_skipped", "elapsed_s"])
     monitor = RunMonitor(out_dir, columns, total, start_step, enabled=env.is_main,
@@ -308,6 +308,7 @@ def _run(cfg: PretrainConfig, resume: bool, env: dist_utils.DistEnv) -> RunSumma
 
     summary = RunSummary(out_dir, start_step, start_step, 0.0, None, None, counters)
     loaders, phase_index, started = None, None, time.perf_counter()
+    interval_losses: list[float] = []  # finite losses since the last log row
     try:
         for step in range(start_step, total):
             where = phase_at(cfg.phases, step)
@@ -325,21 +326,25 @@ def _run(cfg: PretrainConfig, resume: bool, env: dist_utils.DistEnv) -> RunSumma
             _count_non_finite(result, step, counters, cfg, monitor)
             summary.end_step, summary.last_loss, summary.target_std = step + 1, result.loss, result.target_std
             monitor.advance(loss=result.loss, lr=lr, clips_s=clips_per_s)
-            if (step + 1) % cfg.log.every == 0 or step + 1 == total or not result.finite:
-                monitor.log({"step": step + 1, "phase": where.phase.name, "loss": result.loss,
+            if result.finite:
+                interval_losses.append(result.loss)
+            phase_end = step + 1 == where.start + where.phase.iterations
+            if (step + 1) % cfg.log.every == 0 or phase_end or not result.finite:
+                loss_avg = sum(interval_losses) / len(interval_losses) if interval_losses else math.nan
+                interval_losses.clear()
+                monitor.log({"step": step + 1, "phase": where.phase.name, "loss": result.loss, "loss_avg": loss_avg,
                              **{f"loss_mask{i}": v for i, v in enumerate(result.mask_losses)},
                              "lr": lr, "ema_momentum": momentum, "grad_norm": result.grad_norm,
                              "target_std": result.target_std, "clips_per_s": clips_per_s,
                              "nonfinite_total": counters.nonfinite_total, "files_skipped": counters.files_skipped,
                              "elapsed_s": time.perf_counter() - started})
-            phase_end = step + 1 == where.start + where.phase.iterations
             if (step + 1) % cfg.checkpoint.every == 0 or phase_end:
                 summary.checkpoint = _save(checkpoints, training_model, model, optimizer, cfg, env, step + 1,
                                            where.phase, counters, result.loss, lr)
     finally:
         _close(loaders)
         summary.seconds = time.perf_counter() - started
-        summary.loss_png = monitor.close()
+        summary.loss_png = monitor.close(plot="loss_avg")
     say(format_summary(summary))
     return summary
 
