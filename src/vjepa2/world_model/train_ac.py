@@ -176,7 +176,9 @@ class ACLossConfig:
 @dataclass(frozen=True)
 class ACTrainConfig:
     """One AC training run. ``batch_size`` is global (clips per optimiser step over all processes
-    and accumulation micro-steps), as in :class:`vjepa2.train.config.PretrainConfig`."""
+    and accumulation micro-steps), as in :class:`vjepa2.train.config.PretrainConfig`. ``threads``:
+    PyTorch CPU threads per process (null = PyTorch's default); the small default model runs
+    fastest on one thread of a shared machine."""
 
     data: ACDataConfig = field(default_factory=ACDataConfig)
     encoder: ACEncoderConfig = field(default_factory=ACEncoderConfig)
@@ -187,6 +189,7 @@ class ACTrainConfig:
     batch_size: int = 16
     dtype: Literal["fp32", "bf16"] = "fp32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = 1
     seed: int = 0
     output_dir: str = "runs/ac"
     checkpoint: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(every=500, keep_last=2))
@@ -204,6 +207,8 @@ class ACTrainConfig:
                               f"{self.loss.rollout_steps + 1} frames; data.clip_steps is {self.data.clip_steps}")
         if self.max_nonfinite_steps < 1:
             raise ConfigError(f"max_nonfinite_steps must be >= 1, got {self.max_nonfinite_steps}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1 or null (PyTorch's default), got {self.threads}")
 
     @property
     def cache_dir(self) -> Path:
@@ -358,9 +363,13 @@ def train_ac(cfg: ACTrainConfig, resume: bool = False) -> ACRunSummary:
     """Train as ``cfg`` says; ``resume`` continues from the newest valid checkpoint in
     ``cfg.output_dir`` exactly (same batches, same optimiser state). Works under ``torchrun``."""
     env = dist_utils.init_distributed(cfg.device, cfg.distributed.backend)
+    threads = torch.get_num_threads()
     try:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         return _run(cfg, resume, env)
     finally:
+        torch.set_num_threads(threads)
         dist_utils.shutdown()
 
 
