@@ -318,7 +318,7 @@ def _run(cfg: PretrainConfig, resume: bool, env: dist_utils.DistEnv) -> RunSumma
                 monitor.write(_phase_banner(cfg, where, env))
             tick = time.perf_counter()
             micro_batches = [next(loader) for loader in loaders]
-            _report_skipped(step, micro_batches, counters, summary, monitor, out_dir)
+            _report_skipped(step, micro_batches, counters, summary, monitor, out_dir, env.device)
             lr, momentum = lr_at(cfg, step), ema_momentum_at(cfg, step)
             result = train_step(training_model, optimizer, micro_batches, lr=lr, momentum=momentum, cfg=cfg,
                                 device=env.device, noise=_noise_generators(cfg, step, env))
@@ -422,10 +422,11 @@ def _truncate_skipped_table(out_dir: Path, start_step: int) -> None:
 
 
 def _report_skipped(step: int, micro_batches: list[PretrainBatch], counters: Counters, summary: RunSummary,
-                    monitor: RunMonitor, out_dir: Path) -> None:
+                    monitor: RunMonitor, out_dir: Path, device: torch.device) -> None:
     """Count files the loader skipped on any process; list them in the log and ``skipped_files.tsv``."""
     local = [(path, reason) for batch in micro_batches for path, reason in batch.skipped]
-    count = int(dist_utils.all_reduce_sum(torch.tensor(len(local))))
+    # On the training device: NCCL reduces CUDA tensors only.
+    count = int(dist_utils.all_reduce_sum(torch.tensor(len(local), device=device)))
     if not count:
         return
     skipped = [item for part in dist_utils.all_gather_objects(local) for item in part]
