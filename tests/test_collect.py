@@ -116,3 +116,17 @@ def test_gym_adapter_rejects_unsupported_envs():
         GymSource(make_dot_env(discrete=True)(render_mode="rgb_array"))
     with pytest.raises(ValueError, match="rgb_array"):
         GymSource(make_dot_env()(render_mode=None))
+
+
+def test_gym_env_errors_name_the_env(tmp_path):
+    gymnasium = pytest.importorskip("gymnasium")
+    from vjepa2.world_model.envs.gym_adapter import GymSource
+
+    class NoPygame(make_dot_env()):
+        def render(self):
+            raise gymnasium.error.DependencyNotInstalled("pygame is not installed")
+
+    source = GymSource(NoPygame(render_mode="rgb_array"), size=16, name="Dot")
+    with pytest.raises(ValueError, match="gym:Dot: pygame is not installed"):
+        collect(source, tmp_path, episodes=1, steps=2, progress=False)
+    assert not list(tmp_path.glob("episode_*"))  # nothing half-written

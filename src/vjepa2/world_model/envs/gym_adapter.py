@@ -78,8 +78,16 @@ class GymSource:
     def fps(self) -> float | None:
         return self.env.metadata.get("render_fps")
 
+    def _call(self, fn, *args, **kwargs):
+        """Run an env method; Gymnasium's own errors (e.g. a missing rendering dependency) become a
+        ValueError naming the env."""
+        try:
+            return fn(*args, **kwargs)
+        except _gymnasium().error.Error as err:
+            raise ValueError(f"gym:{self.name}: {err}") from None
+
     def _frame(self) -> np.ndarray:
-        return square_frame(self.env.render(), self.size)
+        return square_frame(self._call(self.env.render), self.size)
 
     @staticmethod
     def _state(observation) -> np.ndarray:
@@ -88,7 +96,7 @@ class GymSource:
     def reset(self, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
         """``(frame (size, size, 3) uint8, state (S,), extras)`` of a new episode."""
         self.env.action_space.seed(seed)
-        observation, _ = self.env.reset(seed=seed)
+        observation, _ = self._call(self.env.reset, seed=seed)
         return self._frame(), self._state(observation), {}
 
     def sample_action(self, rng: np.random.Generator) -> np.ndarray:
@@ -97,7 +105,7 @@ class GymSource:
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict, bool]:
         """``(frame, state, extras, episode_over)`` after ``action``."""
-        observation, _, terminated, truncated, _ = self.env.step(action)
+        observation, _, terminated, truncated, _ = self._call(self.env.step, action)
         return self._frame(), self._state(observation), {}, bool(terminated or truncated)
 
     def stored_action(self, action: np.ndarray) -> np.ndarray:
