@@ -131,6 +131,16 @@ def test_changing_step_t_changes_no_earlier_output(what):
         assert (out[:, later] - base[:, later]).abs().max() > 1e-4
 
 
+def test_flattened_frames_like_the_public_forward():
+    model = tiny()
+    frames, actions, states = inputs(T=3)
+    flat = model(frames.flatten(1, 2), actions, states)
+    assert flat.shape == (2, 3 * 16, ENC_DIM)
+    torch.testing.assert_close(flat, model(frames, actions, states).flatten(1, 2))
+    with pytest.raises(ValueError, match="not a multiple"):
+        model(frames.flatten(1, 2)[:, :47], actions, states)
+
+
 def test_block_causal_mask_shape_and_pattern():
     model = tiny()
     mask = model.block_causal_mask(new_steps=2, cached_steps=1, tokens_per_step=3, device="cpu")

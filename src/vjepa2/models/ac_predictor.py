@@ -251,7 +251,8 @@ class ACPredictor(nn.Module):
 
         Args:
             frames: ``(B, T, N, enc_dim)`` (layer-normed) frame latents of steps ``t0 .. t0+T-1``,
-                ``N = H' * W'`` tokens per frame in raster order.
+                ``N = H' * W'`` tokens per frame in raster order; or flattened ``(B, T*N, enc_dim)``
+                as the public predictor takes them (``T`` is then read from ``actions``).
             actions: ``(B, T, action_dim)``; ``actions[:, i]`` is the action taken after frame ``i``.
             states: ``(B, T, state_dim)`` proprioceptive state at each frame.
             extrinsics: ``(B, T, extrinsics_dim)``; required iff ``config.use_extrinsics``.
@@ -261,11 +262,19 @@ class ACPredictor(nn.Module):
 
         Returns:
             ``(B, T, N, enc_dim)``: output ``[:, i]`` is the prediction of the latents of frame
-            ``t0 + i + 1`` (not normalised; see :func:`normalize_latents`).
+            ``t0 + i + 1`` (not normalised; see :func:`normalize_latents`); ``(B, T*N, enc_dim)``
+            for flattened input.
         """
         cfg = self.config
+        if frames.ndim == 3 and actions is not None and actions.ndim == 3 and actions.shape[1] > 0:
+            steps = actions.shape[1]
+            if frames.shape[1] % steps:
+                raise ValueError(f"flattened frames hold {frames.shape[1]} tokens, not a multiple of the "
+                                 f"{steps} steps that actions has")
+            out = self(frames.unflatten(1, (steps, -1)), actions, states, extrinsics, grid, cache)
+            return out.flatten(1, 2)
         if frames.ndim != 4:
-            raise ValueError(f"frames must be (B, T, N, enc_dim), got shape {tuple(frames.shape)}")
+            raise ValueError(f"frames must be (B, T, N, enc_dim) or (B, T*N, enc_dim), got shape {tuple(frames.shape)}")
         B, T, N, D = frames.shape
         if D != cfg.enc_dim:
             raise ValueError(f"frames have width {D} but the predictor expects enc_dim={cfg.enc_dim}")
