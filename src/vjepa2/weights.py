@@ -113,7 +113,8 @@ def _block_from_transformers(sd: dict, src: str, dst: str, out: dict) -> None:
         out[f"{dst}.attn.proj.{p}"] = sd[f"{src}.attention.proj.{p}"]
 
 
-def _num_blocks(sd: dict, pattern: str) -> int:
+def count_indexed(sd: dict, pattern: str) -> int:
+    """1 + the largest integer captured by ``pattern`` among the keys (0 if none): e.g. the depth."""
     indices = {int(m.group(1)) for k in sd if (m := re.match(pattern, k))}
     return max(indices) + 1 if indices else 0
 
@@ -126,7 +127,7 @@ def encoder_to_transformers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tens
         "encoder.layernorm.weight": sd["norm.weight"],
         "encoder.layernorm.bias": sd["norm.bias"],
     }
-    for i in range(_num_blocks(sd, r"blocks\.(\d+)\.")):
+    for i in range(count_indexed(sd, r"blocks\.(\d+)\.")):
         _block_to_transformers(sd, f"blocks.{i}", f"encoder.layer.{i}", out)
     return out
 
@@ -140,14 +141,14 @@ def encoder_from_transformers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Te
         "norm.weight": sd["encoder.layernorm.weight"],
         "norm.bias": sd["encoder.layernorm.bias"],
     }
-    for i in range(_num_blocks(sd, r"encoder\.layer\.(\d+)\.")):
+    for i in range(count_indexed(sd, r"encoder\.layer\.(\d+)\.")):
         _block_from_transformers(sd, f"encoder.layer.{i}", f"blocks.{i}", out)
     return out
 
 
 def predictor_to_transformers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Our predictor state dict -> ``transformers`` keys (``predictor.*``)."""
-    n_mask = _num_blocks(sd, r"mask_tokens\.(\d+)$")
+    n_mask = count_indexed(sd, r"mask_tokens\.(\d+)$")
     out = {
         "predictor.embeddings.predictor_embeddings.weight": sd["predictor_embed.weight"],
         "predictor.embeddings.predictor_embeddings.bias": sd["predictor_embed.bias"],
@@ -158,7 +159,7 @@ def predictor_to_transformers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Te
         "predictor.proj.weight": sd["predictor_proj.weight"],
         "predictor.proj.bias": sd["predictor_proj.bias"],
     }
-    for i in range(_num_blocks(sd, r"predictor_blocks\.(\d+)\.")):
+    for i in range(count_indexed(sd, r"predictor_blocks\.(\d+)\.")):
         _block_to_transformers(sd, f"predictor_blocks.{i}", f"predictor.layer.{i}", out)
     return out
 
@@ -176,7 +177,7 @@ def predictor_from_transformers(sd: dict[str, torch.Tensor]) -> dict[str, torch.
     }
     for i, token in enumerate(sd["predictor.embeddings.mask_tokens"]):
         out[f"mask_tokens.{i}"] = token
-    for i in range(_num_blocks(sd, r"predictor\.layer\.(\d+)\.")):
+    for i in range(count_indexed(sd, r"predictor\.layer\.(\d+)\.")):
         _block_from_transformers(sd, f"predictor.layer.{i}", f"predictor_blocks.{i}", out)
     return out
 
@@ -188,7 +189,8 @@ def predictor_from_transformers(sd: dict[str, torch.Tensor]) -> dict[str, torch.
 _HEADS_BY_DIM = {dim: heads for dim, _, heads, _ in SIZES.values()}
 
 
-def _heads_for(dim: int) -> int:
+def heads_for_width(dim: int) -> int:
+    """Attention heads of a model of width ``dim`` (public sizes; else head width 64)."""
     # Head count is not visible in the weight shapes: use the public size with this width, else
     # head width 64 (every public model's).
     if dim in _HEADS_BY_DIM:
@@ -206,8 +208,8 @@ def infer_encoder_config(sd: dict[str, torch.Tensor], **overrides) -> EncoderCon
                            f"(first keys: {sorted(sd)[:5]})")
     dim, in_chans, tubelet, patch, _ = sd["patch_embed.proj.weight"].shape
     fields = dict(dim=dim, in_chans=in_chans, tubelet_size=tubelet, patch_size=patch,
-                  depth=_num_blocks(sd, r"blocks\.(\d+)\."),
-                  heads=overrides["heads"] if "heads" in overrides else _heads_for(dim),
+                  depth=count_indexed(sd, r"blocks\.(\d+)\."),
+                  heads=overrides["heads"] if "heads" in overrides else heads_for_width(dim),
                   mlp_hidden=sd["blocks.0.mlp.fc1.weight"].shape[0] if "blocks.0.mlp.fc1.weight" in sd else 4 * dim,
                   qkv_bias="blocks.0.attn.qkv.bias" in sd)
     fields.update(overrides)
@@ -220,10 +222,10 @@ def infer_predictor_config(sd: dict[str, torch.Tensor], **overrides) -> Predicto
         raise WeightsError("not a predictor state dict: no predictor_embed.weight "
                            f"(first keys: {sorted(sd)[:5]})")
     dim, enc_dim = sd["predictor_embed.weight"].shape
-    fields = dict(enc_dim=enc_dim, dim=dim, depth=_num_blocks(sd, r"predictor_blocks\.(\d+)\."),
-                  heads=overrides.get("heads") or (12 if dim == 384 else _heads_for(dim)),
+    fields = dict(enc_dim=enc_dim, dim=dim, depth=count_indexed(sd, r"predictor_blocks\.(\d+)\."),
+                  heads=overrides.get("heads") or (12 if dim == 384 else heads_for_width(dim)),
                   mlp_hidden=sd["predictor_blocks.0.mlp.fc1.weight"].shape[0],
-                  num_mask_tokens=max(_num_blocks(sd, r"mask_tokens\.(\d+)$"), 1),
+                  num_mask_tokens=max(count_indexed(sd, r"mask_tokens\.(\d+)$"), 1),
                   qkv_bias="predictor_blocks.0.attn.qkv.bias" in sd)
     fields.update(overrides)
     return from_dict(PredictorConfig, fields)
@@ -234,7 +236,8 @@ def infer_predictor_config(sd: dict[str, torch.Tensor], **overrides) -> Predicto
 # ------------------------------------------------------------------------------------------------
 
 
-def _torch_load(path: Path) -> dict:
+def safe_torch_load(path: Path) -> dict:
+    """``torch.load(weights_only=True)`` of a dict checkpoint; pickled code is refused with a clear error."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -250,7 +253,7 @@ def _torch_load(path: Path) -> dict:
     return obj
 
 
-def _read_transformers_dir(path: Path) -> tuple[dict, dict]:
+def read_transformers_dir(path: Path) -> tuple[dict, dict]:
     """``(config dict, flat state dict)`` of a ``save_pretrained`` directory (single or sharded)."""
     from safetensors.torch import load_file
 
@@ -267,7 +270,7 @@ def _read_transformers_dir(path: Path) -> tuple[dict, dict]:
         for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
             sd.update(load_file(path / shard))
     elif (path / "pytorch_model.bin").is_file():
-        sd = _torch_load(path / "pytorch_model.bin")
+        sd = safe_torch_load(path / "pytorch_model.bin")
     else:
         raise WeightsError(f"{path}: no model.safetensors (or index / pytorch_model.bin) found")
     return config, sd
@@ -293,7 +296,7 @@ def _configs_from_transformers(cfg: dict) -> tuple[dict, dict]:
     return enc, pred
 
 
-def _load_into(module: nn.Module, sd: dict[str, torch.Tensor], what: str, source: Path) -> None:
+def load_state_dict_checked(module: nn.Module, sd: dict[str, torch.Tensor], what: str, source: Path) -> None:
     """``load_state_dict`` that reports missing / unexpected keys and shape mismatches by name."""
     own = module.state_dict()
     missing = sorted(set(own) - set(sd))
@@ -313,7 +316,7 @@ def _load_into(module: nn.Module, sd: dict[str, torch.Tensor], what: str, source
     module.load_state_dict(sd, strict=True)
 
 
-def _select(checkpoint: dict, key: str, path: Path) -> dict:
+def select_state_dict(checkpoint: dict, key: str, path: Path) -> dict:
     """The sub-dict ``key`` of a release checkpoint, or the checkpoint itself if it is a flat state dict."""
     if key in checkpoint and isinstance(checkpoint[key], dict):
         return checkpoint[key]
@@ -349,13 +352,13 @@ def load_encoder(path: str | os.PathLike, key: str = "target_encoder", config: E
     if not path.exists():
         raise WeightsError(f"{path}: no such file or directory")
     if path.is_dir():
-        hf_cfg, hf_sd = _read_transformers_dir(path)
+        hf_cfg, hf_sd = read_transformers_dir(path)
         enc_fields, _ = _configs_from_transformers(hf_cfg)
         sd = encoder_from_transformers(hf_sd)
         cfg = config or from_dict(EncoderConfig, {**enc_fields, **config_overrides})
     else:
-        checkpoint = _torch_load(path)
-        sd = encoder_from_public(_select(checkpoint, key, path))
+        checkpoint = safe_torch_load(path)
+        sd = encoder_from_public(select_state_dict(checkpoint, key, path))
         meta = _metadata(checkpoint).get("encoder_config")
         if config is None:
             cfg = (from_dict(EncoderConfig, {**meta, **config_overrides}) if meta
@@ -363,7 +366,7 @@ def load_encoder(path: str | os.PathLike, key: str = "target_encoder", config: E
         else:
             cfg = config
     encoder = VisionEncoder(cfg)
-    _load_into(encoder, sd, "encoder", path)
+    load_state_dict_checked(encoder, sd, "encoder", path)
     return encoder.eval()
 
 
@@ -378,13 +381,13 @@ def load_predictor(path: str | os.PathLike, key: str = "predictor", config: Pred
     if not path.exists():
         raise WeightsError(f"{path}: no such file or directory")
     if path.is_dir():
-        hf_cfg, hf_sd = _read_transformers_dir(path)
+        hf_cfg, hf_sd = read_transformers_dir(path)
         _, pred_fields = _configs_from_transformers(hf_cfg)
         sd = predictor_from_transformers(hf_sd)
         cfg = config or from_dict(PredictorConfig, {**pred_fields, **config_overrides})
     else:
-        checkpoint = _torch_load(path)
-        sd = predictor_from_public(_select(checkpoint, key, path))
+        checkpoint = safe_torch_load(path)
+        sd = predictor_from_public(select_state_dict(checkpoint, key, path))
         meta = _metadata(checkpoint).get("predictor_config")
         if config is None:
             cfg = (from_dict(PredictorConfig, {**meta, **config_overrides}) if meta
@@ -392,7 +395,7 @@ def load_predictor(path: str | os.PathLike, key: str = "predictor", config: Pred
         else:
             cfg = config
     predictor = Predictor(cfg)
-    _load_into(predictor, sd, "predictor", path)
+    load_state_dict_checked(predictor, sd, "predictor", path)
     return predictor.eval()
 
 

@@ -29,7 +29,7 @@ import torch
 
 from vjepa2.config import from_dict
 from vjepa2.models.probe import AttentiveProbe, ProbeConfig
-from vjepa2.weights import (WeightsError, _load_into, _read_transformers_dir, _torch_load, atomic_torch_save,
+from vjepa2.weights import (WeightsError, load_state_dict_checked, read_transformers_dir, safe_torch_load, atomic_torch_save,
                             strip_prefixes)
 
 # Public head names by number of heads.
@@ -187,13 +187,13 @@ def load_probes(path: str | os.PathLike, heads: int | None = None, norm_eps: flo
     if not path.exists():
         raise WeightsError(f"{path}: no such file or directory")
     if path.is_dir():
-        hf_cfg, hf_sd = _read_transformers_dir(path)
+        hf_cfg, hf_sd = read_transformers_dir(path)
         sd = probe_from_transformers(hf_sd)
         configs = [infer_probe_config(sd, heads=heads or hf_cfg.get("num_attention_heads", 16),
                                       norm_eps=norm_eps or hf_cfg.get("layer_norm_eps", 1e-6))]
         state_dicts = [sd]
     else:
-        checkpoint = _torch_load(path)
+        checkpoint = safe_torch_load(path)
         raw = checkpoint.get("classifiers")
         if raw is None and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
             raw = [checkpoint]
@@ -210,7 +210,7 @@ def load_probes(path: str | os.PathLike, heads: int | None = None, norm_eps: flo
     probes = []
     for i, (cfg, sd) in enumerate(zip(configs, state_dicts)):
         probe = AttentiveProbe(cfg)
-        _load_into(probe, sd, f"probe #{i}", path)
+        load_state_dict_checked(probe, sd, f"probe #{i}", path)
         probes.append(probe.eval())
     return probes
 

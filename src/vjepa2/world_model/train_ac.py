@@ -510,12 +510,12 @@ def _data_dim(configured: int | None, values: torch.Tensor, what: str) -> int:
 
 
 def _load_init(predictor: ACPredictor, path: str) -> None:
-    from vjepa2.weights import _load_into, _select, _torch_load
+    from vjepa2.weights import load_state_dict_checked, select_state_dict, safe_torch_load
 
     source = Path(path)
     if not source.is_file():
         raise ConfigError(f"model.init_checkpoint: {path} does not exist")
-    _load_into(predictor, ac_predictor_from_public(_select(_torch_load(source), "predictor", source)),
+    load_state_dict_checked(predictor, ac_predictor_from_public(select_state_dict(safe_torch_load(source), "predictor", source)),
                "AC predictor", source)
 
 

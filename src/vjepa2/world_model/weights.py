@@ -17,8 +17,8 @@ import torch
 
 from vjepa2.config import from_dict
 from vjepa2.models.ac_predictor import ACPredictor, ACPredictorConfig
-from vjepa2.weights import (METADATA_KEY, PUBLIC_PREFIX, WeightsError, _heads_for, _load_into, _num_blocks, _select,
-                            _torch_load, add_prefix, atomic_torch_save, strip_prefixes)
+from vjepa2.weights import (METADATA_KEY, PUBLIC_PREFIX, WeightsError, heads_for_width, load_state_dict_checked, count_indexed, select_state_dict,
+                            safe_torch_load, add_prefix, atomic_torch_save, strip_prefixes)
 
 _REQUIRED = ("predictor_embed.weight", "action_encoder.weight", "state_encoder.weight", "predictor_proj.weight")
 
@@ -47,8 +47,8 @@ def infer_ac_predictor_config(sd: dict[str, torch.Tensor], **overrides) -> ACPre
     sd = ac_predictor_from_public(sd)
     dim, enc_dim = sd["predictor_embed.weight"].shape
     fields = dict(
-        enc_dim=enc_dim, dim=dim, depth=_num_blocks(sd, r"predictor_blocks\.(\d+)\."),
-        heads=overrides["heads"] if "heads" in overrides else _heads_for(dim),
+        enc_dim=enc_dim, dim=dim, depth=count_indexed(sd, r"predictor_blocks\.(\d+)\."),
+        heads=overrides["heads"] if "heads" in overrides else heads_for_width(dim),
         mlp_hidden=sd["predictor_blocks.0.mlp.fc1.weight"].shape[0],
         action_dim=sd["action_encoder.weight"].shape[1], state_dim=sd["state_encoder.weight"].shape[1],
         qkv_bias="predictor_blocks.0.attn.qkv.bias" in sd,
@@ -66,15 +66,15 @@ def load_ac_predictor(path: str | os.PathLike, key: str = "predictor", config: A
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such checkpoint file")
-    checkpoint = _torch_load(path)
-    sd = ac_predictor_from_public(_select(checkpoint, key, path))
+    checkpoint = safe_torch_load(path)
+    sd = ac_predictor_from_public(select_state_dict(checkpoint, key, path))
     meta = checkpoint.get(METADATA_KEY, {}) if isinstance(checkpoint.get(METADATA_KEY), dict) else {}
     if config is None:
         stored = meta.get("ac_predictor_config")
         config = (from_dict(ACPredictorConfig, {**stored, **config_overrides}) if stored
                   else infer_ac_predictor_config(sd, **config_overrides))
     model = ACPredictor(config)
-    _load_into(model, sd, "AC predictor", path)
+    load_state_dict_checked(model, sd, "AC predictor", path)
     return model.eval()
 
 
