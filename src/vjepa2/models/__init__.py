@@ -1,8 +1,10 @@
-"""Models: the video encoder, the masked predictor and their configurations."""
+"""Models: the video encoder, the masked predictor, the action-conditioned predictor, the attentive
+probe, and their configurations."""
 
+from vjepa2.models.ac_predictor import ACPredictor, ACPredictorConfig, ac_predictor_config
 from vjepa2.models.encoder import VisionEncoder
 from vjepa2.models.predictor import Predictor
 from vjepa2.models.sizes import SIZES, EncoderConfig, PredictorConfig, encoder_config, predictor_config
 
-__all__ = ["SIZES", "EncoderConfig", "PredictorConfig", "Predictor", "VisionEncoder", "encoder_config",
+__all__ = ["ACPredictor", "ACPredictorConfig", "SIZES", "ac_predictor_config", "EncoderConfig", "PredictorConfig", "Predictor", "VisionEncoder", "encoder_config",
            "predictor_config"]
