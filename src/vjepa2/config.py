@@ -101,8 +101,26 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def _field_default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None
+
+
+def _merge(base: Any, over: Any) -> Any:
+    """``over`` laid over ``base``, recursively for mappings."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        return {**base, **{k: _merge(base.get(k), v) for k, v in over.items()}}
+    return over
+
+
 def from_dict(cls: type[T], data: dict | None, prefix: str = "") -> T:
     """Build dataclass ``cls`` from ``data``; unknown keys and bad values raise :class:`ConfigError`.
+
+    A nested section given in part is laid over the field's default, so ``grid.epochs=5`` changes
+    one key and keeps the others as the enclosing config defines them.
 
     After construction, a dataclass's own ``validate()`` method (if any) is called so that
     cross-field rules fail just as early.
@@ -124,6 +142,11 @@ def from_dict(cls: type[T], data: dict | None, prefix: str = "") -> T:
     kwargs = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
+        owner_default = _field_default(fields[name])
+        if isinstance(value, dict) and dataclasses.is_dataclass(owner_default):
+            # A section given in part keeps the *owner's* defaults for the other keys (the owner
+            # may default a section to a non-default instance of its class).
+            value = _merge(to_dict(owner_default), value)
         kwargs[name] = _convert(value, hints[name], key)
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)

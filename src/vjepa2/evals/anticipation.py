@@ -35,7 +35,7 @@ from vjepa2.data.video import VideoReadError, read_clip
 from vjepa2.evals.data import EvalDataError, ToyVideos
 from vjepa2.evals.features import ClipConfig, FeatureFunction, module_digest
 from vjepa2.evals.probe import (GridConfig, check_clip_geometry, fit_and_report, load_frozen_encoder,
-                                merge_defaults, resolve_device, write_json)
+                                resolve_device, write_json)
 from vjepa2.evals.toy import ToyConfig, ToyTask
 from vjepa2.models.predictor import Predictor
 from vjepa2.models.probe import ProbeVariant, probe_config
@@ -405,4 +405,4 @@ def run_anticipation_eval(cfg: AnticipationEvalConfig, progress: bool = True) ->
 
 def anticipation_eval_config(data: dict) -> AnticipationEvalConfig:
     """Typed config from plain data (YAML + overrides); errors name the key."""
-    return from_dict(AnticipationEvalConfig, merge_defaults(AnticipationEvalConfig, data))
+    return from_dict(AnticipationEvalConfig, data)

@@ -411,25 +411,11 @@ def check_clip_geometry(clips: ClipConfig, encoder_config) -> None:
         raise ConfigError("; ".join(problems))
 
 
-def merge_defaults(cls, data: dict) -> dict:
-    """``data`` laid over the plain-data defaults of dataclass ``cls``, recursively.
-
-    A nested section given in part (``grid.epochs=5``) keeps the *owner's* defaults for the other
-    keys (e.g. the anticipation grid's focal loss), not those of the section's own class.
-    """
-    def merge(base, over):
-        if isinstance(base, dict) and isinstance(over, dict):
-            return {**base, **{k: merge(base.get(k), v) for k, v in over.items()}}
-        return over
-
-    return merge(to_dict(cls()), dict(data or {}))
-
-
 def probe_eval_config(data: dict) -> ProbeEvalConfig:
     """Typed config from plain data (YAML + overrides); errors name the key."""
-    return from_dict(ProbeEvalConfig, merge_defaults(ProbeEvalConfig, data))
+    return from_dict(ProbeEvalConfig, data)
 
 
 __all__ = ["GridConfig", "ProbeEvalConfig", "ProbeGrid", "check_clip_geometry", "fit_and_report",
-           "load_frozen_encoder", "merge_defaults", "probe_eval_config", "probe_loss", "resolve_device", "run_probe_eval",
+           "load_frozen_encoder", "probe_eval_config", "probe_loss", "resolve_device", "run_probe_eval",
            "scheduled_lr", "sigmoid_focal_loss", "write_json"]

@@ -32,7 +32,7 @@ from vjepa2.evals.anticipation import HEAD_NAMES, AnticipationFeatures
 from vjepa2.evals.data import ToyVideos
 from vjepa2.evals.features import ClipConfig, EncoderFeatures, build_features
 from vjepa2.evals.metrics import effective_rank
-from vjepa2.evals.probe import (GridConfig, fit_and_report, load_frozen_encoder, merge_defaults, resolve_device,
+from vjepa2.evals.probe import (GridConfig, fit_and_report, load_frozen_encoder, resolve_device,
                                 write_json)
 from vjepa2.evals.toy import TOY_SSV2_PAIRS, ToyConfig, ToyTask
 from vjepa2.models.probe import ProbeVariant, probe_config
@@ -93,7 +93,7 @@ class ToyReportConfig:
 
 def report_config(data: dict) -> ToyReportConfig:
     """Typed report config; a partly given section keeps the report's defaults for the rest."""
-    return from_dict(ToyReportConfig, merge_defaults(ToyReportConfig, data))
+    return from_dict(ToyReportConfig, data)
 
 
 def pair_metrics(confusion: list[list[int]]) -> tuple[float, float]:
