@@ -26,6 +26,7 @@ import pickle
 import re
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -332,6 +333,44 @@ def _metadata(checkpoint: dict) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
+@dataclasses.dataclass(frozen=True)
+class _ModelFormat:
+    """How one model kind is read from each checkpoint format."""
+
+    name: str
+    model: type[nn.Module]
+    config: type
+    from_public: Callable[[dict], dict]
+    from_transformers: Callable[[dict], dict]
+    infer_config: Callable[..., object]
+    hf_fields: int  # index into _configs_from_transformers' (encoder, predictor) pair
+
+
+_ENCODER = _ModelFormat("encoder", VisionEncoder, EncoderConfig, encoder_from_public, encoder_from_transformers,
+                        infer_encoder_config, 0)
+_PREDICTOR = _ModelFormat("predictor", Predictor, PredictorConfig, predictor_from_public,
+                          predictor_from_transformers, infer_predictor_config, 1)
+
+
+def _load_model(fmt: _ModelFormat, path: str | os.PathLike, key: str, config, overrides: dict) -> nn.Module:
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"{path}: no such file or directory")
+    if path.is_dir():
+        hf_cfg, hf_sd = read_transformers_dir(path)
+        sd = fmt.from_transformers(hf_sd)
+        config = config or from_dict(fmt.config, {**_configs_from_transformers(hf_cfg)[fmt.hf_fields], **overrides})
+    else:
+        checkpoint = safe_torch_load(path)
+        sd = fmt.from_public(select_state_dict(checkpoint, key, path))
+        meta = _metadata(checkpoint).get(f"{fmt.name}_config")
+        if config is None:
+            config = (from_dict(fmt.config, {**meta, **overrides}) if meta else fmt.infer_config(sd, **overrides))
+    model = fmt.model(config)
+    load_state_dict_checked(model, sd, fmt.name, path)
+    return model.eval()
+
+
 def load_encoder(path: str | os.PathLike, key: str = "target_encoder", config: EncoderConfig | None = None,
                  **config_overrides) -> VisionEncoder:
     """Load a V-JEPA 2 encoder in eval mode.
@@ -348,26 +387,7 @@ def load_encoder(path: str | os.PathLike, key: str = "target_encoder", config: E
     Returns:
         :class:`~vjepa2.models.VisionEncoder` in eval mode.
     """
-    path = Path(path)
-    if not path.exists():
-        raise WeightsError(f"{path}: no such file or directory")
-    if path.is_dir():
-        hf_cfg, hf_sd = read_transformers_dir(path)
-        enc_fields, _ = _configs_from_transformers(hf_cfg)
-        sd = encoder_from_transformers(hf_sd)
-        cfg = config or from_dict(EncoderConfig, {**enc_fields, **config_overrides})
-    else:
-        checkpoint = safe_torch_load(path)
-        sd = encoder_from_public(select_state_dict(checkpoint, key, path))
-        meta = _metadata(checkpoint).get("encoder_config")
-        if config is None:
-            cfg = (from_dict(EncoderConfig, {**meta, **config_overrides}) if meta
-                   else infer_encoder_config(sd, **config_overrides))
-        else:
-            cfg = config
-    encoder = VisionEncoder(cfg)
-    load_state_dict_checked(encoder, sd, "encoder", path)
-    return encoder.eval()
+    return _load_model(_ENCODER, path, key, config, config_overrides)
 
 
 def load_predictor(path: str | os.PathLike, key: str = "predictor", config: PredictorConfig | None = None,
@@ -377,26 +397,7 @@ def load_predictor(path: str | os.PathLike, key: str = "predictor", config: Pred
     The public predictor computes RoPE positions on its configured grid (``img_size / 16``), which
     the weights do not record: pass ``img_size=384`` for the 384 px models (default 256).
     """
-    path = Path(path)
-    if not path.exists():
-        raise WeightsError(f"{path}: no such file or directory")
-    if path.is_dir():
-        hf_cfg, hf_sd = read_transformers_dir(path)
-        _, pred_fields = _configs_from_transformers(hf_cfg)
-        sd = predictor_from_transformers(hf_sd)
-        cfg = config or from_dict(PredictorConfig, {**pred_fields, **config_overrides})
-    else:
-        checkpoint = safe_torch_load(path)
-        sd = predictor_from_public(select_state_dict(checkpoint, key, path))
-        meta = _metadata(checkpoint).get("predictor_config")
-        if config is None:
-            cfg = (from_dict(PredictorConfig, {**meta, **config_overrides}) if meta
-                   else infer_predictor_config(sd, **config_overrides))
-        else:
-            cfg = config
-    predictor = Predictor(cfg)
-    load_state_dict_checked(predictor, sd, "predictor", path)
-    return predictor.eval()
+    return _load_model(_PREDICTOR, path, key, config, config_overrides)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -33,11 +33,11 @@ from vjepa2.layers.attention import KVCache
 from vjepa2.layers.block import Block
 from vjepa2.layers.rope import rope_tables
 from vjepa2.models.init import init_transformer_
-from vjepa2.models.sizes import SIZES
+from vjepa2.models.sizes import SIZES, TransformerConfig
 
 
 @dataclass(frozen=True)
-class ACPredictorConfig:
+class ACPredictorConfig(TransformerConfig):
     """The action-conditioned predictor. Defaults describe the public V-JEPA 2-AC model
     (24 blocks, width 1024, 16 heads, 7-D actions and states, ViT-g encoder features of width 1408).
 
@@ -48,28 +48,13 @@ class ACPredictorConfig:
     """
 
     enc_dim: int = 1408
-    dim: int = 1024
-    depth: int = 24
-    heads: int = 16
-    mlp_hidden: int = 4096
     action_dim: int = 7
     state_dim: int = 7
     extrinsics_dim: int = 6
     use_extrinsics: bool = False
-    patch_size: int = 16
-    img_size: int = 256
-    qkv_bias: bool = True
-    norm_eps: float = 1e-6
-    position: Literal["rope_compatible", "rope_rotary"] = "rope_compatible"
-    activation_checkpointing: bool = False
 
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.heads
-
-    @property
-    def rope_mode(self) -> str:
-        return self.position.split("_", 1)[1]
+    POSITIVE: ClassVar[tuple[str, ...]] = TransformerConfig.POSITIVE + (
+        "enc_dim", "action_dim", "state_dim", "extrinsics_dim")
 
     @property
     def reference_grid(self) -> int:
@@ -81,14 +66,10 @@ class ACPredictorConfig:
         return 3 if self.use_extrinsics else 2
 
     def validate(self) -> None:
-        for name in ("enc_dim", "dim", "depth", "heads", "mlp_hidden", "action_dim", "state_dim",
-                     "extrinsics_dim", "patch_size", "img_size"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.dim % self.heads:
-            raise ConfigError(f"dim={self.dim} is not divisible by heads={self.heads}")
-        if self.head_dim < 6:
-            raise ConfigError(f"head width {self.head_dim} is too small for 3D-RoPE (needs >= 6)")
+        super().validate()
+        if not self.rope_mode:
+            raise ConfigError(f"position={self.position!r}: the AC predictor needs a RoPE mode "
+                              f"(rope_compatible or rope_rotary)")
         if self.img_size % self.patch_size:
             raise ConfigError(f"img_size={self.img_size} is not a multiple of patch_size={self.patch_size}")
 

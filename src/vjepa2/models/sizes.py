@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from vjepa2.config import ConfigError, from_dict
 
@@ -18,23 +18,27 @@ Position = Literal["rope_compatible", "rope_rotary", "sincos"]
 
 
 @dataclass(frozen=True)
-class EncoderConfig:
-    """A video ViT. ``img_size``/``num_frames`` matter only for the ``sincos`` position table
-    (its native grid); RoPE models run at any size that tiles into tubelets."""
+class TransformerConfig:
+    """Fields shared by every ViT-style model of the project (encoder, predictors).
+
+    ``img_size`` (and the subclasses' ``num_frames``) give the model's *native* token grid: the
+    ``sincos`` table's grid, the predictor's default RoPE grid, the AC predictor's reference grid.
+    RoPE models run at any size that tiles into patches.
+    """
 
     dim: int = 1024
     depth: int = 24
     heads: int = 16
     mlp_hidden: int = 4096
     patch_size: int = 16
-    tubelet_size: int = 2
-    in_chans: int = 3
     qkv_bias: bool = True
     norm_eps: float = 1e-6
     position: Position = "rope_compatible"
     img_size: int = 256
-    num_frames: int = 16
     activation_checkpointing: bool = False
+
+    # Integer fields that must be positive (subclasses extend the tuple).
+    POSITIVE: ClassVar[tuple[str, ...]] = ("dim", "depth", "heads", "mlp_hidden", "patch_size", "img_size")
 
     @property
     def head_dim(self) -> int:
@@ -42,11 +46,11 @@ class EncoderConfig:
 
     @property
     def rope_mode(self) -> str | None:
+        """``"compatible"`` / ``"rotary"`` for the RoPE positions, None for ``sincos``."""
         return self.position.split("_", 1)[1] if self.position.startswith("rope") else None
 
     def validate(self) -> None:
-        for name in ("dim", "depth", "heads", "mlp_hidden", "patch_size", "tubelet_size", "in_chans",
-                     "img_size", "num_frames"):
+        for name in self.POSITIVE:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.dim % self.heads:
@@ -56,47 +60,39 @@ class EncoderConfig:
 
 
 @dataclass(frozen=True)
-class PredictorConfig:
-    """The masked-token predictor. ``img_size``/``num_frames``/``patch_size``/``tubelet_size``
-    give the default token grid used for RoPE positions (the public predictor uses its configured
-    grid, not the input's); pass ``grid=`` to the forward to override."""
+class EncoderConfig(TransformerConfig):
+    """A video ViT (defaults: the public ViT-L)."""
 
-    enc_dim: int = 1024
+    tubelet_size: int = 2
+    in_chans: int = 3
+    num_frames: int = 16
+
+    POSITIVE: ClassVar[tuple[str, ...]] = TransformerConfig.POSITIVE + ("tubelet_size", "in_chans", "num_frames")
+
+
+@dataclass(frozen=True)
+class PredictorConfig(TransformerConfig):
+    """The masked-token predictor (defaults: the public 384/12/12/1536 with 10 mask tokens).
+
+    The public predictor computes RoPE positions on its configured grid (``img_size/patch_size``
+    square, ``num_frames/tubelet_size`` frames), not the input's; pass ``grid=`` to override."""
+
     dim: int = 384
     depth: int = 12
     heads: int = 12
     mlp_hidden: int = 1536
+    enc_dim: int = 1024
     num_mask_tokens: int = 10
-    patch_size: int = 16
     tubelet_size: int = 2
-    qkv_bias: bool = True
-    norm_eps: float = 1e-6
-    position: Position = "rope_compatible"
-    img_size: int = 256
     num_frames: int = 16
-    activation_checkpointing: bool = False
 
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.heads
-
-    @property
-    def rope_mode(self) -> str | None:
-        return self.position.split("_", 1)[1] if self.position.startswith("rope") else None
+    POSITIVE: ClassVar[tuple[str, ...]] = TransformerConfig.POSITIVE + (
+        "enc_dim", "num_mask_tokens", "tubelet_size", "num_frames")
 
     @property
     def grid(self) -> tuple[int, int, int]:
         return (self.num_frames // self.tubelet_size, self.img_size // self.patch_size,
                 self.img_size // self.patch_size)
-
-    def validate(self) -> None:
-        for name in ("enc_dim", "dim", "depth", "heads", "mlp_hidden", "num_mask_tokens"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.dim % self.heads:
-            raise ConfigError(f"dim={self.dim} is not divisible by heads={self.heads}")
-        if self.rope_mode and self.head_dim < 6:
-            raise ConfigError(f"head width {self.head_dim} is too small for 3D-RoPE (needs >= 6)")
 
 
 # name -> (dim, depth, heads, mlp_hidden)
