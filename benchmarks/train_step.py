@@ -1,0 +1,141 @@
+"""Speed of one V-JEPA 2 training step (forward, backward, AdamW, EMA) on this machine.
+
+    python benchmarks/train_step.py --size small --frames 16 --res 128 --batch 4 --dtype fp32 --mode drop
+    python benchmarks/train_step.py --dtype both --mode both            # the four-row table
+    python benchmarks/train_step.py --compare-steps 100 --size tiny     # bf16 vs fp32 loss trajectory
+
+Prints the machine and its load, the measured matmul peak (large square matrices, fp32 and bf16),
+then per (mode, dtype): median step seconds, tokens through the online and target encoders,
+FLOPs of one step (``torch.utils.flop_counter``), achieved GFLOP/s and % of the matmul peak of the
+same dtype. The predictor is the public 384 x 12 one; batches come from the synthetic data loader
+and are prepared before timing (data loading is not timed).
+
+``--compare-steps N`` trains N steps from the same initial weights on the same batches in fp32 and
+bf16, and (for the noise level) in fp32 with another weight seed, then prints the loss of both dtypes
+every N/10 steps and the mean |difference| over the last half next to the seed-to-seed difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import count_flops, machine_line, matmul_peak, median_time, print_table  # noqa: E402
+
+from vjepa2.config import from_dict  # noqa: E402
+from vjepa2.train import distributed as dist_utils  # noqa: E402
+from vjepa2.train.config import PretrainConfig  # noqa: E402
+from vjepa2.train.pretrain import JEPA, _noise_generators, _open_loaders, build_optimizer, train_step  # noqa: E402
+
+
+def make_config(args, dtype: str, mode: str, seed: int = 0) -> PretrainConfig:
+    return from_dict(PretrainConfig, {
+        "phases": [{"name": "bench", "iterations": 10**6, "frames": args.frames, "resolution": args.res}],
+        "model": {"size": args.size, "activation_checkpointing": args.checkpointing},
+        "mask": {"mode": mode},
+        "batch_size": args.batch, "dtype": dtype, "device": "cpu", "seed": seed,
+        "optim": {"lr": 1e-4 if args.compare_steps else 5.25e-4},
+    })
+
+
+def build(cfg: PretrainConfig, weight_seed: int):
+    torch.manual_seed(weight_seed)
+    model = JEPA(cfg.encoder_config(), cfg.predictor_config(), cfg.mask, cfg.loss_exp)
+    return model, build_optimizer(model, cfg, fused=True)
+
+
+def batches(cfg: PretrainConfig, count: int) -> list:
+    loader = _open_loaders(cfg, cfg.phases[0], 0, dist_utils.DistEnv())[0]
+    out = [next(loader) for _ in range(count)]
+    getattr(loader, "close", lambda: None)()
+    return out
+
+
+def run_steps(model, optimizer, cfg, batch_list, start: int = 0) -> list[float]:
+    env = dist_utils.DistEnv()
+    return [train_step(model, optimizer, [b], lr=cfg.optim.lr, momentum=0.99925, cfg=cfg, device=env.device,
+                       noise=_noise_generators(cfg, start + i, env)).loss for i, b in enumerate(batch_list)]
+
+
+def encoder_tokens(cfg: PretrainConfig, batch) -> tuple[int, int]:
+    """Tokens through the online encoder (all mask generators) and through the target encoder, per step."""
+    b, _, t, h, w = batch.clips.shape
+    full = b * (t // cfg.model.tubelet_size) * (h // cfg.model.patch_size) * (w // cfg.model.patch_size)
+    if cfg.mask.mode == "noise":
+        return full * len(batch.masks), full
+    return sum(int(c.numel()) for c, _ in batch.masks), full
+
+
+def timing(args) -> None:
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print(f"matmul peak ({torch.get_num_threads()} threads): fp32 {peaks['fp32']:.0f} GFLOP/s, "
+          f"bf16 {peaks['bf16']:.0f} GFLOP/s")
+    rows = []
+    for mode in (["drop", "noise"] if args.mode == "both" else [args.mode]):
+        for dtype in (["fp32", "bf16"] if args.dtype == "both" else [args.dtype]):
+            cfg = make_config(args, dtype, mode)
+            model, optimizer = build(cfg, 0)
+            (batch,) = batches(cfg, 1)
+            step = lambda: run_steps(model, optimizer, cfg, [batch])  # noqa: E731
+            seconds = median_time(step, repeats=args.repeats, warmup=2)
+            flops = count_flops(step)
+            online, target = encoder_tokens(cfg, batch)
+            gflops = flops / seconds / 1e9
+            rows.append([mode, dtype, f"{seconds:.3f}", online, target, f"{flops / 1e9:.1f}", f"{gflops:.0f}",
+                         f"{100 * gflops / peaks[dtype]:.0f}%"])
+    print_table(["mode", "dtype", "step s (median)", "online-encoder tokens", "target-encoder tokens",
+                 "GFLOP/step", "GFLOP/s", "% of matmul peak"], rows)
+
+
+def compare(args) -> None:
+    n = args.compare_steps
+    for mode in (["drop", "noise"] if args.mode == "both" else [args.mode]):
+        cfg32, cfg16 = make_config(args, "fp32", mode), make_config(args, "bf16", mode)
+        data = batches(cfg32, n)
+        curves = {}
+        for name, cfg, weight_seed in (("fp32", cfg32, 0), ("bf16", cfg16, 0), ("fp32 seed 1", cfg32, 1)):
+            model, optimizer = build(cfg, weight_seed)
+            curves[name] = run_steps(model, optimizer, cfg, data)
+        every = max(n // 10, 1)
+        rows = [[i + 1] + [f"{curves[k][i]:.4f}" for k in curves] for i in range(every - 1, n, every)]
+        print(f"\nloss trajectory, mode {mode} ({n} steps, same batches; 'fp32 seed 1' = other initial weights)")
+        print_table(["step"] + list(curves), rows)
+        half = slice(n // 2, n)
+        dtype_gap = statistics.mean(abs(a - b) for a, b in zip(curves["fp32"][half], curves["bf16"][half]))
+        seed_gap = statistics.mean(abs(a - b) for a, b in zip(curves["fp32"][half], curves["fp32 seed 1"][half]))
+        print(f"mean |fp32 - bf16| over steps {n // 2 + 1}-{n}: {dtype_gap:.4f}; "
+              f"mean |fp32 - fp32 seed 1|: {seed_gap:.4f} -> bf16 is {'within' if dtype_gap <= seed_gap else 'OUTSIDE'} "
+              f"seed-to-seed noise")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="small")
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--res", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--dtype", choices=["fp32", "bf16", "both"], default="both")
+    parser.add_argument("--mode", choices=["drop", "noise", "both"], default="both")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--checkpointing", action="store_true", help="activation checkpointing on")
+    parser.add_argument("--compare-steps", type=int, default=0,
+                        help="instead of timing, compare the fp32 and bf16 loss over this many steps")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(machine_line())
+    print(f"train step: size {args.size}, {args.frames} frames x {args.res} px, batch {args.batch}, "
+          f"activation checkpointing {'on' if args.checkpointing else 'off'}")
+    if args.compare_steps:
+        compare(args)
+    else:
+        timing(args)
+
+
+if __name__ == "__main__":
+    main()
