@@ -19,6 +19,7 @@ from torch import nn
 
 from vjepa2.config import ConfigError, to_dict
 from vjepa2.data.dataset import PretrainBatch, build_pretrain_loader, build_sources
+from vjepa2.evals.metrics import effective_rank
 from vjepa2.masking import MaskConfig, corrupt_tokens
 from vjepa2.models.encoder import VisionEncoder, gather_tokens
 from vjepa2.models.predictor import Predictor
@@ -158,6 +159,29 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
     return StepResult(float(losses[0]), [float(x) for x in losses[1:]], grad_norm, target_std, finite)
 
 
+@torch.no_grad()
+def target_feature_rank(model: nn.Module, clips: torch.Tensor) -> float:
+    """Collapse monitor: effective rank of the target encoder's layer-normed features of ``clips``
+    ``(B, 3, T, H, W)`` over all ``B * N`` tokens (see :func:`vjepa2.evals.metrics.effective_rank`).
+
+    1 means every token sits on one direction; the width ``D`` means the variance is spread evenly.
+    ``std`` (the other monitor) misses *partial* collapse, where a few directions (e.g. the clip's
+    colour) carry nearly all the variance and the probe can barely read the rest.
+    """
+    jepa = dist_utils.unwrap(model)
+    # FSDP2 gathers the root's own parameters (patch embedding, norms) only in the root's forward.
+    sharded_root = hasattr(model, "unshard")
+    if sharded_root:
+        model.unshard()
+    try:
+        h = jepa.target_encoder(clips)
+    finally:
+        if sharded_root:
+            model.reshard()
+    h = F.layer_norm(h.float(), (h.size(-1),))
+    return effective_rank(h.flatten(0, 1))["effective_rank"]
+
+
 # ------------------------------------------------------------------------------------------------
 # Bookkeeping: checkpoints, loaders, the loop
 # ------------------------------------------------------------------------------------------------
@@ -211,6 +235,7 @@ class RunSummary:
     last_loss: float | None
     target_std: float | None
     counters: Counters
+    target_rank: float | None = None
     skipped_files: list[tuple[int, str, str]] = field(default_factory=list)
     checkpoint: Path | None = None
     loss_png: Path | None = None
@@ -301,13 +326,14 @@ def _run(cfg: PretrainConfig, resume: bool, env: dist_utils.DistEnv) -> RunSumma
         _truncate_skipped_table(out_dir, start_step)
         say(config_banner(cfg, env))
     columns = (["step", "phase", "loss", "loss_avg"] + [f"loss_mask{i}" for i in range(len(cfg.mask.generators))]
-               + ["lr", "ema_momentum", "grad_norm", "target_std", "clips_per_s", "nonfinite_total",
+               + ["lr", "ema_momentum", "grad_norm", "target_std", "target_rank", "clips_per_s", "nonfinite_total",
                   "files_skipped", "elapsed_s"])
     monitor = RunMonitor(out_dir, columns, total, start_step, enabled=env.is_main,
                          tensorboard=cfg.log.tensorboard, progress_bar=cfg.log.progress_bar, desc="pretrain")
 
     summary = RunSummary(out_dir, start_step, start_step, 0.0, None, None, counters)
     loaders, phase_index, started = None, None, time.perf_counter()
+    rank_clips = None  # the fixed batch of the collapse monitor (one per phase: clip shapes change)
     interval_losses: list[float] = []  # finite losses since the last log row
     try:
         for step in range(start_step, total):
@@ -316,8 +342,11 @@ def _run(cfg: PretrainConfig, resume: bool, env: dist_utils.DistEnv) -> RunSumma
                 _close(loaders)
                 loaders, phase_index = _open_loaders(cfg, where.phase, step, env), where.index
                 monitor.write(_phase_banner(cfg, where, env))
+                rank_clips = _fixed_batch(loaders[0], where.start)
             tick = time.perf_counter()
             micro_batches = [next(loader) for loader in loaders]
+            if rank_clips is None:  # a loader that cannot rebuild a past step: the phase's first batch seen
+                rank_clips = micro_batches[0].clips
             _report_skipped(step, micro_batches, counters, summary, monitor, out_dir, env.device)
             lr, momentum = lr_at(cfg, step), ema_momentum_at(cfg, step)
             result = train_step(training_model, optimizer, micro_batches, lr=lr, momentum=momentum, cfg=cfg,
@@ -332,10 +361,12 @@ def _run(cfg: PretrainConfig, resume: bool, env: dist_utils.DistEnv) -> RunSumma
             if (step + 1) % cfg.log.every == 0 or phase_end or not result.finite:
                 loss_avg = sum(interval_losses) / len(interval_losses) if interval_losses else math.nan
                 interval_losses.clear()
+                summary.target_rank = target_feature_rank(training_model, rank_clips.to(env.device))
                 monitor.log({"step": step + 1, "phase": where.phase.name, "loss": result.loss, "loss_avg": loss_avg,
                              **{f"loss_mask{i}": v for i, v in enumerate(result.mask_losses)},
                              "lr": lr, "ema_momentum": momentum, "grad_norm": result.grad_norm,
-                             "target_std": result.target_std, "clips_per_s": clips_per_s,
+                             "target_std": result.target_std, "target_rank": summary.target_rank,
+                             "clips_per_s": clips_per_s,
                              "nonfinite_total": counters.nonfinite_total, "files_skipped": counters.files_skipped,
                              "elapsed_s": time.perf_counter() - started})
             if (step + 1) % cfg.checkpoint.every == 0 or phase_end:
@@ -385,6 +416,14 @@ def _restore(cfg: PretrainConfig, resume: bool, checkpoints: CheckpointDir, trai
     say(f"resumed from {found_path} at step {train_state['step']} (phase {train_state['phase']})"
         + (f"; config changed since: {'; '.join(changed)}" if changed else ""))
     return int(train_state["step"]), Counters(**train_state["counters"])
+
+
+def _fixed_batch(loader, step: int) -> torch.Tensor | None:
+    """Clips ``(B, 3, T, H, W)`` of this process's batch of ``step`` (the phase's first), rebuilt from
+    the loader's dataset so that a resumed run monitors the very same clips; None if the loader
+    cannot rebuild past steps."""
+    dataset = getattr(loader, "dataset", None)
+    return None if dataset is None else dataset[step].clips
 
 
 def _phase_banner(cfg: PretrainConfig, where, env: dist_utils.DistEnv) -> str:
@@ -480,6 +519,7 @@ def format_summary(s: RunSummary) -> str:
     """Human-readable end-of-run summary."""
     lines = [f"done: steps {s.start_step}-{s.end_step} in {s.seconds:.1f} s; last loss "
              f"{s.last_loss:.4f}; target feature std {s.target_std:.3f} (near 0 = collapse)"
+             + (f", effective rank {s.target_rank:.1f} (a few = partial collapse)" if s.target_rank else "")
              if s.last_loss is not None else f"done: nothing to do (already at step {s.end_step})",
              f"non-finite steps skipped: {s.counters.nonfinite_total}; data files skipped: {s.counters.files_skipped}"]
     for step, path, reason in s.skipped_files[:20]:
