@@ -84,11 +84,10 @@ FULL = from_dict(DemoSettings, {
     "probe": ["toy.train_size=480", "toy.val_size=240", "grid.lrs=[3e-3,1e-3]", "grid.weight_decays=[0.01]",
               "grid.epochs=10", "clips.frames=16", "variant=light", "heads=4"],
     "episodes": 150, "episode_steps": 24, "heldout_episodes": 10,
-    "train_ac": ["model.dim=96", "model.depth=2", "model.heads=3", "model.mlp_hidden=384", "data.clip_steps=6",
-                 "optim.lr=1e-3", "schedule.iterations=600", "schedule.warmup=30", "schedule.cooldown=100",
-                 "checkpoint.every=200"],
+    # train-ac's own model and optimiser defaults, fewer steps: the world model follows that recipe.
+    "train_ac": ["schedule.iterations=1200", "schedule.warmup=50", "schedule.cooldown=300", "checkpoint.every=400"],
     "rollout_horizons": [1, 2, 4, 8],
-    "plan": ["pairs=50", "goal_steps=6", "mpc.steps_per_goal=15", "planner.samples=64", "planner.iterations=3",
+    "plan": ["pairs=30", "goal_steps=6", "mpc.steps_per_goal=15", "planner.samples=64", "planner.iterations=3",
              "planner.elites=8", "planner.horizon=2", "planner.constraint=box"],
 })
 
