@@ -22,7 +22,6 @@ import shutil
 import struct
 import sys
 import tempfile
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vjepa2 import precision
 from vjepa2.data.transforms import EvalTransform
 from vjepa2.data.video import ClipInfo, VideoReadError, list_videos, read_clip, write_video
 from vjepa2.models import SIZES, VisionEncoder, encoder_config
@@ -173,12 +173,6 @@ def build_encoder(weights: str, seed: int = 0) -> VisionEncoder:
         raise EmbedError(str(err)) from None
 
 
-def _autocast(device: torch.device, dtype: str):
-    if dtype == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
 @dataclass
 class EmbedReport:
     """Outcome of :func:`embed_videos`: written keys and ``{path: reason}`` of the failures."""
@@ -223,7 +217,7 @@ def embed_videos(paths: Iterable[str | os.PathLike], encoder: VisionEncoder, out
 
     def flush(writer: SafetensorsStreamWriter) -> None:
         batch = torch.stack([clip for _, _, clip, _ in pending]).to(device)
-        with torch.inference_mode(), _autocast(device, dtype):
+        with torch.inference_mode(), precision.autocast(device, dtype):
             tokens = encoder(batch)
         tokens = tokens.float().cpu()
         grid = encoder.grid(batch.shape)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from vjepa2 import precision
 from vjepa2.config import ConfigError, to_dict
 from vjepa2.data.dataset import PretrainBatch, build_pretrain_loader, build_sources
 from vjepa2.evals.metrics import effective_rank
@@ -135,7 +136,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
     jepa = dist_utils.unwrap(model)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bf16")
+    autocast = precision.autocast(device, cfg.dtype)
     loss_sum = torch.zeros(1 + len(jepa.mask.generators), device=device)
     for m, batch in enumerate(micro_batches):
         clips = batch.clips.to(device, non_blocking=True)

@@ -24,7 +24,6 @@ import json
 import os
 import re
 import tempfile
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from vjepa2 import precision
 from vjepa2.data.trajectories import Convention, Skipped, Trajectory, find_trajectories, read_trajectory
 from vjepa2.data.transforms import center_crop, normalize, resize_short_side
 from vjepa2.models.encoder import VisionEncoder
@@ -66,7 +66,7 @@ def encode_frames(encoder: VisionEncoder, frames: np.ndarray | torch.Tensor, img
     device = torch.device(device)
     tubelet = encoder.config.tubelet_size
     out = []
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
+    autocast = precision.autocast(device, dtype)
     for start in range(0, len(frames), batch_size):
         images = preprocess_frames(frames[start:start + batch_size], img_size).to(device)
         clip = images.unsqueeze(2).expand(-1, -1, tubelet, -1, -1)  # (b, 3, tubelet, H, W): one tubelet per frame

@@ -42,6 +42,7 @@ from typing import Literal
 
 import torch
 
+from vjepa2 import precision
 from vjepa2.config import ConfigError, from_dict
 from vjepa2.models.ac_predictor import ACCache, ACPredictor
 
@@ -417,10 +418,7 @@ class LatentPlanner:
         return apply_action
 
     def _autocast(self):
-        device = next(self.predictor.parameters()).device
-        if self.config.dtype == "bf16":
-            return torch.autocast(device.type, dtype=torch.bfloat16)
-        return nullcontext()
+        return precision.autocast(next(self.predictor.parameters()).device, self.config.dtype)
 
     def to_model_actions(self, planned: torch.Tensor) -> torch.Tensor:
         """``(..., P)`` planned entries -> ``(..., A)`` model actions (uncontrolled entries 0)."""
