@@ -313,3 +313,33 @@ def test_loading_a_non_ac_dict_names_the_missing_keys(tmp_path):
     torch.save({"predictor": {"module.predictor_embed.weight": torch.zeros(4, 4)}}, tmp_path / "p.pt")
     with pytest.raises(WeightsError, match="action_encoder.weight"):
         load_ac_predictor(tmp_path / "p.pt")
+
+
+# ------------------------------------------------------------------------------------------------
+# Residual (predict-the-change) option
+# ------------------------------------------------------------------------------------------------
+
+
+def test_untrained_residual_predictor_copies_its_input():
+    model = tiny(residual=True)
+    frames, actions, states = inputs()
+    torch.testing.assert_close(model(frames, actions, states), frames)
+    # Once its projection has weights, the output is the input plus an action-dependent change.
+    torch.nn.init.normal_(model.predictor_proj.weight, std=0.02)
+    out = model(frames, actions, states)
+    other = model(frames, actions + 1.0, states)
+    assert not torch.allclose(out, frames) and not torch.allclose(out, other)
+
+
+def test_residual_cached_rollout_equals_full_recomputation_and_saves(tmp_path):
+    model = tiny(residual=True)
+    torch.nn.init.normal_(model.predictor_proj.weight, std=0.05)
+    frames, actions, states = inputs(T=4)
+    frames = normalize_latents(frames)
+    cached = model.rollout(frames[:, :1], actions, states, use_cache=True)
+    full = model.rollout(frames[:, :1], actions, states, use_cache=False)
+    assert (cached - full).norm() / full.norm() <= 1e-5
+    save_ac_predictor(tmp_path / "ac.pt", model)
+    loaded = load_ac_predictor(tmp_path / "ac.pt")
+    assert loaded.config.residual
+    torch.testing.assert_close(loaded(frames, actions, states), model(frames, actions, states))

@@ -45,6 +45,9 @@ class ACPredictorConfig(TransformerConfig):
     rescaled to, so a model trained at 256 px keeps its geometry at other resolutions.
     ``use_extrinsics`` adds a camera-extrinsics token per step (the public code has the encoder
     ``extrinsics_encoder`` of width ``action_dim - 1`` always, but the released model does not use it).
+    ``residual`` (ours, off in the paper and the public weights): the output at step ``t`` is the
+    input latent of step ``t`` plus the projection, whose weights start at zero, so an untrained
+    model copies its input and training only has to learn what changes from one frame to the next.
     """
 
     enc_dim: int = 1408
@@ -52,6 +55,7 @@ class ACPredictorConfig(TransformerConfig):
     state_dim: int = 7
     extrinsics_dim: int = 6
     use_extrinsics: bool = False
+    residual: bool = False
 
     POSITIVE: ClassVar[tuple[str, ...]] = TransformerConfig.POSITIVE + (
         "enc_dim", "action_dim", "state_dim", "extrinsics_dim")
@@ -164,6 +168,9 @@ class ACPredictor(nn.Module):
         self.predictor_norm = nn.LayerNorm(config.dim, eps=config.norm_eps)
         self.predictor_proj = nn.Linear(config.dim, config.enc_dim)
         init_transformer_(self, self.predictor_blocks)
+        if config.residual:
+            nn.init.zeros_(self.predictor_proj.weight)
+            nn.init.zeros_(self.predictor_proj.bias)
 
     # ------------------------------------------------------------------------------------------
     # Sequence layout
@@ -243,8 +250,8 @@ class ACPredictor(nn.Module):
 
         Returns:
             ``(B, T, N, enc_dim)``: output ``[:, i]`` is the prediction of the latents of frame
-            ``t0 + i + 1`` (not normalised; see :func:`normalize_latents`); ``(B, T*N, enc_dim)``
-            for flattened input.
+            ``t0 + i + 1`` (not normalised; see :func:`normalize_latents`; with ``config.residual``
+            it is ``frames[:, i]`` plus the predicted change); ``(B, T*N, enc_dim)`` for flattened input.
         """
         cfg = self.config
         if frames.ndim == 3 and actions is not None and actions.ndim == 3 and actions.shape[1] > 0:
@@ -294,7 +301,8 @@ class ACPredictor(nn.Module):
             cache.steps += T
 
         x = x.reshape(B, T, per_step, cfg.dim)[:, :, cfg.cond_tokens:]
-        return self.predictor_proj(self.predictor_norm(x))
+        out = self.predictor_proj(self.predictor_norm(x))
+        return out + frames.to(out.dtype) if cfg.residual else out
 
     @staticmethod
     def _check_cond(name: str, value: torch.Tensor, batch: int, steps: int, dim: int) -> None:

@@ -34,6 +34,7 @@ import torch
 import yaml
 from torch import nn
 
+from vjepa2 import precision
 from vjepa2.config import ConfigError, from_dict, to_dict
 from vjepa2.models.ac_predictor import ACPredictor, ACPredictorConfig, ac_predictor_config, normalize_latents
 from vjepa2.models.encoder import VisionEncoder
@@ -103,7 +104,8 @@ class ACModelConfig:
     = 24 x 1024 x 16: ``size: large`` with ``dim``/``depth``/``heads``/``mlp_hidden`` set to null)
     with overrides. The defaults (tiny cut to 4 blocks of width 96, 2 heads) train on a CPU in
     minutes. ``action_dim``/``state_dim`` default to the data's. ``init_checkpoint``: start from
-    these AC weights (e.g. a public V-JEPA 2-AC checkpoint)."""
+    these AC weights (e.g. a public V-JEPA 2-AC checkpoint). ``residual``: predict the change from
+    the current latent (see :class:`~vjepa2.models.ac_predictor.ACPredictorConfig`; not the paper's)."""
 
     size: str = "tiny"
     dim: int | None = 96
@@ -114,6 +116,7 @@ class ACModelConfig:
     state_dim: int | None = None
     position: Literal["rope_compatible", "rope_rotary"] = "rope_compatible"
     activation_checkpointing: bool = False
+    residual: bool = False
     init_checkpoint: str | None = None
 
     def validate(self) -> None:
@@ -124,7 +127,8 @@ class ACModelConfig:
         dims = {k: getattr(self, k) for k in ("dim", "depth", "heads", "mlp_hidden") if getattr(self, k)}
         return ac_predictor_config(self.size, enc_dim=enc_dim, **dims, action_dim=action_dim, state_dim=state_dim,
                                    extrinsics_dim=max(action_dim - 1, 1), img_size=img_size, patch_size=patch_size,
-                                   position=self.position, activation_checkpointing=self.activation_checkpointing)
+                                   position=self.position, activation_checkpointing=self.activation_checkpointing,
+                                   residual=self.residual)
 
 
 @dataclass(frozen=True)
@@ -444,7 +448,7 @@ def _run(cfg: ACTrainConfig, resume: bool, env: dist_utils.DistEnv) -> ACRunSumm
     monitor = RunMonitor(out_dir, columns, total, start_step, enabled=env.is_main, tensorboard=cfg.log.tensorboard,
                          progress_bar=cfg.log.progress_bar, desc="train-ac")
     summary = ACRunSummary(out_dir, start_step, start_step, 0.0, None, features.skipped)
-    autocast = torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bf16")
+    autocast = precision.autocast(env.device, cfg.dtype)
     started = time.perf_counter()
     try:
         for step in range(start_step, total):
