@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
-import resource
 import statistics
+import threading
 import time
 from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+from vjepa2.precision import cpu_has_native_bf16
 
 
 def median_time(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
@@ -64,29 +65,39 @@ def matmul_peak(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
     return 2 * n**3 / seconds / 1e9
 
 
-def _child(fn, queue):
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_memory_mib(fn: Callable[[], object], interval: float = 0.001) -> float:
+    """Peak resident memory (MiB) during ``fn()`` above the resident memory before it (Linux).
+
+    A background thread samples ``/proc/self/statm`` every ``interval`` seconds while ``fn`` runs,
+    so the number is the extra memory the call itself needs (activations, temporary casts), not the
+    weights. (An earlier version ran ``fn`` in a forked child; fork after OpenMP has started its
+    threads can deadlock the child, so this stays in-process.)
+    """
     import gc
 
     gc.collect()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    fn()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    queue.put((before, after))
+    before = _rss_bytes()
+    peak, done = [before], threading.Event()
 
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            done.wait(interval)
 
-def peak_memory_mib(fn: Callable[[], object]) -> float:
-    """Peak resident memory (MiB) of ``fn()`` run in a forked child, above the child's starting peak.
-
-    The child starts from a copy of this process (models already built), so the number is the extra
-    memory the call itself needs (activations, temporary casts), not the weights.
-    """
-    ctx = mp.get_context("fork")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(fn, queue))
-    proc.start()
-    before, after = queue.get()
-    proc.join()
-    return (after - before) / 1024.0  # ru_maxrss is KiB on Linux
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        sampler.join()
+    peak[0] = max(peak[0], _rss_bytes())
+    return (peak[0] - before) / 2**20
 
 
 def print_table(headers: list[str], rows: list[list[object]]) -> str:
@@ -101,8 +112,34 @@ def print_table(headers: list[str], rows: list[list[object]]) -> str:
     return text
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), or the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
 def machine_line() -> str:
     """One line describing the machine and load, for the record."""
     load = os.getloadavg()[0]
-    return (f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    return (f"torch {torch.__version__}, {cpu_model()} ({torch.backends.cpu.get_cpu_capability()}, native bf16: "
+            f"{'yes' if cpu_has_native_bf16() else 'no'}), {torch.get_num_threads()} threads, "
             f"CPU count {os.cpu_count()}, 1-min load average {load:.2f}")
+
+
+def cpu_bf16_rows(requested: bool, force: bool = False) -> bool:
+    """Whether to time bf16 on the CPU: only where it is native (else emulated, 50-100x slower than
+    fp32: a 1.6 TFLOP ViT-L forward would take half an hour). Prints the measured reason when skipping."""
+    if not requested or force or cpu_has_native_bf16():
+        return requested
+    rate = matmul_peak(torch.bfloat16, n=256, repeats=3)
+    print(f"bf16 rows skipped: this CPU has no native bf16 (no AVX512-BF16 / AMX), a 256 x 256 bf16 matmul "
+          f"runs at {rate:.1f} GFLOP/s (emulated); --force-bf16 times them anyway")
+    return False

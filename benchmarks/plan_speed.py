@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import count_flops, machine_line, matmul_peak, median_time, print_table  # noqa: E402
+from common import count_flops, cpu_bf16_rows, machine_line, matmul_peak, median_time, print_table  # noqa: E402
 
 from vjepa2.data.trajectories import apply_action  # noqa: E402
 from vjepa2.models.ac_predictor import ACPredictor, ac_predictor_config  # noqa: E402
@@ -88,12 +88,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
+    parser.add_argument("--force-bf16", action="store_true", help="time bf16 even where the CPU emulates it")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     print(machine_line())
-    peaks = {"fp32": matmul_peak(torch.float32, n=2048), "bf16": matmul_peak(torch.bfloat16, n=2048)}
+    with_bf16 = cpu_bf16_rows(True, force=args.force_bf16)
+    peaks = {"fp32": matmul_peak(torch.float32, n=2048),
+             "bf16": matmul_peak(torch.bfloat16, n=2048) if with_bf16 else float("nan")}
     print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
     rows = []
     for name in args.model:
@@ -123,6 +126,8 @@ def main() -> None:
                 "ours fp32 (KV cache + distinct)": ("fp32", lambda: planners["fp32"].plan(frame, state, goal).planned),
                 "ours bf16 (KV cache + distinct)": ("bf16", lambda: planners["bf16"].plan(frame, state, goal).planned),
             }
+            if not with_bf16:
+                del variants["ours bf16 (KV cache + distinct)"]
             # First call of each variant: counts its FLOPs (and warms it up) and gives its plan.
             flops, plans = {}, {}
             for label, (_, fn) in variants.items():

@@ -4,10 +4,12 @@
     python benchmarks/train_step.py --dtype both --mode both            # the four-row table
     python benchmarks/train_step.py --compare-steps 100 --size tiny     # bf16 vs fp32 loss trajectory
 
-Prints the machine and its load, the measured matmul peak (large square matrices, fp32 and bf16),
+Prints the machine and its load, the measured matmul peak (2048 x 2048 matrices, fp32 and bf16),
 then per (mode, dtype): median step seconds, tokens through the online and target encoders,
-FLOPs of one step (``torch.utils.flop_counter``), achieved GFLOP/s and % of the matmul peak of the
-same dtype. The predictor is the public 384 x 12 one; batches come from the synthetic data loader
+FLOPs of one step (``torch.utils.flop_counter``), achieved GFLOP/s, % of the matmul peak of the
+same dtype and the bf16 speed-up. Steps and matmuls are timed in interleaved rounds and the
+percentages / speed-ups are medians of per-round ratios, so a load that drifts during the run (a
+shared machine) cancels out. The predictor is the public 384 x 12 one; batches come from the synthetic data loader
 and are prepared before timing (data loading is not timed).
 
 ``--compare-steps N`` trains N steps from the same initial weights on the same batches in fp32 and
@@ -21,11 +23,12 @@ import argparse
 import os
 import statistics
 import sys
+import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import count_flops, machine_line, matmul_peak, median_time, print_table  # noqa: E402
+from common import count_flops, cpu_bf16_rows, machine_line, print_table  # noqa: E402
 
 from vjepa2.config import from_dict  # noqa: E402
 from vjepa2.train import distributed as dist_utils  # noqa: E402
@@ -71,25 +74,59 @@ def encoder_tokens(cfg: PretrainConfig, batch) -> tuple[int, int]:
     return sum(int(c.numel()) for c, _ in batch.masks), full
 
 
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def timing(args) -> None:
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    print(f"matmul peak ({torch.get_num_threads()} threads): fp32 {peaks['fp32']:.0f} GFLOP/s, "
-          f"bf16 {peaks['bf16']:.0f} GFLOP/s")
-    rows = []
+    """Interleaved rounds: in each round every (mode, dtype) step runs once, next to a fp32 and a bf16
+    matmul; percentages and speed-ups are per-round ratios (robust to the load of a shared machine)."""
+    n = 2048
+    dtypes = ["fp32", "bf16"] if args.dtype == "both" else [args.dtype]
+    if "bf16" in dtypes and not cpu_bf16_rows(True, force=args.force_bf16):
+        dtypes.remove("bf16")
+    torch_dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    mats = {d: (torch.randn(n, n).to(torch_dtypes[d]), torch.randn(n, n).to(torch_dtypes[d])) for d in dtypes}
+    peak_fns = {d: (lambda m: lambda: torch.mm(*m))(mats[d]) for d in dtypes}
+    variants = []
     for mode in (["drop", "noise"] if args.mode == "both" else [args.mode]):
-        for dtype in (["fp32", "bf16"] if args.dtype == "both" else [args.dtype]):
+        for dtype in dtypes:
             cfg = make_config(args, dtype, mode)
             model, optimizer = build(cfg, 0)
             (batch,) = batches(cfg, 1)
-            step = lambda: run_steps(model, optimizer, cfg, [batch])  # noqa: E731
-            seconds = median_time(step, repeats=args.repeats, warmup=2)
+            step = (lambda m, o, c, b: lambda: run_steps(m, o, c, [b]))(model, optimizer, cfg, batch)
+            for _ in range(2):  # warm-up: allocator, kernels' first-call set-up
+                step()
             flops = count_flops(step)
-            online, target = encoder_tokens(cfg, batch)
-            gflops = flops / seconds / 1e9
-            rows.append([mode, dtype, f"{seconds:.3f}", online, target, f"{flops / 1e9:.1f}", f"{gflops:.0f}",
-                         f"{100 * gflops / peaks[dtype]:.0f}%"])
+            variants.append({"mode": mode, "dtype": dtype, "step": step, "flops": flops,
+                             "tokens": encoder_tokens(cfg, batch), "times": [], "pct": []})
+    for fn in peak_fns.values():
+        fn()
+    peaks = {d: [] for d in dtypes}
+    for _ in range(args.repeats):
+        for v in variants:
+            seconds = _seconds(v["step"])
+            peak = 2 * n**3 / _seconds(peak_fns[v["dtype"]]) / 1e9
+            peaks[v["dtype"]].append(peak)
+            v["times"].append(seconds)
+            v["pct"].append(100 * v["flops"] / seconds / 1e9 / peak)
+    print(f"matmul peak ({torch.get_num_threads()} threads, {n}x{n}, median over rounds): "
+          + ", ".join(f"{d} {statistics.median(p):.0f} GFLOP/s" for d, p in peaks.items() if p))
+    rows = []
+    for v in variants:
+        seconds = statistics.median(v["times"])
+        speedup = ""
+        if v["dtype"] == "bf16":
+            fp32 = next((w for w in variants if w["mode"] == v["mode"] and w["dtype"] == "fp32"), None)
+            if fp32:
+                speedup = f"{statistics.median(a / b for a, b in zip(fp32['times'], v['times'])):.2f}x"
+        online, target = v["tokens"]
+        rows.append([v["mode"], v["dtype"], f"{seconds:.3f}", online, target, f"{v['flops'] / 1e9:.1f}",
+                     f"{v['flops'] / seconds / 1e9:.0f}", f"{statistics.median(v['pct']):.0f}%", speedup])
     print_table(["mode", "dtype", "step s (median)", "online-encoder tokens", "target-encoder tokens",
-                 "GFLOP/step", "GFLOP/s", "% of matmul peak"], rows)
+                 "GFLOP/step", "GFLOP/s", "% of matmul peak", "bf16 speed-up"], rows)
 
 
 def compare(args) -> None:
@@ -124,6 +161,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--checkpointing", action="store_true", help="activation checkpointing on")
+    parser.add_argument("--force-bf16", action="store_true", help="time bf16 even where the CPU emulates it")
     parser.add_argument("--compare-steps", type=int, default=0,
                         help="instead of timing, compare the fp32 and bf16 loss over this many steps")
     args = parser.parse_args()
