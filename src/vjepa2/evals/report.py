@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import re
 import shutil
 import tempfile
 import time
@@ -313,16 +314,20 @@ def render_section(results: dict, cfg: ToyReportConfig) -> str:
 
 
 def write_section(path: Path, section: str) -> Path:
-    """Replace this report's section of ``path`` (from its title to the next ``## `` heading), or
-    append it; the rest of the file is kept byte for byte. A hand-written subsection starting with
-    :data:`ANALYSIS_HEADING` inside the old section is carried over below the new numbers.
-    Written atomically."""
+    """Replace the section of ``path`` whose heading is ``section``'s first line (from that heading to
+    the next ``## `` heading), or append it; the rest of the file is kept byte for byte. A
+    hand-written subsection starting with :data:`ANALYSIS_HEADING` inside the old section is carried
+    over below the new numbers. Written atomically. Shared by every script that writes a section of
+    ``docs/results.md``."""
+    title = section.split("\n", 1)[0].rstrip()
+    if not title.startswith("## "):
+        raise ValueError(f"a section must start with its '## ' heading, got {title!r}")
     text = path.read_text(encoding="utf-8") if path.is_file() else "# Results\n"
-    start = text.find(SECTION_TITLE)
+    start = _find_heading(text, title)
     if start < 0:
         new = text.rstrip("\n") + "\n\n" + section
     else:
-        nxt = text.find("\n## ", start + len(SECTION_TITLE))
+        nxt = text.find("\n## ", start + len(title))
         old = text[start:nxt + 1] if nxt >= 0 else text[start:]
         tail = text[nxt + 1:] if nxt >= 0 else ""
         kept = old.find(ANALYSIS_HEADING)
@@ -335,6 +340,12 @@ def write_section(path: Path, section: str) -> Path:
         f.write(new)
     os.replace(tmp, path)
     return path
+
+
+def _find_heading(text: str, title: str) -> int:
+    """Offset of the line that is exactly ``title`` (not a longer heading it prefixes), or -1."""
+    found = re.search(rf"^{re.escape(title)}[ \t]*$", text, flags=re.MULTILINE)
+    return found.start() if found else -1
 
 
 __all__ = ["ToyReportConfig", "pair_metrics", "render_section", "report_config", "run_toy_report", "write_section"]

@@ -1,0 +1,611 @@
+"""Ablations of V-JEPA 2's design choices at toy scale on the CPU -> section of docs/results.md.
+
+    python benchmarks/ablations.py --quick        # 1 seed, light probe, smaller splits: ~20 min
+    python benchmarks/ablations.py                # 2 seeds, light + full probe: ~3 h
+    python benchmarks/ablations.py --estimate     # print the plan and its time estimate, run nothing
+    python benchmarks/ablations.py --seeds 0 1 2  # more seeds: finished runs in --out are reused
+
+Every variant is the tiny recipe (``vjepa2 pretrain``, 96 wide, 4 blocks, batch 16, 300 steps)
+with a few dotted overrides, pretrained once per seed and probed frozen on toy-SSv2 and
+toy-appearance with the light and the full attentive probe (best of a small lr grid on validation,
+as in :mod:`vjepa2.evals.report`). The comparisons:
+
+1. ``mask.mode`` drop vs noise at equal steps, and drop at equal training FLOPs (more steps);
+2. loss exponent p = 1 vs p = 2;
+3. 3D-RoPE (``rope_compatible``, ``rope_rotary``) vs absolute ``sincos`` (interpolated to the
+   grid of the input): trained at 64 px / 8 frames, probed there and at 96 px / 16 frames (1.5x
+   resolution, 2x frames);
+4. progressive (the tiny recipe: 240 steps at 64 px / 8 frames, a 60-step cool-down at 96 px /
+   16 frames) vs constant 96 px / 16 frames at equal steps and at equal training FLOPs.
+
+Variants 1-3 train every phase at 64 px / 8 frames. Training FLOPs of a run = for each phase, the
+FLOPs of one optimiser step (``torch.utils.flop_counter`` plus the CPU attention kernels, as in
+``benchmarks/train_step.py``; mean over ``flops_batches`` batches of that phase, seed 0) times the
+phase's steps. Equal-FLOPs variants stretch or shrink every phase of their schedule by one factor.
+
+Each (variant, seed) writes ``OUT/<variant>/seed-<s>/result.json`` when it is done, and every probe
+its own ``results.json``; a re-run (after a crash, or with more seeds) reuses every finished run and
+probe and resumes an interrupted pretraining from its last checkpoint. ``OUT/settings.json``
+refuses to mix in runs made with other settings.
+
+Time (one torch thread on the 2-core development machine, 1-min load ~1-2; step and probe costs
+measured at these sizes and extrapolated by :func:`estimate_seconds`, checked against two quick
+runs): ``--quick`` ~20 min (FLOP counting ~1.5 min, pretraining ~8 min at 1/3 of the steps,
+probes ~10 min); full ~3.0 h (FLOP counting ~1.5 min, pretraining ~25 min per seed, probes
+~63 min per seed, of which ~33 min is the full probe at 96 px / 16 frames).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import count_flops, machine_line  # noqa: E402
+
+from vjepa2.evals.data import ToyVideos  # noqa: E402
+from vjepa2.evals.features import ClipConfig, EncoderFeatures  # noqa: E402
+from vjepa2.evals.probe import (GridConfig, check_clip_geometry, fit_and_report, load_frozen_encoder,  # noqa: E402
+                                write_json)
+from vjepa2.evals.report import ToyReportConfig, pretrain_tiny, write_section  # noqa: E402
+from vjepa2.evals.toy import ToyConfig, ToyTask  # noqa: E402
+from vjepa2.models.probe import probe_config  # noqa: E402
+
+SECTION_TITLE = "## Ablations (toy scale)"
+RECIPE = "tiny"
+TASKS = ("toy-ssv2", "toy-appearance")
+TASK_LABELS = {"toy-ssv2": "toy-SSv2", "toy-appearance": "appearance"}
+# Probe input sizes: (frames, pixels). "low" is where variants 1-3 train; "high" = 2x frames, 1.5x pixels.
+EVAL_SIZES = {"low": (8, 64), "high": (16, 96)}
+LOW_RES = ("phases.cooldown.frames=8", "phases.cooldown.resolution=64")  # warm-up/constant already are
+HIGH_RES = tuple(f"phases.{p}.{k}={v}" for p in ("warmup", "constant", "cooldown")
+                 for k, v in (("frames", 16), ("resolution", 96)))
+Claim = Literal[">", ">="]  # the first variant is better / no worse than the second
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One pretraining recipe: ``overrides`` on the tiny recipe, probed at ``evals`` sizes;
+    ``match_flops_of``: stretch the schedule to that variant's training FLOPs."""
+
+    name: str
+    overrides: tuple[str, ...]
+    evals: tuple[str, ...]
+    note: str
+    match_flops_of: str | None = None
+
+
+@dataclass(frozen=True)
+class Test:
+    """``a`` vs ``b`` on every metric of the comparison; ``claim`` is what the paper / mission says."""
+
+    a: str
+    b: str
+    label: str
+    claim: Claim | None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``columns`` = ``(variant, label)`` side by side, probed at ``evals``; claims are tested at
+    ``claim_eval`` (the other sizes are shown with their differences, without a claim)."""
+
+    title: str
+    claim: str
+    columns: tuple[tuple[str, str], ...]
+    evals: tuple[str, ...]
+    tests: tuple[Test, ...]
+    claim_eval: str
+
+    def label(self, variant: str) -> str:
+        return dict(self.columns)[variant]
+
+
+VARIANTS = (
+    Variant("base", LOW_RES, ("low", "high"), "the recipe's defaults: drop, p = 1, rope_compatible"),
+    Variant("noise", LOW_RES + ("mask.mode=noise",), ("low",), "`mask.mode=noise`"),
+    Variant("drop, equal FLOPs", LOW_RES, ("low",), "drop, more steps", match_flops_of="noise"),
+    Variant("p=2", LOW_RES + ("loss_exp=2",), ("low",), "`loss_exp=2`"),
+    Variant("rope_rotary", LOW_RES + ("model.position=rope_rotary",), ("low", "high"), "`model.position=rope_rotary`"),
+    Variant("sincos", LOW_RES + ("model.position=sincos",), ("low", "high"), "`model.position=sincos`"),
+    Variant("progressive", (), ("high",), "the recipe as shipped"),
+    Variant("high-res", HIGH_RES, ("high",), "every phase at 96 px / 16 f"),
+    Variant("high-res, equal FLOPs", HIGH_RES, ("high",), "every phase at 96 px / 16 f, fewer steps",
+            match_flops_of="progressive"),
+)
+VARIANT = {v.name: v for v in VARIANTS}
+
+COMPARISONS = (
+    Comparison("1. Masking: drop vs noise",
+               "the public release drops the masked tokens, which makes a step cheaper; at equal training FLOPs "
+               "dropping should be at least as good as denoising (no claim at equal steps)",
+               (("base", "drop"), ("noise", "noise"), ("drop, equal FLOPs", "drop, equal FLOPs")), ("low",),
+               (Test("base", "noise", "equal steps", None),
+                Test("drop, equal FLOPs", "noise", "equal FLOPs", ">=")), "low"),
+    Comparison("2. Loss exponent: p = 1 (L1) vs p = 2 (L2)",
+               "V-JEPA 2 uses L1; it should be at least as good as L2",
+               (("base", "p=1"), ("p=2", "p=2")), ("low",), (Test("base", "p=2", "equal steps", ">="),), "low"),
+    Comparison("3. Position: 3D-RoPE vs interpolated sincos",
+               "relative (RoPE) positions carry over to 1.5x resolution and 2x frames better than an absolute "
+               "table interpolated to the new grid (tested at 96 px / 16 frames; at the training size no claim)",
+               (("base", "rope_compatible"), ("rope_rotary", "rope_rotary"), ("sincos", "sincos")), ("low", "high"),
+               (Test("base", "sincos", "equal steps", ">"), Test("rope_rotary", "sincos", "equal steps", ">")),
+               "high"),
+    Comparison("4. Progressive resolution vs constant high resolution",
+               "progressive training is about as good as constant high-resolution training at equal steps for a "
+               "fraction of its cost (the paper: ~8x less GPU time), hence better at equal FLOPs",
+               (("progressive", "progressive"), ("high-res", "high-res"),
+                ("high-res, equal FLOPs", "high-res, equal FLOPs")), ("high",),
+               (Test("progressive", "high-res", "equal steps", ">="),
+                Test("progressive", "high-res, equal FLOPs", "equal FLOPs", ">")), "high"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a run of the ablations does (``--quick`` and the full run differ only here).
+
+    Attributes:
+        seeds: pretraining (and probe) seeds; the toy splits are the same for every seed.
+        step_scale: multiplies the steps of every phase of the tiny recipe.
+        extra_overrides: dotted overrides applied to every variant (tests use a smaller model).
+        toy: split sizes of both tasks.
+        train_views: cached training views per clip (view 0 = centre crop, others augmented).
+        light_grid / full_grid: probe grids (``full_grid`` None = light probe only).
+        flops_batches: batches per phase whose step FLOPs are averaged.
+    """
+
+    seeds: tuple[int, ...] = (0, 1)
+    step_scale: float = 1.0
+    extra_overrides: tuple[str, ...] = ()
+    toy: ToyConfig = field(default_factory=lambda: ToyConfig(train_size=864, val_size=480))
+    train_views: int = 2
+    # The grids of `vjepa2 eval toy-report` (ToyReportConfig).
+    light_grid: GridConfig = field(default_factory=lambda: GridConfig(
+        lrs=(1e-2, 3e-3), weight_decays=(0.01,), epochs=8, batch_size=16))
+    full_grid: GridConfig | None = field(default_factory=lambda: GridConfig(
+        lrs=(1e-3,), weight_decays=(0.01,), epochs=2, warmup_epochs=0.25, batch_size=16))
+    flops_batches: int = 3
+
+    @property
+    def probes(self) -> tuple[str, ...]:
+        return ("light", "full") if self.full_grid else ("light",)
+
+    def grid(self, probe: str) -> GridConfig:
+        return self.light_grid if probe == "light" else self.full_grid
+
+    def identity(self) -> dict:
+        """Everything a finished run depends on (the seeds may grow between re-runs)."""
+        data = dataclasses.asdict(self)
+        data.pop("seeds")
+        return json.loads(json.dumps(data))
+
+
+FULL = Settings()
+QUICK = Settings(seeds=(0,), step_scale=1 / 3, toy=ToyConfig(train_size=480, val_size=240), train_views=1,
+                 light_grid=GridConfig(lrs=(1e-2, 3e-3), weight_decays=(0.01,), epochs=6, batch_size=16),
+                 full_grid=None)
+
+# ------------------------------------------------------------------------------------------------
+# Schedules and FLOPs
+# ------------------------------------------------------------------------------------------------
+
+
+def load_config(variant: Variant, settings: Settings, seed: int):
+    """The variant's :class:`~vjepa2.train.config.PretrainConfig` at the recipe's steps."""
+    from vjepa2.train.config import load_pretrain_config
+
+    return load_pretrain_config(RECIPE, variant.overrides + settings.extra_overrides + (f"seed={seed}",))
+
+
+def step_flops(cfg, batches: int) -> list[float]:
+    """FLOPs of one optimiser step (forward, backward; the optimiser and EMA add no matrix products)
+    in each phase of ``cfg``: the mean over ``batches`` batches of that phase's clip shape."""
+    from vjepa2.train import distributed as dist_utils
+    from vjepa2.train.pretrain import JEPA, _close, _noise_generators, _open_loaders, build_optimizer, train_step
+
+    env = dist_utils.DistEnv()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = JEPA(cfg.encoder_config(), cfg.predictor_config(), cfg.mask, cfg.loss_exp)
+    optimizer = build_optimizer(model, cfg)
+    per_phase = []
+    for phase in cfg.phases:
+        loaders = _open_loaders(cfg, phase, 0, env)
+        counts = []
+        for i in range(batches):
+            micro, noise = [next(loader) for loader in loaders], _noise_generators(cfg, i, env)
+            counts.append(count_flops(lambda micro=micro, noise=noise: train_step(
+                model, optimizer, micro, lr=cfg.optim.lr, momentum=cfg.ema[0], cfg=cfg, device=env.device,
+                noise=noise)))
+        _close(loaders)
+        per_phase.append(statistics.mean(counts))
+    return per_phase
+
+
+def variant_flops(variant: Variant, settings: Settings, out: Path) -> list[float]:
+    """Per-phase step FLOPs of ``variant`` (counted once, cached in ``out/flops.json``)."""
+    path = out / "flops.json"
+    cache = json.loads(path.read_text()) if path.is_file() else {}
+    if variant.name not in cache:
+        cache[variant.name] = step_flops(load_config(variant, settings, 0), settings.flops_batches)
+        write_json(cache, path)
+    return cache[variant.name]
+
+
+def plan_steps(variant: Variant, settings: Settings, out: Path) -> dict[str, int]:
+    """Steps per phase: the recipe's times ``step_scale``, stretched to the FLOPs of ``match_flops_of``."""
+    phases = load_config(variant, settings, 0).phases
+    steps = {p.name: max(1, round(p.iterations * settings.step_scale)) for p in phases}
+    if variant.match_flops_of:
+        reference = VARIANT[variant.match_flops_of]
+        target = train_flops(plan_steps(reference, settings, out), variant_flops(reference, settings, out))
+        factor = target / train_flops(steps, variant_flops(variant, settings, out))
+        steps = {name: max(1, round(n * factor)) for name, n in steps.items()}
+    return steps
+
+
+def train_flops(steps: dict[str, int], per_step: list[float]) -> float:
+    """Training FLOPs of a run: each phase's steps times the FLOPs of one of its steps."""
+    return sum(n * f for n, f in zip(steps.values(), per_step, strict=True))
+
+
+# ------------------------------------------------------------------------------------------------
+# One (variant, seed): pretrain, probe, record
+# ------------------------------------------------------------------------------------------------
+
+
+def run_one(variant: Variant, seed: int, settings: Settings, out: Path, threads: int) -> dict:
+    """Pretrain ``variant`` with ``seed`` (resuming a partial run), probe it at each of its eval sizes
+    on both tasks with every probe, write and return ``result.json``'s record."""
+    from vjepa2.train.checkpoint import CheckpointDir
+
+    run_dir = run_dir_of(out, variant, seed)
+    steps = plan_steps(variant, settings, out)
+    per_step = variant_flops(variant, settings, out)
+    overrides = (variant.overrides + settings.extra_overrides
+                 + tuple(f"phases.{name}.iterations={n}" for name, n in steps.items())
+                 + (f"threads={threads}", "log.tensorboard=false"))
+    saved = [step for step, _ in CheckpointDir(run_dir / "pretrain" / "checkpoints").steps()]
+    resumed = bool(saved) and sum(steps.values()) not in saved  # then the wall time covers only the rest
+    started = time.time()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "pretrain.log", "a") as log:
+        # The pretraining's banner, phase lines and summary go to the log file, not the console.
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            checkpoint, info = pretrain_tiny(ToyReportConfig(out=str(run_dir), pretrain_config=RECIPE,
+                                                             pretrain_overrides=overrides, seed=seed), False)
+    for stale in checkpoint.parent.glob("step-*.pt"):  # only the final checkpoint is probed
+        if stale != checkpoint:
+            stale.unlink()
+    pretrain_done = time.time()
+    encoder = load_frozen_encoder(str(checkpoint))
+    fn = EncoderFeatures(encoder)
+    evals: dict = {}
+    splits = {task: [ToyVideos(ToyTask(task, split, settings.toy)) for split in ("train", "val")] for task in TASKS}
+    for size in variant.evals:
+        frames, pixels = EVAL_SIZES[size]
+        clips = ClipConfig(frames=frames, size=pixels, train_views=settings.train_views)
+        check_clip_geometry(clips, encoder.config)
+        for task, (train, val) in splits.items():
+            for probe in settings.probes:
+                probe_dir = run_dir / "probes" / size / task / probe
+                if (probe_dir / "results.json").is_file():  # finished before an interruption
+                    report = json.loads((probe_dir / "results.json").read_text())
+                else:
+                    report = fit_and_report(
+                        train_data=train, val_data=val, fn=fn, clips=clips,
+                        probe_cfg=probe_config(encoder.config.dim, len(train.head_classes[0]), probe),
+                        grid=settings.grid(probe), seed=seed, cache_dir=str(run_dir / "features"),
+                        cache_dtype="float32", encode_batch=16, out=probe_dir, head_names=("class",),
+                        selection=("top1", 0), settings={"variant": variant.name, "seed": seed, "eval": size},
+                        device=torch.device("cpu"), progress=False)
+                evals.setdefault(size, {}).setdefault(task, {})[probe] = report["best"]["heads"]["class"]["top1"]
+    shutil.rmtree(run_dir / "features", ignore_errors=True)  # hundreds of MB per run; the probes are kept
+    record = {"variant": variant.name, "seed": seed, "overrides": list(overrides), "steps": steps,
+              "phases": info["phases"], "step_flops": per_step, "train_flops": train_flops(steps, per_step),
+              "pretrain_seconds": info.get("pretrain_seconds"), "resumed": resumed,
+              "first_loss": info.get("first_loss"), "final_loss": info.get("final_loss"),
+              "probe_seconds": round(time.time() - pretrain_done, 1),
+              "seconds_this_run": round(time.time() - started, 1), "evals": evals}
+    write_json(record, run_dir / "result.json")
+    return record
+
+
+# ------------------------------------------------------------------------------------------------
+# Time estimate (per-clip and per-step costs measured on one thread; used for the plan and the ETA)
+# ------------------------------------------------------------------------------------------------
+
+# Pretraining: per GFLOP, plus per step (data loading, logging): 8 f x 64 px drop 0.36 s/step, 16 f x 96 px 1.3 s.
+PRETRAIN_SECONDS = {"per_gflop": 0.035, "per_step": 0.15}
+FEATURE_SECONDS = {"low": 0.008, "high": 0.029}  # per clip view: render + encode
+PROBE_SECONDS = {("low", "light"): 0.0008, ("low", "full"): 0.0079,  # per clip and epoch, per probe of the grid
+                 ("high", "light"): 0.0028, ("high", "full"): 0.076}
+
+
+def estimate_seconds(variant: Variant, settings: Settings, out: Path) -> float:
+    """Rough wall time of one seed of ``variant`` on one thread."""
+    steps = plan_steps(variant, settings, out)
+    flops = train_flops(steps, variant_flops(variant, settings, out))
+    seconds = flops / 1e9 * PRETRAIN_SECONDS["per_gflop"] + sum(steps.values()) * PRETRAIN_SECONDS["per_step"]
+    n_train, n_val = settings.toy.train_size, settings.toy.val_size
+    for size in variant.evals:
+        seconds += len(TASKS) * FEATURE_SECONDS[size] * (n_train * settings.train_views + n_val)
+        for probe in settings.probes:
+            grid = settings.grid(probe)
+            # Scoring the validation split costs about one training epoch over it (forward only, all probes).
+            seconds += len(TASKS) * PROBE_SECONDS[size, probe] * len(grid.hparams) * (n_train * grid.epochs + n_val)
+    return seconds
+
+
+# ------------------------------------------------------------------------------------------------
+# Statistics and verdicts
+# ------------------------------------------------------------------------------------------------
+
+STRENGTHS = ((3.0, "strong"), (2.0, "moderate"), (1.0, "weak"))  # |difference| / its standard error
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for one value)."""
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def difference(a: list[float], b: list[float], val_size: int) -> tuple[float, float]:
+    """``(mean(a) - mean(b), standard error of that difference)`` for accuracies in percent.
+
+    The error is the larger of the seed-to-seed one (``sqrt(s_a^2 / n_a + s_b^2 / n_b)``, sample
+    standard deviations) and the validation split's sampling error (binomial, ``val_size`` clips,
+    as for single runs: every seed is scored on the same clips), so that one seed, or seeds that
+    happen to agree, do not look infinitely precise.
+    """
+    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+    binomial = 100 * math.sqrt(sum(m / 100 * (1 - m / 100) for m in (ma, mb)) / val_size)
+    seeds = math.sqrt(sa ** 2 / len(a) + sb ** 2 / len(b)) if sa is not None and sb is not None else 0.0
+    return ma - mb, max(seeds, binomial, 1e-9)
+
+
+def verdict(a: str, b: str, diff: float, se: float, claim: Claim | None) -> tuple[str, str]:
+    """``(text, outcome)`` for ``diff = mean(a) - mean(b)`` with standard error ``se``.
+
+    ``claim``: ``>`` = a is better than b, ``>=`` = a is no worse than b, None = no claim.
+    Outcomes: ``supports``, ``consistent`` (no worse, within noise), ``inconclusive`` (a claimed
+    win within noise), ``contradicts``; ``-`` without a claim.
+    """
+    z = diff / se
+    strength = next((word for limit, word in STRENGTHS if abs(z) >= limit), None)
+    if strength is None:
+        text = "no difference beyond noise"
+        outcome = {">": "inconclusive", ">=": "consistent"}.get(claim, "-")
+    else:
+        text = f"{a if z > 0 else b} better, {strength} evidence"
+        outcome = "-" if claim is None else ("supports" if z > 0 else "contradicts")
+    text += {"supports": "; supports the claim", "consistent": "; consistent with the claim",
+             "contradicts": "; **contradicts the claim**", "inconclusive": "; does not support the claim",
+             "-": ""}[outcome]
+    return text, outcome
+
+
+# ------------------------------------------------------------------------------------------------
+# The Markdown section
+# ------------------------------------------------------------------------------------------------
+
+
+def metrics_of(evals: tuple[str, ...], settings: Settings) -> list[tuple[str, str, str]]:
+    """``(eval size, task, probe)`` of every accuracy a comparison shows."""
+    return [(size, task, probe) for size in evals for task in TASKS for probe in settings.probes]
+
+
+def metric_label(size: str, task: str, probe: str) -> str:
+    frames, pixels = EVAL_SIZES[size]
+    return f"{TASK_LABELS[task]} top-1, {probe} probe, {pixels} px / {frames} f"
+
+
+def _pm(mean: float, std: float | None, digits: int = 1) -> str:
+    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
+
+
+def render_section(records: dict[str, list[dict]], settings: Settings, command: str, machine: str) -> str:
+    """The section (title line included) from ``records[variant] = [record per seed]``."""
+    n_seeds = len(settings.seeds)
+    full = settings.full_grid
+    hours = sum(r["seconds_this_run"] for runs in records.values() for r in runs) / 3600
+    lines = [SECTION_TITLE, "",
+             f"Produced by `{command}` ({machine}); the runs took {hours:.2f} h of pretraining and probing in "
+             f"total. Each variant is the `{RECIPE}` recipe (96 wide, 4 blocks, batch 16) with the overrides "
+             f"below, pretrained with seed(s) {', '.join(map(str, settings.seeds))} and probed frozen; every run's "
+             f"record and probe results are in the `--out` folder.",
+             "",
+             f"- **Pretraining**: the recipe's steps x {settings.step_scale:.3g}; comparisons 1-3 train every phase at "
+             f"64 px / 8 frames. Training FLOPs = per phase, the FLOPs of one optimiser step "
+             f"(`torch.utils.flop_counter` + CPU attention, mean of {settings.flops_batches} batches) x its steps; "
+             f"equal-FLOPs variants stretch every phase by one factor. Wall time = the pretraining loop (data "
+             f"loading, logging and checkpoints included) on one CPU thread of a shared machine: a rough guide.",
+             f"- **Probes**: toy-SSv2 (12 classes in time-reversed pairs, chance 8.3%) and toy-appearance (8 shapes, "
+             f"chance 12.5%), {settings.toy.train_size} training / {settings.toy.val_size} validation clips each "
+             f"(the same clips for every seed), {settings.train_views} cached training view(s) per clip. Light probe "
+             f"(cross-attention only): {len(settings.light_grid.lrs)} lr x {len(settings.light_grid.weight_decays)} "
+             f"wd, {settings.light_grid.epochs} epochs"
+             + (f"; full probe (3 self-attention blocks + cross-attention): {len(full.lrs)} lr x "
+                f"{len(full.weight_decays)} wd, {full.epochs} epochs. The full probe is far from trained at this "
+                f"budget (it stayed at chance on a random-init encoder in calibration), so read its rows as a "
+                f"check, not a result" if full else
+                " (quick mode: light probe only, smaller splits and fewer steps than the full run)")
+             + "; best of the grid on validation.",
+             f"- **Numbers**: top-1 accuracy (%) on validation, mean ± sample standard deviation over "
+             f"{n_seeds} seed(s) (no ± with one seed). A difference is given ± its standard error: the larger of "
+             f"the seed-to-seed error and the validation split's binomial sampling error. Evidence by "
+             f"|difference| / error: < 1 none (within noise), 1-2 weak, 2-3 moderate, ≥ 3 strong"
+             + (" (with so few seeds the seed error is itself uncertain: read 'moderate' as 'suggestive')"
+                if n_seeds <= 3 else "") + ". A claim is tested at the size named in its 'Overall' line.",
+             ""]
+    for comparison in COMPARISONS:
+        lines += _render_comparison(comparison, records, settings)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _render_comparison(comparison: Comparison, records: dict[str, list[dict]], settings: Settings) -> list[str]:
+    names = [name for name, _ in comparison.columns]
+    label = comparison.label
+    metrics = metrics_of(comparison.evals, settings)
+    values = {name: {m: [r["evals"][m[0]][m[1]][m[2]] for r in records[name]] for m in metrics} for name in names}
+
+    def row(title: str, cell) -> str:
+        return f"| {title} | " + " | ".join(cell(name) for name in names) + " |"
+
+    lines = [f"### {comparison.title}", "", f"Claim: {comparison.claim}.", "",
+             row("", label), "|---|" + "---:|" * len(names),
+             row("variant", lambda n: VARIANT[n].note),
+             row("steps (per phase)", lambda n: " + ".join(map(str, records[n][0]["steps"].values()))),
+             row("training GFLOP", lambda n: f"{records[n][0]['train_flops'] / 1e9:,.0f}"),
+             row("pretraining wall time (min)", lambda n: _pm(*mean_std([r["pretrain_seconds"] / 60
+                                                                          for r in records[n]])))]
+    lines += [row(metric_label(*m), lambda n, m=m: _pm(*mean_std(values[n][m]))) for m in metrics]
+    if any(r["resumed"] for n in names for r in records[n]):
+        lines += ["", "Some runs were resumed after an interruption: their wall time covers only the last part."]
+    lines += ["", "| test | metric | difference | verdict |", "|---|---|---:|---|"]
+    outcomes = []
+    for test in comparison.tests:
+        a, b = label(test.a), label(test.b)
+        for m in metrics:
+            claim = test.claim if m[0] == comparison.claim_eval else None
+            diff, se = difference(values[test.a][m], values[test.b][m], settings.toy.val_size)
+            text, outcome = verdict(a, b, diff, se, claim)
+            if claim:
+                outcomes.append((outcome, 1 <= abs(diff / se) < 2))
+            lines.append(f"| {a} − {b} ({test.label}) | {metric_label(*m)} | {diff:+.1f} ± {se:.1f} | {text} |")
+    cost = []
+    for test in comparison.tests:
+        flops, seconds = ([statistics.mean(r[key] for r in records[name]) for name in (test.a, test.b)]
+                          for key in ("train_flops", "pretrain_seconds"))
+        cost.append(f"{label(test.a)} / {label(test.b)} = {flops[0] / flops[1]:.2f}x the training FLOPs, "
+                    f"{seconds[0] / seconds[1]:.2f}x the wall time")
+    frames, pixels = EVAL_SIZES[comparison.claim_eval]
+    tally = []
+    for kind, one, many in (("supports", "supports it", "support it"),
+                            ("consistent", "is consistent with it (no worse within noise)",
+                             "are consistent with it (no worse within noise)"),
+                            ("inconclusive", "is inconclusive", "are inconclusive"),
+                            ("contradicts", "contradicts it", "contradict it")):
+        found = [weak for outcome, weak in outcomes if outcome == kind]
+        if found:
+            tally.append(f"{len(found)} {one if len(found) == 1 else many}"
+                         + (f" ({sum(found)} of them weakly)" if any(found) else ""))
+    lines += ["", "Cost: " + "; ".join(cost) + ".", "",
+              f"**Overall** (the claim's tests, probes at {pixels} px / {frames} frames): of {len(outcomes)} "
+              f"metrics, {', '.join(tally)}.", ""]
+    return lines
+
+
+# ------------------------------------------------------------------------------------------------
+# The whole run
+# ------------------------------------------------------------------------------------------------
+
+
+def check_settings(out: Path, settings: Settings) -> None:
+    """Refuse to mix finished runs made with other settings into this run's tables."""
+    path = out / "settings.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != settings.identity():
+            raise SystemExit(f"{out} holds runs made with other settings ({path}); use another --out or delete it")
+    else:
+        write_json(settings.identity(), path)
+
+
+def run_ablations(settings: Settings, out: Path, results_md: Path | None, threads: int = 1,
+                  command: str = "python benchmarks/ablations.py", log=print) -> dict:
+    """Every (variant, seed) that ``out`` does not hold yet, then the section. Returns
+    ``{"records": {variant: [per seed]}, "ran": [(variant, seed)], "reused": [...], "section": str}``."""
+    torch.set_num_threads(threads)
+    started = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    check_settings(out, settings)
+    jobs = [(v, s) for s in settings.seeds for v in VARIANTS]
+    if not (out / "flops.json").is_file():
+        log("counting the FLOPs of a training step of each variant (once; about a minute)")
+    estimates = {v.name: estimate_seconds(v, settings, out) for v in VARIANTS}
+    records: dict[str, list[dict]] = {v.name: [] for v in VARIANTS}
+    ran, reused = [], []
+    todo = [(v, s) for v, s in jobs if not (run_dir_of(out, v, s) / "result.json").is_file()]
+    left = sum(estimates[v.name] for v, _ in todo)
+    log(f"{len(jobs)} runs, {len(jobs) - len(todo)} already done; estimated {left / 60:.0f} min for the rest")
+    done_estimate, done_actual = 0.0, 0.0
+    for i, (variant, seed) in enumerate(jobs, 1):
+        path = run_dir_of(out, variant, seed) / "result.json"
+        if path.is_file():
+            records[variant.name].append(json.loads(path.read_text()))
+            reused.append((variant.name, seed))
+            continue
+        tick = time.time()
+        record = run_one(variant, seed, settings, out, threads)
+        records[variant.name].append(record)
+        ran.append((variant.name, seed))
+        done_actual += time.time() - tick
+        done_estimate += estimates[variant.name]
+        left -= estimates[variant.name]
+        eta = left * done_actual / done_estimate
+        probes = ", ".join(f"{EVAL_SIZES[size][1]} px {TASK_LABELS[t]} {p} {acc:.1f}" for size, tasks in
+                           record["evals"].items() for t, by_probe in tasks.items() for p, acc in by_probe.items())
+        log(f"[{i}/{len(jobs)}] {variant.name} seed {seed}: pretraining {record['pretrain_seconds'] / 60:.1f} min, "
+            f"probes {record['probe_seconds'] / 60:.1f} min ({probes}) | elapsed {(time.time() - started) / 60:.1f} "
+            f"min, ETA {eta / 60:.0f} min")
+    section = render_section(records, settings, command, machine_line())
+    if results_md is not None:
+        write_section(results_md, section)
+        log(f"wrote the section '{SECTION_TITLE[3:]}' of {results_md}")
+    return {"records": records, "ran": ran, "reused": reused, "section": section}
+
+
+def run_dir_of(out: Path, variant: Variant, seed: int) -> Path:
+    """``out/<variant>/seed-<seed>``: the run's pretraining, probes and ``result.json``."""
+    return out / variant.name.replace(", ", "-").replace(" ", "-") / f"seed-{seed}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1 seed, light probe, smaller splits, 1/3 of the steps")
+    parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default: 0 1, or 0 with --quick)")
+    parser.add_argument("--out", help="run folder (default runs/ablations, runs/ablations-quick with --quick)")
+    parser.add_argument("--results-md", default="docs/results.md", help="section goes here; 'none' = do not write")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for this size)")
+    parser.add_argument("--estimate", action="store_true", help="print the plan and its time estimate; run nothing")
+    args = parser.parse_args(argv)
+    settings = QUICK if args.quick else FULL
+    if args.seeds:
+        settings = dataclasses.replace(settings, seeds=tuple(args.seeds))
+    out = Path(args.out or ("runs/ablations-quick" if args.quick else "runs/ablations"))
+    torch.set_num_threads(args.threads)
+    if args.estimate:
+        out.mkdir(parents=True, exist_ok=True)
+        check_settings(out, settings)  # the FLOP counts cached in out/ depend on the settings
+        total = 0.0
+        for variant in VARIANTS:
+            seconds = estimate_seconds(variant, settings, out) * len(settings.seeds)
+            total += seconds
+            steps = plan_steps(variant, settings, out)
+            print(f"{variant.name:24s} steps {sum(steps.values()):5d}  "
+                  f"GFLOP {train_flops(steps, variant_flops(variant, settings, out)) / 1e9:7.0f}  "
+                  f"~{seconds / 60:5.1f} min for {len(settings.seeds)} seed(s)")
+        print(f"total ~{total / 60:.0f} min")
+        return 0
+    results_md = None if args.results_md.lower() == "none" else Path(args.results_md)
+    command = " ".join(["python benchmarks/ablations.py", *(argv if argv is not None else sys.argv[1:])])
+    run_ablations(settings, out, results_md, args.threads, command)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
