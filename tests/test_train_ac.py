@@ -15,7 +15,7 @@ from vjepa2.world_model.envs.toy_push import ToyPushConfig
 from vjepa2.world_model.features import (build_feature_cache, encode_frames, feature_metadata, preprocess_frames,
                                          read_features)
 from vjepa2.world_model.train_ac import (ACLossConfig, ACObjective, FeatureWindows, load_ac_config, load_world_model,
-                                         rollout_errors, train_ac)
+                                         rms_scale, rollout_errors, train_ac)
 
 
 def small_encoder(seed=0):
@@ -160,6 +160,13 @@ def test_train_ac_cli_end_to_end(toy_data, tmp_path, one_thread):
     assert (out / "loss.png").is_file() and (out / "config.yaml").is_file()
     # The run's checkpoint is a complete world model: encoder rebuilt, predictor loaded.
     world = load_world_model(out)
+    # Input scales were set from the data (1 / RMS of the varying action / state entries) and saved.
+    from vjepa2.data.trajectories import find_trajectories, read_trajectory
+    trajs = [read_trajectory(t) for t in find_trajectories(toy_data / "data")]
+    acts = np.concatenate([t.actions for t in trajs])
+    moving = acts[:, acts.std(axis=0) > 1e-8]
+    assert world.predictor.config.action_scale == pytest.approx(1 / np.sqrt((moving ** 2).mean()), rel=0.5)
+    assert world.predictor.config.action_scale > 3  # toy-push steps are a few hundredths
     frames = np.zeros((2, 32, 32, 3), np.uint8)
     latents = world.encode(frames)
     assert latents.shape == (2, 4, 192)
@@ -249,3 +256,9 @@ def test_latent_bank_finds_exact_frames_and_can_exclude_a_trajectory(toy_data, t
     assert all(i != 2 for i, _ in bank.nearest(query, exclude_file=files[2]))
     frame = bank.frame(2, 3)
     assert frame.shape == (32, 32, 3) and frame.dtype == np.uint8
+
+
+def test_rms_scale_ignores_constant_columns():
+    values = torch.tensor([[0.1, 0.0, 5.0], [-0.1, 0.0, 5.0], [0.1, 0.0, 5.0]])
+    assert rms_scale(values) == pytest.approx(10.0)
+    assert rms_scale(torch.zeros(4, 3)) == 1.0

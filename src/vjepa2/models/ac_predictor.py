@@ -48,6 +48,11 @@ class ACPredictorConfig(TransformerConfig):
     ``residual`` (ours, off in the paper and the public weights): the output at step ``t`` is the
     input latent of step ``t`` plus the projection, whose weights start at zero, so an untrained
     model copies its input and training only has to learn what changes from one frame to the next.
+    ``action_scale`` / ``state_scale`` (ours, 1 in the public weights) multiply actions and states
+    before their Linear encoders. AdamW moves those weights by about ``lr`` per step whatever the
+    input's size, so with actions of size ~0.05 (metres, radians) the action's effect on the tokens
+    learns ~20x slower than with inputs of size ~1; ``vjepa2 train-ac`` sets the scales from the
+    training data (``model.action_scale`` / ``model.state_scale``).
     """
 
     enc_dim: int = 1408
@@ -56,9 +61,11 @@ class ACPredictorConfig(TransformerConfig):
     extrinsics_dim: int = 6
     use_extrinsics: bool = False
     residual: bool = False
+    action_scale: float = 1.0
+    state_scale: float = 1.0
 
     POSITIVE: ClassVar[tuple[str, ...]] = TransformerConfig.POSITIVE + (
-        "enc_dim", "action_dim", "state_dim", "extrinsics_dim")
+        "enc_dim", "action_dim", "state_dim", "extrinsics_dim", "action_scale", "state_scale")
 
     @property
     def reference_grid(self) -> int:
@@ -281,7 +288,8 @@ class ACPredictor(nn.Module):
                              f"use cache.expand({B}) first")
 
         x = self.predictor_embed(frames)  # (B, T, N, dim)
-        cond = [self.action_encoder(actions.to(x.dtype)), self.state_encoder(states.to(x.dtype))]
+        cond = [self.action_encoder(actions.to(x.dtype) * cfg.action_scale),
+                self.state_encoder(states.to(x.dtype) * cfg.state_scale)]
         if cfg.use_extrinsics:
             cond.append(self.extrinsics_encoder(extrinsics.to(x.dtype)))
         x = torch.cat([c.unsqueeze(2) for c in cond] + [x], dim=2)  # (B, T, cond + N, dim)

@@ -105,7 +105,11 @@ class ACModelConfig:
     with overrides. The defaults (tiny cut to 4 blocks of width 96, 2 heads) train on a CPU in
     minutes. ``action_dim``/``state_dim`` default to the data's. ``init_checkpoint``: start from
     these AC weights (e.g. a public V-JEPA 2-AC checkpoint). ``residual``: predict the change from
-    the current latent (see :class:`~vjepa2.models.ac_predictor.ACPredictorConfig`; not the paper's)."""
+    the current latent (see :class:`~vjepa2.models.ac_predictor.ACPredictorConfig`; not the paper's).
+    ``action_scale`` / ``state_scale``: factors applied to actions / states before their encoders;
+    null (default) = 1 / the root mean square of the training data's entries that vary (so inputs
+    reach the encoders at size ~1), or 1 when starting from ``init_checkpoint`` (public weights
+    were trained unscaled). The chosen values are stored with the predictor."""
 
     size: str = "tiny"
     dim: int | None = 96
@@ -117,18 +121,28 @@ class ACModelConfig:
     position: Literal["rope_compatible", "rope_rotary"] = "rope_compatible"
     activation_checkpointing: bool = False
     residual: bool = False
+    action_scale: float | None = None
+    state_scale: float | None = None
     init_checkpoint: str | None = None
 
     def validate(self) -> None:
         if self.size not in SIZES:
             raise ConfigError(f"model.size: unknown size {self.size!r}; choose one of {', '.join(SIZES)}")
+        for name in ("action_scale", "state_scale"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"model.{name} must be positive or null (from the data), got {value}")
 
-    def build(self, enc_dim: int, img_size: int, patch_size: int, action_dim: int, state_dim: int) -> ACPredictorConfig:
+    def build(self, enc_dim: int, img_size: int, patch_size: int, action_dim: int, state_dim: int,
+              action_scale: float = 1.0, state_scale: float = 1.0) -> ACPredictorConfig:
+        """The predictor config; ``action_scale``/``state_scale`` are used where the config leaves them null."""
         dims = {k: getattr(self, k) for k in ("dim", "depth", "heads", "mlp_hidden") if getattr(self, k)}
         return ac_predictor_config(self.size, enc_dim=enc_dim, **dims, action_dim=action_dim, state_dim=state_dim,
                                    extrinsics_dim=max(action_dim - 1, 1), img_size=img_size, patch_size=patch_size,
                                    position=self.position, activation_checkpointing=self.activation_checkpointing,
-                                   residual=self.residual)
+                                   residual=self.residual,
+                                   action_scale=self.action_scale or action_scale,
+                                   state_scale=self.state_scale or state_scale)
 
 
 @dataclass(frozen=True)
@@ -319,6 +333,25 @@ class FeatureWindows:
 # ------------------------------------------------------------------------------------------------
 
 
+def rms_scale(values: torch.Tensor) -> float:
+    """``1 / RMS`` of the entries of ``values (..., K)`` in the columns that vary (1 if none vary)."""
+    flat = values.reshape(-1, values.shape[-1]).double()
+    varying = flat.std(dim=0) > 1e-8 if len(flat) > 1 else torch.zeros(flat.shape[1], dtype=torch.bool)
+    if not varying.any():
+        return 1.0
+    rms = float(flat[:, varying].pow(2).mean().sqrt())
+    return 1.0 / rms if rms > 0 else 1.0
+
+
+def input_scales(windows: FeatureWindows, count: int = 512) -> dict[str, float]:
+    """``action_scale`` / ``state_scale`` from up to ``count`` training windows, evenly spaced (no RNG)."""
+    picks = np.unique(np.linspace(0, len(windows) - 1, min(count, len(windows))).astype(int))
+    read = [read_features(windows.files[f], s, s + windows.clip_steps)
+            for f, s in (windows.index[int(i)] for i in picks)]
+    return {"action_scale": rms_scale(torch.cat([w["actions"] for w in read])),
+            "state_scale": rms_scale(torch.cat([w["states"] for w in read]))}
+
+
 def _virtual_layout(cfg: ACTrainConfig, env: dist_utils.DistEnv) -> int:
     parts = env.world_size * cfg.optim.grad_accumulation
     if cfg.batch_size % parts:
@@ -398,10 +431,12 @@ def _run(cfg: ACTrainConfig, resume: bool, env: dist_utils.DistEnv) -> ACRunSumm
         say(f"skipped {skipped.path}: {skipped.reason}")
     windows = FeatureWindows(features.files, cfg.data.clip_steps)
     sample = read_features(features.files[0], 0, 2)
+    scales = ({"action_scale": 1.0, "state_scale": 1.0} if cfg.model.init_checkpoint
+              else input_scales(windows))
     predictor_cfg = cfg.model.build(enc_dim=sample["features"].shape[-1], img_size=cfg.encoder.img_size,
                                     patch_size=patch_size,
                                     action_dim=_data_dim(cfg.model.action_dim, sample["actions"], "action"),
-                                    state_dim=_data_dim(cfg.model.state_dim, sample["states"], "state"))
+                                    state_dim=_data_dim(cfg.model.state_dim, sample["states"], "state"), **scales)
 
     torch.manual_seed(cfg.seed)
     predictor = ACPredictor(predictor_cfg)
