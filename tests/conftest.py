@@ -12,3 +12,13 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: one torch thread is fastest, and immune to other processes competing for the cores.
+    Use per test (an argument) or per file (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from vjepa2.evals.probe import GridConfig
 from vjepa2.evals.toy import ToyConfig
@@ -26,12 +25,7 @@ def ablations():
     sys.modules.pop("ablations", None)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def micro_settings(ablations, seeds=(0,)):

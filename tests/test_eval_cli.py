@@ -11,12 +11,7 @@ from vjepa2.models import VisionEncoder, encoder_config
 from vjepa2.weights import save_public
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -21,13 +21,7 @@ from vjepa2.models.probe import probe_config
 from vjepa2.weights import save_public
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny matrices: a second OpenMP thread only adds synchronisation (badly so on a busy machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_encoder(seed=0):

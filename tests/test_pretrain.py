@@ -14,13 +14,7 @@ from vjepa2.train.config import load_pretrain_config
 from vjepa2.train.pretrain import TRAIN_STATE_KEY, TrainingDiverged, pretrain
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: one thread is fastest, and immune to other processes competing for the cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _losses(out_dir):

@@ -11,12 +11,7 @@ from vjepa2.train import pretrain as pretrain_module
 from vjepa2.train.pretrain import JEPA, pretrain, target_feature_rank
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _reference_rank(features: torch.Tensor) -> float:

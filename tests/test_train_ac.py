@@ -106,15 +106,6 @@ def test_objective_is_teacher_forcing_plus_rollout_l1():
     torch.testing.assert_close(l2.loss, ((tf - h[:, 1:]) ** 2).mean() / 2)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny ops on a shared, loaded machine run far faster on one thread than on two waiting for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_objective_learns_to_use_the_actions(one_thread):
     """On data where the next latent is the current one shifted by the action, 150 steps drive
     the loss far below what an action-blind guess (copy the current latent) reaches."""
