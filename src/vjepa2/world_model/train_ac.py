@@ -650,8 +650,9 @@ def rollout_errors(predictor: ACPredictor, files: list[Path], horizons=(1, 2, 4,
     of the cached trajectories ``files``, for:
 
     - ``model``: the rollout from one true frame under the recorded actions;
-    - ``shuffled``: the same under another window's actions (a model that ignores its actions
-      scores the same as ``model``; one that uses them, worse);
+    - ``shuffled``: the same under the actions of the window half a batch away (as a rule another
+      trajectory; a model that ignores its actions scores the same as ``model``; one that uses
+      them, worse);
     - ``copy``: the current latent as the prediction for every future step.
 
     States after the first come from ``state_update(state, action)`` (as when planning; e.g.
@@ -676,7 +677,10 @@ def rollout_errors(predictor: ACPredictor, files: list[Path], horizons=(1, 2, 4,
         states = torch.stack([w["states"] for w in windows]).to(device)[:, :longest]
         if state_update is not None:
             states = states[:, :1]
-        shuffled = actions.roll(1, dims=0) if len(windows) > 1 else actions.flip(1)
+        # Windows of a batch are consecutive starts, mostly of the same trajectory: rolling by one would
+        # hand each window its own actions shifted by one step (equal most of the time under a sticky
+        # policy). Half a batch away lies, as a rule, another trajectory.
+        shuffled = actions.roll(len(windows) // 2, dims=0) if len(windows) > 1 else actions.flip(1)
         imagined = {"model": predictor.rollout(h[:, :1], actions, states, state_update=state_update),
                     "shuffled": predictor.rollout(h[:, :1], shuffled, states, state_update=state_update),
                     "copy": h[:, :1].expand(-1, longest, -1, -1)}
