@@ -50,7 +50,7 @@ def warn_if_slow_bf16(device: torch.device | str) -> bool:
 def _warn_slow_bf16() -> None:
     warnings.warn("bf16 was asked for on a CPU without native bf16 instructions (no AVX512-BF16 / AMX): "
                   "PyTorch emulates it, 50-100x slower than fp32. Use dtype fp32 on this machine "
-                  "(bf16 pays off on CUDA and on CPUs with AVX512-BF16 or AMX).", RuntimeWarning, stacklevel=3)
+                  "(bf16 pays off on CUDA and on CPUs with AVX512-BF16 or AMX).", RuntimeWarning, stacklevel=4)
 
 
 def autocast(device: torch.device | str, dtype: str) -> ContextManager:
