@@ -434,7 +434,7 @@ class LatentPlanner:
 
     @torch.no_grad()
     def imagine(self, context: PlanContext, actions: torch.Tensor) -> torch.Tensor:
-        """Roll every candidate out in one batched, KV-cached pass.
+        """Roll every candidate out in one batched pass (KV-cached from the second imagined step on).
 
         Args:
             actions: ``(S, H, A)`` model-space action sequences.
@@ -446,9 +446,12 @@ class LatentPlanner:
         frames = context.last_frame[None].expand(samples, -1, -1, -1)  # (S, 1, N, D)
         states = context.last_state[None].expand(samples, -1, -1)  # (S, 1, S_dim)
         cache = None if context.cache is None else context.cache.expand(samples)
+        # One imagined step from one observed frame reuses nothing: building a cache would only cost.
+        use_cache = cache is not None or actions.shape[1] > 1
         with self._autocast():
             return self.predictor.rollout(frames, actions.to(frames.device).float(), states,
-                                          state_update=self.state_update, grid=context.grid, cache=cache)
+                                          state_update=self.state_update, grid=context.grid,
+                                          use_cache=use_cache, cache=cache)
 
     def energies(self, context: PlanContext, goal: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Energy of each candidate: mean L1 between imagined and goal latents.
