@@ -377,7 +377,10 @@ class ACPredictor(nn.Module):
 
         outputs = []
         if use_cache:
-            cache = self.new_cache() if cache is None else cache.fork()
+            if cache is not None:
+                cache = cache.fork()
+            elif total > T0:  # a new cache pays only when later imagined steps read it
+                cache = self.new_cache()
             # The last observed step's output is the first imagined frame; each imagined frame
             # is then fed back as one new step on top of the cache.
             last = self(frames, cache=cache, **cond(slice(0, T0)))[:, -1]

@@ -446,12 +446,9 @@ class LatentPlanner:
         frames = context.last_frame[None].expand(samples, -1, -1, -1)  # (S, 1, N, D)
         states = context.last_state[None].expand(samples, -1, -1)  # (S, 1, S_dim)
         cache = None if context.cache is None else context.cache.expand(samples)
-        # One imagined step from one observed frame reuses nothing: building a cache would only cost.
-        use_cache = cache is not None or actions.shape[1] > 1
         with self._autocast():
             return self.predictor.rollout(frames, actions.to(frames.device).float(), states,
-                                          state_update=self.state_update, grid=context.grid,
-                                          use_cache=use_cache, cache=cache)
+                                          state_update=self.state_update, grid=context.grid, cache=cache)
 
     def energies(self, context: PlanContext, goal: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Energy of each candidate: mean L1 between imagined and goal latents.
