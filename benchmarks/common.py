@@ -134,11 +134,11 @@ def machine_line() -> str:
             f"CPU count {os.cpu_count()}, 1-min load average {load:.2f}")
 
 
-def cpu_bf16_rows(requested: bool, force: bool = False) -> bool:
+def cpu_bf16_rows(force: bool = False) -> bool:
     """Whether to time bf16 on the CPU: only where it is native (else emulated, 50-100x slower than
     fp32: a 1.6 TFLOP ViT-L forward would take half an hour). Prints the measured reason when skipping."""
-    if not requested or force or cpu_has_native_bf16():
-        return requested
+    if force or cpu_has_native_bf16():
+        return True
     rate = matmul_peak(torch.bfloat16, n=256, repeats=3)
     print(f"bf16 rows skipped: this CPU has no native bf16 (no AVX512-BF16 / AMX), a 256 x 256 bf16 matmul "
           f"runs at {rate:.1f} GFLOP/s (emulated); --force-bf16 times them anyway")

@@ -71,7 +71,7 @@ def main() -> None:
         return hf.get_vision_features(video)
 
     print(machine_line())
-    with_bf16 = cpu_bf16_rows(True, force=args.force_bf16)
+    with_bf16 = cpu_bf16_rows(force=args.force_bf16)
     peak32 = matmul_peak(torch.float32)
     peak16 = matmul_peak(torch.bfloat16) if with_bf16 else float("nan")
     print(f"matmul peak: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s")
@@ -83,8 +83,9 @@ def main() -> None:
     parity = ((ref - hf_out).norm() / hf_out.norm()).item()
     bf16_err = ((ours_bf16().float() - ref).norm() / ref.norm()).item() if with_bf16 else float("nan")
 
-    variants = [("transformers fp32 (sdpa)", hf_fp32, peak32), ("ours fp32", ours_fp32, peak32),
-                ("ours bf16 (autocast)", ours_bf16, peak16)][:3 if with_bf16 else 2]
+    variants = [("transformers fp32 (sdpa)", hf_fp32, peak32), ("ours fp32", ours_fp32, peak32)]
+    if with_bf16:
+        variants.append(("ours bf16 (autocast)", ours_bf16, peak16))
     times = {name: median_time(fn, repeats=args.repeats, warmup=1) for name, fn, _ in variants}
     base = times["transformers fp32 (sdpa)"]
     rows = []

@@ -94,7 +94,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     print(machine_line())
-    with_bf16 = cpu_bf16_rows(True, force=args.force_bf16)
+    with_bf16 = cpu_bf16_rows(force=args.force_bf16)
     peaks = {"fp32": matmul_peak(torch.float32, n=2048),
              "bf16": matmul_peak(torch.bfloat16, n=2048) if with_bf16 else float("nan")}
     print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")

@@ -23,12 +23,11 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import count_flops, cpu_bf16_rows, machine_line, print_table  # noqa: E402
+from common import count_flops, cpu_bf16_rows, machine_line, median_time, print_table  # noqa: E402
 
 from vjepa2.config import from_dict  # noqa: E402
 from vjepa2.train import distributed as dist_utils  # noqa: E402
@@ -74,18 +73,12 @@ def encoder_tokens(cfg: PretrainConfig, batch) -> tuple[int, int]:
     return sum(int(c.numel()) for c, _ in batch.masks), full
 
 
-def _seconds(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def timing(args) -> None:
     """Interleaved rounds: in each round every (mode, dtype) step runs once, next to a fp32 and a bf16
     matmul; percentages and speed-ups are per-round ratios (robust to the load of a shared machine)."""
     n = 2048
     dtypes = ["fp32", "bf16"] if args.dtype == "both" else [args.dtype]
-    if "bf16" in dtypes and not cpu_bf16_rows(True, force=args.force_bf16):
+    if "bf16" in dtypes and not cpu_bf16_rows(force=args.force_bf16):
         dtypes.remove("bf16")
     torch_dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     mats = {d: (torch.randn(n, n).to(torch_dtypes[d]), torch.randn(n, n).to(torch_dtypes[d])) for d in dtypes}
@@ -107,8 +100,8 @@ def timing(args) -> None:
     peaks = {d: [] for d in dtypes}
     for _ in range(args.repeats):
         for v in variants:
-            seconds = _seconds(v["step"])
-            peak = 2 * n**3 / _seconds(peak_fns[v["dtype"]]) / 1e9
+            seconds = median_time(v["step"], repeats=1, warmup=0)
+            peak = 2 * n**3 / median_time(peak_fns[v["dtype"]], repeats=1, warmup=0) / 1e9
             peaks[v["dtype"]].append(peak)
             v["times"].append(seconds)
             v["pct"].append(100 * v["flops"] / seconds / 1e9 / peak)
