@@ -431,8 +431,9 @@ def _run(cfg: ACTrainConfig, resume: bool, env: dist_utils.DistEnv) -> ACRunSumm
         say(f"skipped {skipped.path}: {skipped.reason}")
     windows = FeatureWindows(features.files, cfg.data.clip_steps)
     sample = read_features(features.files[0], 0, 2)
-    scales = ({"action_scale": 1.0, "state_scale": 1.0} if cfg.model.init_checkpoint
-              else input_scales(windows))
+    given = cfg.model.action_scale is not None and cfg.model.state_scale is not None
+    scales = ({"action_scale": 1.0, "state_scale": 1.0} if cfg.model.init_checkpoint or given
+              else input_scales(windows))  # build() keeps the configured values over these
     predictor_cfg = cfg.model.build(enc_dim=sample["features"].shape[-1], img_size=cfg.encoder.img_size,
                                     patch_size=patch_size,
                                     action_dim=_data_dim(cfg.model.action_dim, sample["actions"], "action"),
