@@ -188,9 +188,14 @@ class Settings:
         return self.light_grid if probe == "light" else self.full_grid
 
     def identity(self) -> dict:
-        """Everything a finished run depends on (the seeds may grow between re-runs)."""
+        """Everything a finished run depends on (the seeds may grow between re-runs), including the
+        recipe's current settings: a run folder made with an older ``tiny`` recipe is not reused."""
+        from vjepa2.config import to_dict
+        from vjepa2.train.config import load_pretrain_config
+
         data = dataclasses.asdict(self)
         data.pop("seeds")
+        data["recipe"] = {"name": RECIPE, "settings": to_dict(load_pretrain_config(RECIPE))}
         return json.loads(json.dumps(data))
 
 

@@ -1,14 +1,19 @@
-"""`vjepa2 demo`: every stage setting is valid for its command, the report renders, and (slow) the
-quick demo runs end to end and a second run reuses every stage."""
+"""`vjepa2 demo`: every stage setting is valid for its command, the report renders, stale stages
+are redone, and (slow) the quick demo runs end to end and a second run reuses every stage."""
 
+import dataclasses
 import json
 import shlex
 
 import pytest
+import yaml
 
+import vjepa2.demo as demo_module
 from vjepa2.cli import build_parser, main
-from vjepa2.config import ConfigError, apply_overrides, from_dict
-from vjepa2.demo import FULL, QUICK, DemoSettings, StageRecord, reproduce_commands, write_report
+from vjepa2.config import ConfigError, apply_overrides, from_dict, to_dict
+from vjepa2.demo import (FULL, QUICK, STAGES, Demo, DemoSettings, StageRecord, changed_settings, reproduce_commands,
+                         write_report)
+from vjepa2.train.config import load_pretrain_config
 
 
 @pytest.mark.parametrize("settings", [FULL, QUICK], ids=["full", "quick"])
@@ -70,6 +75,60 @@ def test_report_holds_the_tables_and_pictures(tmp_path):
     assert "| pretrained | 41.5% |" in readme and "vjepa2 plan-eval --run" in readme
     assert "| 1 | 0.0200 | 0.0300 | 0.0400 | 0.50 |" in readme  # model, shuffled actions, copy, ratio
     assert "4.1 minutes of stage time" in readme
+
+
+def test_changed_settings_names_what_differs_from_the_saved_config(tmp_path):
+    cfg = load_pretrain_config("tiny")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
+    assert changed_settings(tmp_path, cfg) == []
+    assert changed_settings(tmp_path, dataclasses.replace(cfg, threads=2, output_dir="elsewhere")) == []
+    older = load_pretrain_config("tiny", ["optim.lr=1e-3", "ema=[0.996,0.996]", "phases.constant.iterations=7"])
+    assert changed_settings(tmp_path, older) == ["ema", "optim.lr", "phases"]
+    assert changed_settings(tmp_path / "no-run-here", cfg) == []
+
+
+class FakeStages(Demo):
+    """Stages that note whether their output survived until they were called, and (like the real
+    ones) run when it did not; those in ``remade`` run anyway."""
+
+    def __init__(self, work, remade):
+        super().__init__(work, work / "report", QUICK, progress=False)
+        self.remade, self.found = remade, {}
+
+    def _stage(self, name):
+        self.found[name] = (self.path(name) / "output").is_file()
+        self.path(name).mkdir(parents=True, exist_ok=True)
+        (self.path(name) / "output").write_text("x")
+        return ("ran" if name in self.remade or not self.found[name] else "reused"), {}
+
+    def pretrain(self):
+        return self._stage("pretrain")
+
+    def probe(self):
+        return self._stage("probe")
+
+    def collect(self):
+        return self._stage("collect")
+
+    def train_ac(self):
+        return self._stage("train-ac")
+
+    def plan(self):
+        return self._stage("plan")
+
+
+def test_stages_downstream_of_a_remade_one_are_redone(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo_module, "write_report", lambda *args, **kwargs: tmp_path / "index.html")
+    for stage in STAGES:
+        (tmp_path / stage).mkdir()
+        (tmp_path / stage / "output").write_text("old")
+    demo = FakeStages(tmp_path, remade={"collect"})
+    demo.run()
+    # collect ran again, so the world model trained on its trajectories and the plans made with it go
+    assert demo.found == {"pretrain": True, "probe": True, "collect": True, "train-ac": False, "plan": False}
+    demo = FakeStages(tmp_path, remade={"pretrain"})
+    demo.run()
+    assert demo.found == {"pretrain": True, "probe": False, "collect": True, "train-ac": False, "plan": False}
 
 
 @pytest.mark.slow

@@ -106,6 +106,28 @@ def test_objective_is_teacher_forcing_plus_rollout_l1():
     torch.testing.assert_close(l2.loss, ((tf - h[:, 1:]) ** 2).mean() / 2)
 
 
+def test_change_weight_puts_the_loss_on_tokens_that_change():
+    """loss.change_weight: token weights follow the target's change from the previous frame (mean 1
+    per frame), and the weighted loss is their weighted mean of the plain per-token errors."""
+    torch.manual_seed(0)
+    predictor = tiny_predictor()
+    feats, actions, states = torch.randn(2, 3, 4, 24), torch.randn(2, 2, 7), torch.randn(2, 3, 7)
+    feats[:, 1, 1:] = feats[:, 0, 1:]  # frame 0 -> 1: only token 0 changes
+    plain = ACObjective(predictor, ACLossConfig(rollout_steps=0))
+    weighted = ACObjective(predictor, ACLossConfig(rollout_steps=0, change_weight=3.0))
+    h = normalize_latents(feats)
+    w = weighted.change_weights(h)
+    assert w.shape == (2, 2, 4)
+    torch.testing.assert_close(w.mean(-1), torch.ones(2, 2))
+    # token 0 holds all the change: weight (1 + 3 * 4) / (4 + 3 * 4) * 4 = 3.25, the others 0.25
+    torch.testing.assert_close(w[:, 0], torch.tensor([3.25, 0.25, 0.25, 0.25]).expand(2, 4))
+    assert plain.change_weights(h) is None
+    z = normalize_latents(predictor(h[:, :-1], actions, states[:, :-1]))
+    per_token = (z - h[:, 1:]).abs().mean(-1)
+    torch.testing.assert_close(weighted(feats, actions, states).loss, (w * per_token).mean())
+    torch.testing.assert_close(plain(feats, actions, states).loss, per_token.mean())
+
+
 def test_objective_learns_to_use_the_actions(one_thread):
     """On data where the next latent is the current one shifted by the action, 150 steps drive
     the loss far below what an action-blind guess (copy the current latent) reaches."""

@@ -2,7 +2,7 @@
 
 ::
 
-    vjepa2 demo                 # about 20 minutes on 2 cores; report in demo-report/index.html
+    vjepa2 demo                 # about 15 minutes on 2 cores; report in demo-report/index.html
     vjepa2 demo --quick         # a 3-minute smoke version (tiny sizes; numbers mean little)
     vjepa2 demo --fresh         # redo every stage instead of reusing what a previous run left
 
@@ -36,10 +36,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vjepa2.config import ConfigError, from_dict
+import yaml
+
+from vjepa2.config import ConfigError, from_dict, to_dict
 from vjepa2.train.checkpoint import CheckpointDir, atomic_write, atomic_write_text
 
 STAGES = ("pretrain", "probe", "collect", "train-ac", "plan")
+#: The stages whose outputs each stage reads: when one of them runs again, so does the stage.
+DEPENDS_ON = {"probe": ("pretrain",), "train-ac": ("pretrain", "collect"), "plan": ("train-ac",)}
+#: Config keys that do not change a run's result (a difference in them does not redo a stage).
+RESULT_NEUTRAL = ("output_dir", "threads", "device", "log", "checkpoint", "data.num_workers")
 
 
 @dataclass(frozen=True)
@@ -84,11 +90,12 @@ FULL = from_dict(DemoSettings, {
     "probe": ["toy.train_size=480", "toy.val_size=240", "grid.lrs=[3e-3,1e-3]", "grid.weight_decays=[0.01]",
               "grid.epochs=10", "clips.frames=16", "variant=light", "heads=4"],
     "episodes": 150, "episode_steps": 24, "heldout_episodes": 10,
-    # train-ac's own model and optimiser defaults, fewer steps, and the residual (predict-the-change)
-    # output: at this budget it takes the world model from 1.37x to 0.99x the copy baseline's error one
-    # step ahead (docs/results.md, "World model").
-    "train_ac": ["schedule.iterations=1200", "schedule.warmup=50", "schedule.cooldown=300", "checkpoint.every=400",
-                 "model.residual=true"],
+    # train-ac's own model and optimiser defaults, fewer steps, the residual (predict-the-change)
+    # output and the loss weighted towards the tokens that change: without the last two the world
+    # model ignores its actions at this budget and plans no better than random actions
+    # (docs/results.md, "World model" and "Planning").
+    "train_ac": ["schedule.iterations=3000", "schedule.warmup=50", "schedule.cooldown=750", "checkpoint.every=500",
+                 "model.residual=true", "loss.change_weight=3"],
     "rollout_horizons": [1, 2, 4, 8],
     "plan": ["pairs=30", "goal_steps=6", "mpc.steps_per_goal=15", "planner.samples=64", "planner.iterations=3",
              "planner.elites=8", "planner.horizon=2", "planner.constraint=box"],
@@ -101,7 +108,8 @@ QUICK = from_dict(DemoSettings, {
               "grid.epochs=2", "clips.frames=8", "variant=light", "heads=4"],
     "episodes": 16, "episode_steps": 10, "heldout_episodes": 2,
     "train_ac": ["schedule.iterations=30", "schedule.warmup=5", "schedule.cooldown=5", "batch_size=16",
-                 "checkpoint.every=30", "data.clip_steps=4", "loss.rollout_steps=2", "model.depth=2"],
+                 "checkpoint.every=30", "data.clip_steps=4", "loss.rollout_steps=2", "model.depth=2",
+                 "model.residual=true", "loss.change_weight=3"],
     "rollout_horizons": [1, 2],
     "plan": ["pairs=5", "goal_steps=6", "mpc.steps_per_goal=6", "planner.samples=32", "planner.iterations=2",
              "planner.elites=4", "planner.constraint=box", "landscape_grid=11"],
@@ -145,10 +153,17 @@ class Demo:
         started = time.perf_counter()
         steps = [("pretrain", self.pretrain), ("probe", self.probe), ("collect", self.collect),
                  ("train-ac", self.train_ac), ("plan", self.plan)]
+        ran: set[str] = set()
         for number, (name, stage) in enumerate(steps, 1):
             self._say(f"[{number}/{len(steps) + 1}] {name} ({time.perf_counter() - started:.0f} s so far)")
+            inputs_changed = [d for d in DEPENDS_ON.get(name, ()) if d in ran]
+            if inputs_changed and self.path(name).exists():
+                self._say(f"    {name}: redone, its input ({', '.join(inputs_changed)}) was made again")
+                shutil.rmtree(self.path(name))
             tick = time.perf_counter()
             status, detail = stage()
+            if status == "ran":
+                ran.add(name)
             seconds = time.perf_counter() - tick
             timing = self.path(name) / "demo-stage-seconds.txt"  # so a later report still shows the cost
             if status == "ran":
@@ -165,6 +180,15 @@ class Demo:
     def _say(self, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
+    def _drop_if_settings_changed(self, stage: str, config) -> None:
+        """Delete ``stage``'s output when an earlier run made it with other settings (e.g. a newer
+        version of the recipe), so that it is trained again instead of silently reused."""
+        changed = changed_settings(self.path(stage), config)
+        if changed:
+            shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+            self._say(f"    {stage}: redone, {self.path(stage)} was made with other settings ({shown})")
+            shutil.rmtree(self.path(stage))
+
     # -- stages --------------------------------------------------------------------------------------
 
     def pretrain(self) -> tuple[str, dict]:
@@ -173,6 +197,7 @@ class Demo:
 
         out = self.path("pretrain")
         cfg = dataclasses.replace(load_pretrain_config("tiny", self.settings.pretrain), output_dir=str(out))
+        self._drop_if_settings_changed("pretrain", cfg)
         total = cfg.total_iterations
         status = "reused"
         if not any(step == total for step, _ in CheckpointDir(out / "checkpoints").steps()):
@@ -237,6 +262,7 @@ class Demo:
         cfg = load_ac_config(None, (f"encoder.weights={self.encoder_checkpoint}", "encoder.img_size=64",
                                     *self.settings.train_ac),
                              **{"data.trajectories": str(self.path("collect")), "output_dir": str(out)})
+        self._drop_if_settings_changed("train-ac", cfg)
         total = cfg.schedule.iterations
         status = "reused"
         if not any(step == total for step, _ in CheckpointDir(out / "checkpoints").steps()):
@@ -273,6 +299,29 @@ class Demo:
                            "files": [f for f in data["files"] if f.endswith((".png", ".gif"))],
                            "planner": data["config"]["planner"], "mpc": data["config"]["mpc"]}
         return status, {"tasks": tasks}
+
+
+def changed_settings(run_dir: str | Path, config) -> list[str]:
+    """Dotted keys whose value in ``run_dir/config.yaml`` (the config an earlier run saved) differs
+    from ``config`` (a typed config), leaving out :data:`RESULT_NEUTRAL` keys; [] without a saved config."""
+    saved = Path(run_dir) / "config.yaml"
+    if not saved.is_file():
+        return []
+    old = yaml.safe_load(saved.read_text()) or {}
+    new = json.loads(json.dumps(to_dict(config)))  # tuples -> lists, as the YAML file has them
+    changed: list[str] = []
+
+    def walk(a, b, prefix: str) -> None:
+        if prefix.rstrip(".") in RESULT_NEUTRAL:
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                walk(a.get(key), b.get(key), f"{prefix}{key}.")
+        elif a != b:
+            changed.append(prefix.rstrip("."))
+
+    walk(old, new, "")
+    return changed
 
 
 def _existing(path: Path) -> str | None:
