@@ -177,7 +177,7 @@ class Settings:
     light_grid: GridConfig = field(default_factory=lambda: GridConfig(
         lrs=(1e-2, 3e-3), weight_decays=(0.01,), epochs=8, batch_size=16))
     full_grid: GridConfig | None = field(default_factory=lambda: GridConfig(
-        lrs=(1e-3,), weight_decays=(0.01,), epochs=2, warmup_epochs=0.25, batch_size=16))
+        lrs=(1e-2,), weight_decays=(0.01,), epochs=4, warmup_epochs=0.25, batch_size=16, block_lr_scale=0.01))
     flops_batches: int = 3
 
     @property
@@ -444,9 +444,9 @@ def render_section(records: dict[str, list[dict]], settings: Settings, command: 
              f"(cross-attention only): {len(settings.light_grid.lrs)} lr x {len(settings.light_grid.weight_decays)} "
              f"wd, {settings.light_grid.epochs} epochs"
              + (f"; full probe (3 self-attention blocks + cross-attention): {len(full.lrs)} lr x "
-                f"{len(full.weight_decays)} wd, {full.epochs} epochs. The full probe is far from trained at this "
-                f"budget (it stayed at chance on a random-init encoder in calibration), so read its rows as a "
-                f"check, not a result" if full else
+                f"{len(full.weight_decays)} wd, {full.epochs} epochs, its self-attention blocks at "
+                f"{full.block_lr_scale:g} x the lr; a short run for a probe of this size, so read its rows "
+                f"next to the light probe's" if full else
                 " (quick mode: light probe only, smaller splits and fewer steps than the full run)")
              + "; best of the grid on validation.",
              f"- **Numbers**: top-1 accuracy (%) on validation, mean ± sample standard deviation over "

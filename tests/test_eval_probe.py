@@ -71,6 +71,26 @@ def test_grid_trains_each_probe_with_its_own_hyperparameters():
     assert all(g["weight_decay"] == 0 for g in groups[1::2])  # biases / norms / 1-D parameters
 
 
+def test_block_lr_scale_sets_the_self_attention_blocks_own_rate():
+    features = random_features(n=16)
+    cfg = probe_config(48, 5, "full", heads=4)
+    frozen = ProbeGrid(cfg, GridConfig(lrs=(3e-3,), weight_decays=(0.1,), epochs=1, batch_size=8,
+                                       block_lr_scale=0.0), seed=1)
+    before = {n: p.detach().clone() for n, p in frozen.probes[0].named_parameters()}
+    frozen.train(features, progress=False)
+    after = dict(frozen.probes[0].named_parameters())
+    assert all(torch.equal(before[n], after[n]) for n in before if n.startswith("blocks."))
+    assert not torch.equal(before["cross_block.xattn.q.weight"], after["cross_block.xattn.q.weight"])
+    scaled = ProbeGrid(cfg, GridConfig(lrs=(3e-3, 1e-3), weight_decays=(0.1,), block_lr_scale=0.5), seed=1)
+    for probe, (lr, _) in zip(scaled.probes, scaled.grid.hparams):
+        block_params = {id(p) for p in probe.blocks.parameters()}
+        for group in scaled.optimizer.param_groups:
+            if any(id(p) in block_params for p in group["params"]):
+                assert all(id(p) in block_params for p in group["params"]) and group["peak_lr"] == 0.5 * lr
+    with pytest.raises(Exception, match="block_lr_scale"):
+        probe_eval_config({"dataset": "toy-ssv2", "encoder": "random:tiny", "grid": {"block_lr_scale": -1}})
+
+
 def test_grid_learns_a_separable_task():
     features = random_features(n=80, classes=3)
     grid = ProbeGrid(probe_config(48, 3, "light"), GridConfig(lrs=(3e-3,), weight_decays=(0.01,), epochs=15,
