@@ -139,12 +139,15 @@ class ProbeGrid:
         self.probes = [copy.deepcopy(base).to(device) for _ in grid.hparams]
         groups = []
         for probe, (lr, wd) in zip(self.probes, grid.hparams):
-            in_blocks = {id(p) for p in probe.blocks.parameters()}
-            for params, peak in (([p for p in probe.parameters() if id(p) not in in_blocks], lr),
-                                 (list(probe.blocks.parameters()), lr * grid.block_lr_scale)):
-                for group, decay in (([p for p in params if p.ndim >= 2], wd), ([p for p in params if p.ndim < 2], 0.0)):
+            blocks = list(probe.blocks.parameters())  # empty for the light probe
+            in_blocks = {id(p) for p in blocks}
+            others = [p for p in probe.parameters() if id(p) not in in_blocks]
+            for params, peak in ((others, lr), (blocks, lr * grid.block_lr_scale)):
+                decay = [p for p in params if p.ndim >= 2]
+                no_decay = [p for p in params if p.ndim < 2]
+                for group, group_wd in ((decay, wd), (no_decay, 0.0)):
                     if group:
-                        groups.append({"params": group, "lr": peak, "weight_decay": decay, "peak_lr": peak})
+                        groups.append({"params": group, "lr": peak, "weight_decay": group_wd, "peak_lr": peak})
         self.optimizer = torch.optim.AdamW(groups, betas=grid.betas)
         self.device = torch.device(device)
         self.train_losses: list[float] = [float("nan")] * len(self.probes)
