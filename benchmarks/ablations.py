@@ -65,6 +65,7 @@ from vjepa2.evals.toy import ToyConfig, ToyTask  # noqa: E402
 from vjepa2.models.probe import probe_config  # noqa: E402
 
 SECTION_TITLE = "## Ablations (toy scale)"
+FIGURE_NAME = "ablations.png"  # next to the section, in the img/ folder beside the Markdown file
 RECIPE = "tiny"
 TASKS = ("toy-ssv2", "toy-appearance")
 TASK_LABELS = {"toy-ssv2": "toy-SSv2", "toy-appearance": "appearance"}
@@ -422,8 +423,10 @@ def _pm(mean: float, std: float | None, digits: int = 1) -> str:
     return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
 
 
-def render_section(records: dict[str, list[dict]], settings: Settings, command: str, machine: str) -> str:
-    """The section (title line included) from ``records[variant] = [record per seed]``."""
+def render_section(records: dict[str, list[dict]], settings: Settings, command: str, machine: str,
+                   figure: str | None = None) -> str:
+    """The section (title line included) from ``records[variant] = [record per seed]``; ``figure``:
+    a link (relative to the Markdown file) to :func:`plot_comparisons`' picture, shown above the tables."""
     n_seeds = len(settings.seeds)
     full = settings.full_grid
     hours = sum(r["seconds_this_run"] for runs in records.values() for r in runs) / 3600
@@ -456,6 +459,8 @@ def render_section(records: dict[str, list[dict]], settings: Settings, command: 
              + (" (with so few seeds the seed error is itself uncertain: read 'moderate' as 'suggestive')"
                 if n_seeds <= 3 else "") + ". A claim is tested at the size named in its 'Overall' line.",
              ""]
+    if figure:
+        lines += [f"![every probe accuracy of the ablations, per comparison]({figure})", ""]
     for comparison in COMPARISONS:
         lines += _render_comparison(comparison, records, settings)
     return "\n".join(lines).rstrip("\n") + "\n"
@@ -514,6 +519,46 @@ def _render_comparison(comparison: Comparison, records: dict[str, list[dict]], s
     return lines
 
 
+CHANCE = {"toy-ssv2": 100 / 12, "toy-appearance": 100 / 8}  # top-1 of a uniform guess, %
+
+
+def plot_comparisons(records: dict[str, list[dict]], settings: Settings, path: Path) -> Path:
+    """One panel per comparison: for each metric a group of bars (one per variant, the mean over
+    seeds, ± the seeds' standard deviation), each seed's accuracy as a dot, chance as a dashed line."""
+    from vjepa2.plotting import pyplot, save_png
+
+    plt = pyplot()
+    cols = 2
+    rows = math.ceil(len(COMPARISONS) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 3.6 * rows), dpi=100, squeeze=False)
+    for ax, comparison in zip(axes.flat, COMPARISONS):
+        metrics = metrics_of(comparison.evals, settings)
+        names = [name for name, _ in comparison.columns]
+        width = 0.8 / len(names)
+        for j, name in enumerate(names):
+            xs = [i + (j - (len(names) - 1) / 2) * width for i in range(len(metrics))]
+            per_metric = [[r["evals"][m[0]][m[1]][m[2]] for r in records[name]] for m in metrics]
+            stats = [mean_std(values) for values in per_metric]
+            ax.bar(xs, [mean for mean, _ in stats], width * 0.9, label=comparison.label(name),
+                   yerr=[std or 0.0 for _, std in stats], capsize=2, alpha=0.8)
+            for x, values in zip(xs, per_metric):
+                ax.plot([x] * len(values), values, "k.", ms=3)
+        for i, (_, task, _) in enumerate(metrics):
+            ax.hlines(CHANCE[task], i - 0.45, i + 0.45, colors="grey", linestyles="--", lw=0.8)
+        ax.set_xticks(range(len(metrics)), [f"{TASK_LABELS[t]}\n{p}, {EVAL_SIZES[s][1]} px / {EVAL_SIZES[s][0]} f"
+                                            for s, t, p in metrics], fontsize=7)
+        ax.set_ylabel("top-1 (%)")
+        ax.set_title(comparison.title, fontsize=9)
+        ax.legend(fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(COMPARISONS):]:
+        ax.set_visible(False)
+    fig.suptitle(f"Ablations at toy scale: {len(settings.seeds)} seed(s), bars = mean ± sd, dots = seeds, "
+                 f"dashed = chance", fontsize=9)
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
 # ------------------------------------------------------------------------------------------------
 # The whole run
 # ------------------------------------------------------------------------------------------------
@@ -567,7 +612,11 @@ def run_ablations(settings: Settings, out: Path, results_md: Path | None, thread
         log(f"[{i}/{len(jobs)}] {variant.name} seed {seed}: pretraining {record['pretrain_seconds'] / 60:.1f} min, "
             f"probes {record['probe_seconds'] / 60:.1f} min ({probes}) | elapsed {(time.time() - started) / 60:.1f} "
             f"min, ETA {eta / 60:.0f} min")
-    section = render_section(records, settings, command, machine_line())
+    figure = None
+    if results_md is not None:
+        figure = f"img/{FIGURE_NAME}"
+        plot_comparisons(records, settings, results_md.parent / figure)
+    section = render_section(records, settings, command, machine_line(), figure)
     if results_md is not None:
         write_section(results_md, section)
         log(f"wrote the section '{SECTION_TITLE[3:]}' of {results_md}")

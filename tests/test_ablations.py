@@ -99,6 +99,8 @@ def test_micro_run_writes_every_table_and_a_rerun_reuses_the_runs(ablations, tmp
     assert section.count("| test | metric | difference | verdict |") == len(ablations.COMPARISONS)
     assert section.count("**Overall**") == len(ablations.COMPARISONS)
     assert "appearance top-1, full probe, 96 px / 16 f" in section  # the position comparison's larger size
+    figure = tmp_path / "img" / ablations.FIGURE_NAME
+    assert figure.read_bytes().startswith(b"\x89PNG") and f"](img/{ablations.FIGURE_NAME})" in section
 
     records = {name: runs[0] for name, runs in first["records"].items()}
     assert records["sincos"]["evals"].keys() == {"low", "high"} and records["noise"]["evals"].keys() == {"low"}

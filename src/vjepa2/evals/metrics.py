@@ -7,7 +7,6 @@ denominators are the split's size (``count`` is reported next to each accuracy).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -80,16 +79,13 @@ def effective_rank(features: torch.Tensor) -> dict:
 def save_confusion_png(confusion: list[list[int]] | np.ndarray, class_names: tuple[str, ...] | list[str],
                        path: str | os.PathLike, title: str = "") -> Path:
     """Row-normalised confusion matrix as a PNG (written atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from vjepa2.plotting import pyplot, save_png
 
     counts = np.asarray(confusion, dtype=np.float64)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     n = len(class_names)
     side = min(max(4.0, 0.3 * n + 2.5), 16.0)
-    fig, ax = plt.subplots(figsize=(side, side * 0.9))
+    fig, ax = pyplot().subplots(figsize=(side, side * 0.9))
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     ticks = np.arange(n)
     ax.set_xticks(ticks, labels=list(class_names), rotation=60, ha="right", fontsize=8 if n <= 30 else 5)
@@ -106,16 +102,5 @@ def save_confusion_png(confusion: list[list[int]] | np.ndarray, class_names: tup
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=90, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        plt.close(fig)
+    return save_png(fig, path, dpi=90)
     return path

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vjepa2.train.checkpoint import atomic_write, atomic_write_text
+from vjepa2.train.checkpoint import atomic_write_text
 
 
 def _format(value) -> str:
@@ -119,10 +119,7 @@ class RunMonitor:
 
 def plot_curve(csv_path: str | os.PathLike, png_path: str | os.PathLike, column: str = "loss") -> Path | None:
     """Line plot of ``column`` against ``step`` from a log CSV, phase changes marked (None if no rows)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from vjepa2.plotting import pyplot, save_png
 
     with open(csv_path, newline="") as f:
         rows = [r for r in csv.DictReader(f) if r.get(column) not in (None, "")]
@@ -131,7 +128,7 @@ def plot_curve(csv_path: str | os.PathLike, png_path: str | os.PathLike, column:
     if not points:
         return None
     steps, values, phases = zip(*points)
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    fig, ax = pyplot().subplots(figsize=(7, 4), dpi=100)
     ax.plot(steps, values, lw=1.2)
     for i in range(len(phases)):
         if phases[i] and (i == 0 or phases[i] != phases[i - 1]):
@@ -144,7 +141,4 @@ def plot_curve(csv_path: str | os.PathLike, png_path: str | os.PathLike, column:
     ax.set_ylabel(column)
     ax.set_title(f"{column} ({Path(csv_path).parent.name})")
     ax.grid(alpha=0.3)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write(png_path, lambda f: f.write(buffer.getvalue()))
+    return save_png(fig, png_path, tight=True)

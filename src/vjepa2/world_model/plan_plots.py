@@ -11,24 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vjepa2.plotting import pyplot, save_png
 from vjepa2.train.checkpoint import atomic_write
-
-
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save_figure(fig, path: str | os.PathLike) -> Path:
-    plt = _figure()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
 def pick_frames(count: int, limit: int) -> list[int]:
@@ -47,7 +31,7 @@ def episode_strip(frames: list[np.ndarray], goal: np.ndarray, path: str | os.Pat
         goal: ``(H, W, 3)`` uint8 goal image (the last goal when there are several).
         goal_of_frame: sub-goal index of each frame, shown in the captions when given.
     """
-    plt = _figure()
+    plt = pyplot()
     shown = pick_frames(len(frames), max_frames)
     fig, axes = plt.subplots(1, len(shown) + 1, figsize=(1.6 * (len(shown) + 1), 2.0))
     for ax, index in zip(axes, shown):
@@ -66,7 +50,7 @@ def episode_strip(frames: list[np.ndarray], goal: np.ndarray, path: str | os.Pat
         ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=9)
-    return _save_figure(fig, path)
+    return save_png(fig, path, dpi=110, tight=True)
 
 
 def episode_gif(frames: list[np.ndarray], goal: np.ndarray, path: str | os.PathLike, fps: float = 4.0) -> Path:
@@ -93,7 +77,7 @@ def energy_landscape(energies: np.ndarray, xs: np.ndarray, ys: np.ndarray, chose
         chosen: ``(2,)`` the planned first action (a star).
         reference: ``(2,)`` optionally, the action that truly heads for the goal (a cross).
     """
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 3.6))
     # Energies differ in their 3rd-5th digit across one step; showing them above their minimum
     # keeps the colour-bar ticks readable.
@@ -118,4 +102,4 @@ def energy_landscape(energies: np.ndarray, xs: np.ndarray, ys: np.ndarray, chose
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     if title:
         ax.set_title(title, fontsize=9)
-    return _save_figure(fig, path)
+    return save_png(fig, path, dpi=110, tight=True)

@@ -8,7 +8,6 @@ these "decoded" predictions.
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
@@ -58,13 +57,9 @@ def nearest_neighbour_strip(predictor: ACPredictor, bank: LatentBank, query: Pat
     """Write a PNG: true frames ``start .. start + horizon`` of the cached trajectory ``query`` (top)
     and, from step ``start`` alone, the imagined frames decoded by nearest neighbour (bottom; the
     query trajectory itself is left out of the bank)."""
-    import matplotlib
+    from vjepa2.plotting import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from vjepa2.train.checkpoint import atomic_write
-
+    plt = pyplot()
     window = read_features(query, start, start + horizon + 1)
     h = normalize_latents(window["features"].float())[None]
     device = next(predictor.parameters()).device
@@ -84,7 +79,4 @@ def nearest_neighbour_strip(predictor: ACPredictor, bank: LatentBank, query: Pat
     axes[0, 0].set_ylabel("real", fontsize=8)
     axes[1, 0].set_ylabel("imagined (NN)", fontsize=8)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return atomic_write(out, lambda f: f.write(buffer.getvalue()))
+    return save_png(fig, out)
