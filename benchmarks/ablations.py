@@ -42,11 +42,13 @@ import contextlib
 import dataclasses
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -576,42 +578,58 @@ def check_settings(out: Path, settings: Settings) -> None:
 
 
 def run_ablations(settings: Settings, out: Path, results_md: Path | None, threads: int = 1,
-                  command: str = "python benchmarks/ablations.py", log=print) -> dict:
-    """Every (variant, seed) that ``out`` does not hold yet, then the section. Returns
-    ``{"records": {variant: [per seed]}, "ran": [(variant, seed)], "reused": [...], "section": str}``."""
+                  command: str = "python benchmarks/ablations.py", log=print, jobs: int = 1) -> dict:
+    """Every (variant, seed) that ``out`` does not hold yet, ``jobs`` of them at a time (each in its
+    own process with ``threads`` torch threads when ``jobs`` > 1), then the section and its figure.
+    Returns ``{"records": {variant: [per seed]}, "ran": [(variant, seed)], "reused": [...], "section": str}``."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
     torch.set_num_threads(threads)
     started = time.time()
     out.mkdir(parents=True, exist_ok=True)
     check_settings(out, settings)
-    jobs = [(v, s) for s in settings.seeds for v in VARIANTS]
+    jobs_list = [(v, s) for s in settings.seeds for v in VARIANTS]
     if not (out / "flops.json").is_file():
         log("counting the FLOPs of a training step of each variant (once; about a minute)")
+    # Counts every variant's FLOPs here, before any worker starts, so that workers only read flops.json.
     estimates = {v.name: estimate_seconds(v, settings, out) for v in VARIANTS}
-    records: dict[str, list[dict]] = {v.name: [] for v in VARIANTS}
-    ran, reused = [], []
-    todo = [(v, s) for v, s in jobs if not (run_dir_of(out, v, s) / "result.json").is_file()]
+    todo = [(v, s) for v, s in jobs_list if not (run_dir_of(out, v, s) / "result.json").is_file()]
+    reused = [(v.name, s) for v, s in jobs_list if (v, s) not in todo]
     left = sum(estimates[v.name] for v, _ in todo)
-    log(f"{len(jobs)} runs, {len(jobs) - len(todo)} already done; estimated {left / 60:.0f} min for the rest")
+    log(f"{len(jobs_list)} runs, {len(reused)} already done; estimated {left / 60 / min(jobs, max(len(todo), 1)):.0f} "
+        f"min for the rest" + (f" ({jobs} at a time)" if jobs > 1 else ""))
+    ran: list[tuple[str, int]] = []
     done_estimate, done_actual = 0.0, 0.0
-    for i, (variant, seed) in enumerate(jobs, 1):
-        path = run_dir_of(out, variant, seed) / "result.json"
-        if path.is_file():
-            records[variant.name].append(json.loads(path.read_text()))
-            reused.append((variant.name, seed))
-            continue
-        tick = time.time()
-        record = run_one(variant, seed, settings, out, threads)
-        records[variant.name].append(record)
+
+    def finished(variant: Variant, seed: int, record: dict) -> None:
+        nonlocal left, done_estimate, done_actual
         ran.append((variant.name, seed))
-        done_actual += time.time() - tick
+        done_actual += record["seconds_this_run"]
         done_estimate += estimates[variant.name]
         left -= estimates[variant.name]
-        eta = left * done_actual / done_estimate
+        eta = left * done_actual / done_estimate / jobs
         probes = ", ".join(f"{EVAL_SIZES[size][1]} px {TASK_LABELS[t]} {p} {acc:.1f}" for size, tasks in
                            record["evals"].items() for t, by_probe in tasks.items() for p, acc in by_probe.items())
-        log(f"[{i}/{len(jobs)}] {variant.name} seed {seed}: pretraining {record['pretrain_seconds'] / 60:.1f} min, "
-            f"probes {record['probe_seconds'] / 60:.1f} min ({probes}) | elapsed {(time.time() - started) / 60:.1f} "
-            f"min, ETA {eta / 60:.0f} min")
+        log(f"[{len(reused) + len(ran)}/{len(jobs_list)}] {variant.name} seed {seed}: pretraining "
+            f"{record['pretrain_seconds'] / 60:.1f} min, probes {record['probe_seconds'] / 60:.1f} min ({probes}) | "
+            f"elapsed {(time.time() - started) / 60:.1f} min, ETA {eta / 60:.0f} min")
+
+    if jobs == 1 or len(todo) <= 1:
+        for variant, seed in todo:
+            finished(variant, seed, run_one(variant, seed, settings, out, threads))
+    else:
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no forked torch state
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures = {pool.submit(_run_one_in_worker, variant, seed, settings, out, threads): (variant, seed)
+                       for variant, seed in todo}
+            try:
+                for future in as_completed(futures):
+                    finished(*futures[future], future.result())
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)  # finished runs stay on disk for a re-run
+                raise
+    records = {v.name: [json.loads((run_dir_of(out, v, s) / "result.json").read_text()) for s in settings.seeds]
+               for v in VARIANTS}
     figure = None
     if results_md is not None:
         figure = f"img/{FIGURE_NAME}"
@@ -621,6 +639,12 @@ def run_ablations(settings: Settings, out: Path, results_md: Path | None, thread
         write_section(results_md, section)
         log(f"wrote the section '{SECTION_TITLE[3:]}' of {results_md}")
     return {"records": records, "ran": ran, "reused": reused, "section": section}
+
+
+def _run_one_in_worker(variant: Variant, seed: int, settings: Settings, out: Path, threads: int) -> dict:
+    """:func:`run_one` in a worker process (which starts with torch's default thread count)."""
+    torch.set_num_threads(threads)
+    return run_one(variant, seed, settings, out, threads)
 
 
 def run_dir_of(out: Path, variant: Variant, seed: int) -> Path:
@@ -634,7 +658,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default: 0 1, or 0 with --quick)")
     parser.add_argument("--out", help="run folder (default runs/ablations, runs/ablations-quick with --quick)")
     parser.add_argument("--results-md", default="docs/results.md", help="section goes here; 'none' = do not write")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for this size)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per run (default 1: fastest for this size)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at a time, each in its own process (e.g. the number of cores / --threads)")
     parser.add_argument("--estimate", action="store_true", help="print the plan and its time estimate; run nothing")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
@@ -653,11 +680,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{variant.name:24s} steps {sum(steps.values()):5d}  "
                   f"GFLOP {train_flops(steps, variant_flops(variant, settings, out)) / 1e9:7.0f}  "
                   f"~{seconds / 60:5.1f} min for {len(settings.seeds)} seed(s)")
-        print(f"total ~{total / 60:.0f} min")
+        print(f"total ~{total / 60:.0f} min" + (f", ~{total / 60 / args.jobs:.0f} min with --jobs {args.jobs} "
+                                                "(if the machine has a core per job)" if args.jobs > 1 else ""))
         return 0
     results_md = None if args.results_md.lower() == "none" else Path(args.results_md)
     command = " ".join(["python benchmarks/ablations.py", *(argv if argv is not None else sys.argv[1:])])
-    run_ablations(settings, out, results_md, args.threads, command)
+    run_ablations(settings, out, results_md, args.threads, command, jobs=args.jobs)
     return 0
 
 

@@ -88,7 +88,8 @@ def test_micro_run_writes_every_table_and_a_rerun_reuses_the_runs(ablations, tmp
     settings = micro_settings(ablations)
     out, md = tmp_path / "runs", tmp_path / "results.md"
     md.write_text("# Results\n\n## Other section\n\nkept as it is\n")
-    first = ablations.run_ablations(settings, out, md, log=lambda msg: None)
+    # Two runs at a time, each in its own process (the rest of the test re-runs in this one).
+    first = ablations.run_ablations(settings, out, md, log=lambda msg: None, jobs=2)
     assert sorted(first["ran"]) == sorted((v.name, 0) for v in ablations.VARIANTS) and not first["reused"]
 
     text = md.read_text()
