@@ -99,12 +99,16 @@ def test_micro_run_writes_every_table_and_a_rerun_reuses_the_runs(ablations, tmp
     section = text[text.index(ablations.SECTION_TITLE):]
     assert section.count("| test | metric | difference | verdict |") == len(ablations.COMPARISONS)
     assert section.count("**Overall**") == len(ablations.COMPARISONS)
-    assert "appearance top-1, full probe, 96 px / 16 f" in section  # the position comparison's larger size
+    assert "appearance top-1, light probe, 96 px / 16 f" in section  # the position comparison's larger size
+    # The full probe runs at the sizes settings.full_probe_sizes names (the training size), not at 96 px / 16 f.
+    assert "appearance top-1, full probe, 64 px / 8 f" in section and "full probe, 96 px" not in section
     figure = tmp_path / "img" / ablations.FIGURE_NAME
     assert figure.read_bytes().startswith(b"\x89PNG") and f"](img/{ablations.FIGURE_NAME})" in section
 
     records = {name: runs[0] for name, runs in first["records"].items()}
     assert records["sincos"]["evals"].keys() == {"low", "high"} and records["noise"]["evals"].keys() == {"low"}
+    assert records["sincos"]["evals"]["low"]["toy-ssv2"].keys() == {"light", "full"}
+    assert records["sincos"]["evals"]["high"]["toy-ssv2"].keys() == {"light"}
     # FLOPs: dropping tokens is cheaper per step, so the equal-FLOPs drop run takes more steps to match noise;
     # the constant high-resolution run costs more than the progressive one, its equal-FLOPs twin takes fewer steps.
     assert records["noise"]["step_flops"][0] > records["base"]["step_flops"][0]
