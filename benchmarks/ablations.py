@@ -1,7 +1,7 @@
 """Ablations of V-JEPA 2's design choices at toy scale on the CPU -> section of docs/results.md.
 
     python benchmarks/ablations.py --quick        # 1 seed, light probe, smaller splits: ~20 min
-    python benchmarks/ablations.py --jobs 2       # 2 seeds, light + full probe: ~2 h on 2 cores (~4 h with 1 job)
+    python benchmarks/ablations.py --jobs 2       # 2 seeds, light + full probe: ~1.5 h on 2 cores (~3 h with 1 job)
     python benchmarks/ablations.py --estimate     # print the plan and its time estimate, run nothing
     python benchmarks/ablations.py --seeds 0 1 2  # more seeds: finished runs in --out are reused
 
@@ -28,11 +28,12 @@ its own ``results.json``; a re-run (after a crash, or with more seeds) reuses ev
 probe and resumes an interrupted pretraining from its last checkpoint. ``OUT/settings.json``
 refuses to mix in runs made with other settings.
 
-Time (one torch thread on the 2-core development machine, 1-min load ~1-2; step and probe costs
-measured at these sizes and extrapolated by :func:`estimate_seconds`, checked against two quick
-runs): ``--quick`` ~20 min (FLOP counting ~1.5 min, pretraining ~8 min at 1/3 of the steps,
-probes ~10 min); full ~3.0 h (FLOP counting ~1.5 min, pretraining ~25 min per seed, probes
-~63 min per seed, of which ~33 min is the full probe at 96 px / 16 frames).
+Time on the 2-core development machine (one torch thread per run; step and probe costs measured
+at these sizes and extrapolated by :func:`estimate_seconds`, ``--estimate`` prints them):
+``--quick`` ~20 min; the full run 2.9 h of run time, i.e. 93 min of wall time with ``--jobs 2``
+(2026-11-30: pretraining 2-9 min per run, probes 4-10 min per run, the 96 px / 16 frame features
+and probes being the larger part). The full probe runs at 64 px / 8 frames only: at 96 px / 16
+frames it would add ~5 h of run time (0.076 s per clip and epoch, 12 runs).
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ class Settings:
     full_grid: GridConfig | None = field(default_factory=lambda: GridConfig(
         lrs=(1e-2,), weight_decays=(0.01,), epochs=4, warmup_epochs=0.25, batch_size=16, block_lr_scale=0.01))
     # At 96 px / 16 frames (288 tokens) the full probe's 16-head self-attention costs ~10x the light
-    # probe per clip: ~2.4 of the ~4 h the full run would take with it there too.
+    # probe per clip: it would add ~5 h of run time to the ~3 h of the full run.
     full_probe_sizes: tuple[str, ...] = ("low",)
     flops_batches: int = 3
 
