@@ -103,4 +103,3 @@ def save_confusion_png(confusion: list[list[int]] | np.ndarray, class_names: tup
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return save_png(fig, path, dpi=90)
-    return path
