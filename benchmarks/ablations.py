@@ -460,7 +460,7 @@ def render_section(records: dict[str, list[dict]], settings: Settings, command: 
                 f"{full.block_lr_scale:g} x the lr, at "
                 + " and ".join(f"{EVAL_SIZES[s][1]} px / {EVAL_SIZES[s][0]} f" for s in settings.full_probe_sizes)
                 + " only (at 96 px / 16 f it costs ~10x the light probe per clip); a short run for a probe of "
-                f"this size, so read its rows next to the light probe's" if full else
+                "this size, so read its rows next to the light probe's" if full else
                 " (quick mode: light probe only, smaller splits and fewer steps than the full run)")
              + "; best of the grid on validation.",
              f"- **Numbers**: top-1 accuracy (%) on validation, mean ± sample standard deviation over "

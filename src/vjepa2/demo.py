@@ -40,6 +40,7 @@ import yaml
 
 from vjepa2.config import ConfigError, from_dict, to_dict
 from vjepa2.train.checkpoint import CheckpointDir, atomic_write, atomic_write_text
+from vjepa2.train.config import changed_config_keys
 
 STAGES = ("pretrain", "probe", "collect", "train-ac", "plan")
 #: The stages whose outputs each stage reads: when one of them runs again, so does the stage.
@@ -309,19 +310,8 @@ def changed_settings(run_dir: str | Path, config) -> list[str]:
         return []
     old = yaml.safe_load(saved.read_text()) or {}
     new = json.loads(json.dumps(to_dict(config)))  # tuples -> lists, as the YAML file has them
-    changed: list[str] = []
-
-    def walk(a, b, prefix: str) -> None:
-        if prefix.rstrip(".") in RESULT_NEUTRAL:
-            return
-        if isinstance(a, dict) and isinstance(b, dict):
-            for key in sorted(set(a) | set(b)):
-                walk(a.get(key), b.get(key), f"{prefix}{key}.")
-        elif a != b:
-            changed.append(prefix.rstrip("."))
-
-    walk(old, new, "")
-    return changed
+    return [key for key, _, _ in changed_config_keys(old, new)
+            if not any(key == neutral or key.startswith(neutral + ".") for neutral in RESULT_NEUTRAL)]
 
 
 def _existing(path: Path) -> str | None:

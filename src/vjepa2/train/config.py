@@ -318,14 +318,20 @@ def load_pretrain_config(name_or_path: str = "tiny", overrides: Iterable[str] = 
     return from_dict(PretrainConfig, copy.deepcopy(data))
 
 
-def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Human-readable ``key: old -> new`` lines between two plain config dicts."""
-    lines = []
+def changed_config_keys(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """``(dotted key, old value, new value)`` of every setting that differs between two plain config
+    dicts (nested dicts are walked; lists are compared whole), in sorted key order."""
+    changes = []
     for key in sorted(set(old) | set(new), key=str):
         a, b = old.get(key), new.get(key)
         name = f"{prefix}{key}"
         if isinstance(a, dict) and isinstance(b, dict):
-            lines += config_differences(a, b, name + ".")
+            changes += changed_config_keys(a, b, name + ".")
         elif a != b:
-            lines.append(f"{name}: {a!r} -> {b!r}")
-    return lines
+            changes.append((name, a, b))
+    return changes
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """Human-readable ``key: old -> new`` lines between two plain config dicts."""
+    return [f"{name}: {a!r} -> {b!r}" for name, a, b in changed_config_keys(old, new)]
