@@ -17,7 +17,10 @@ from typing import ContextManager
 
 import torch
 
-DTYPES = ("fp32", "bf16")
+DTYPES = ("fp32", "bf16", "fp64")
+#: Parameter dtype of each ``dtype`` setting: bf16 is autocast over fp32 weights; fp64 holds the whole
+#: model in float64 (slow; for numerical checks whose answer must not depend on the CPU's kernels).
+PARAM_DTYPES = {"fp32": torch.float32, "bf16": torch.float32, "fp64": torch.float64}
 
 
 @functools.lru_cache(maxsize=None)
@@ -54,11 +57,16 @@ def _warn_slow_bf16() -> None:
 
 
 def autocast(device: torch.device | str, dtype: str) -> ContextManager:
-    """The autocast context for ``dtype`` (``fp32``: none; ``bf16``: bf16 autocast on ``device``'s type)."""
+    """The autocast context for ``dtype`` (``fp32``, ``fp64``: none; ``bf16``: bf16 autocast on ``device``'s type)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    if dtype == "fp32":
+    if dtype != "bf16":
         return nullcontext()
     device = torch.device(device)
     warn_if_slow_bf16(device)
     return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32, or as it is if wider (float64): losses keep the precision of an fp64 run."""
+    return x if x.dtype == torch.float64 else x.float()

@@ -182,6 +182,10 @@ class DistributedConfig:
 class PretrainConfig:
     """Everything one pretraining run needs. See the module docstring for batch-size semantics.
 
+    ``dtype``: ``fp32``; ``bf16`` (autocast over fp32 weights; fast on GPUs and AMX / AVX512-BF16 CPUs);
+    ``fp64`` (the whole model in float64: slow, for checks whose result must not depend on the CPU's
+    float32 kernels, e.g. that gradient accumulation or two processes reach one process's weights).
+
     ``threads`` sets PyTorch's CPU threads per process (null = PyTorch's default: all cores, or
     ``OMP_NUM_THREADS``). Small models on a shared machine run much faster on one thread.
     """
@@ -194,7 +198,7 @@ class PretrainConfig:
     batch_size: int = 8
     loss_exp: float = 1.0
     ema: tuple[float, float] = (0.99925, 0.99925)
-    dtype: Literal["fp32", "bf16"] = "fp32"
+    dtype: Literal["fp32", "bf16", "fp64"] = "fp32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = None
     seed: int = 0

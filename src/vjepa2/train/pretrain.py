@@ -83,7 +83,7 @@ class JEPA(nn.Module):
         # Targets: the EMA encoder sees the whole clip; layer norm without affine parameters.
         with torch.no_grad():
             h = self.target_encoder(clips)
-            h = F.layer_norm(h.float(), (h.size(-1),))
+            h = F.layer_norm(precision.at_least_fp32(h), (h.size(-1),))
         if self.mask.mode == "noise":
             tokens, grid = self.encoder.embed(clips)
         else:
@@ -99,7 +99,7 @@ class JEPA(nn.Module):
                 z = self.encoder.forward_tokens(corrupt_tokens(tokens, target_idx, self.mask, noise), None, grid)
                 pred = self.predictor.forward_dense(z, target_idx, mask_index=i, grid=grid)
             target = gather_tokens(h, target_idx)
-            losses.append((pred.float() - target).abs().pow(p).mean() / p)
+            losses.append((precision.at_least_fp32(pred) - target).abs().pow(p).mean() / p)
         mask_losses = torch.stack(losses)
         return JEPAOutput(mask_losses.mean(), mask_losses.detach(), h)
 
@@ -139,7 +139,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
     autocast = precision.autocast(device, cfg.dtype)
     loss_sum = torch.zeros(1 + len(jepa.mask.generators), device=device)
     for m, batch in enumerate(micro_batches):
-        clips = batch.clips.to(device, non_blocking=True)
+        clips = batch.clips.to(device, precision.PARAM_DTYPES[cfg.dtype], non_blocking=True)
         masks = [(c.to(device, non_blocking=True), t.to(device, non_blocking=True)) for c, t in batch.masks]
         with dist_utils.gradient_sync(model, enabled=m == len(micro_batches) - 1):
             with autocast:
@@ -315,7 +315,8 @@ def _run(cfg: PretrainConfig, resume: bool, env: dist_utils.DistEnv) -> RunSumma
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     _seed_everything(cfg.seed)  # identical initial weights on every process
-    model = JEPA(cfg.encoder_config(), cfg.predictor_config(), cfg.mask, cfg.loss_exp).to(env.device)
+    model = JEPA(cfg.encoder_config(), cfg.predictor_config(), cfg.mask, cfg.loss_exp)
+    model = model.to(env.device, precision.PARAM_DTYPES[cfg.dtype])
     training_model = dist_utils.wrap_model(model, cfg.distributed.strategy, env)
     optimizer = build_optimizer(model, cfg, fused=cfg.distributed.strategy == "ddp")
     start_step, counters = _restore(cfg, resume, checkpoints, training_model, optimizer, env, say)
