@@ -122,7 +122,7 @@ VARIANTS = (
     Variant("base", LOW_RES, ("low", "high"), "the recipe's defaults: drop, p = 1, rope_compatible"),
     Variant("noise", LOW_RES + ("mask.mode=noise",), ("low",), "`mask.mode=noise`"),
     Variant("drop, equal FLOPs", LOW_RES, ("low",), "drop, more steps", match_flops_of="noise"),
-    Variant("p=2", LOW_RES + ("loss_exp=2",), ("low",), "`loss_exp=2`"),
+    Variant("p=2", LOW_RES + ("loss.loss_exp=2",), ("low",), "`loss.loss_exp=2`"),
     Variant("rope_rotary", LOW_RES + ("model.position=rope_rotary",), ("low", "high"), "`model.position=rope_rotary`"),
     Variant("sincos", LOW_RES + ("model.position=sincos",), ("low", "high"), "`model.position=sincos`"),
     Variant("progressive", (), ("high",), "the recipe as shipped"),
@@ -235,7 +235,7 @@ def step_flops(cfg, batches: int) -> list[float]:
     env = dist_utils.DistEnv()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = JEPA(cfg.encoder_config(), cfg.predictor_config(), cfg.mask, cfg.loss_exp)
+        model = JEPA(cfg.encoder_config(), cfg.predictor_config(), cfg.mask, cfg.loss)
     optimizer = build_optimizer(model, cfg)
     per_phase = []
     for phase in cfg.phases:

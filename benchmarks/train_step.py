@@ -47,7 +47,7 @@ def make_config(args, dtype: str, mode: str, seed: int = 0) -> PretrainConfig:
 
 def build(cfg: PretrainConfig, weight_seed: int):
     torch.manual_seed(weight_seed)
-    model = JEPA(cfg.encoder_config(), cfg.predictor_config(), cfg.mask, cfg.loss_exp)
+    model = JEPA(cfg.encoder_config(), cfg.predictor_config(), cfg.mask, cfg.loss)
     return model, build_optimizer(model, cfg, fused=True)
 
 

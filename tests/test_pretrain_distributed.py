@@ -35,6 +35,18 @@ def single(tmp_path_factory):
     return tmp / "run"
 
 
+@pytest.mark.parametrize("regularizer", ["vicreg", "sigreg"])
+def test_regularizer_statistics_span_the_global_batch(tmp_path, regularizer):
+    # Tokens of both processes enter one statistic (sums all-reduced with their gradient), so two
+    # processes of 2 clips reach the weights of one process of 4; per-process statistics would not.
+    config = _config(tmp_path, loss={"regularizer": regularizer, "regularizer_weight": 1.0})
+    done = run_cli("--config", str(config), "--out", str(tmp_path / "single"), **ONE_THREAD)
+    assert done.returncode == 0, done.stderr[-2000:]
+    _torchrun(config, tmp_path / "run")
+    _assert_same_weights(tmp_path / "run", tmp_path / "single")
+    assert float(read_log(tmp_path / "run")[1]["loss_reg"]) > 0
+
+
 def _assert_same_weights(run, reference):
     name = f"checkpoints/step-{STEPS:08d}.pt"
     a, b = torch.load(run / name, weights_only=True), torch.load(reference / name, weights_only=True)

@@ -25,7 +25,7 @@ def _reference_rank(features: torch.Tensor) -> float:
 
 def _model(cfg) -> JEPA:
     torch.manual_seed(0)
-    return JEPA(cfg.encoder_config(), cfg.predictor_config(), cfg.mask, cfg.loss_exp)
+    return JEPA(cfg.encoder_config(), cfg.predictor_config(), cfg.mask, cfg.loss)
 
 
 def test_rank_matches_a_float64_reference_and_sees_colour_collapse(tmp_path):

@@ -14,6 +14,7 @@ clips per micro-step, so a recipe means the same thing on one CPU and on 128 GPU
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -100,6 +101,38 @@ class OptimConfig:
             raise ConfigError(f"optim.clip_grad must be positive or null, got {self.clip_grad}")
         if self.grad_accumulation < 1:
             raise ConfigError(f"optim.grad_accumulation must be >= 1, got {self.grad_accumulation}")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The objective: ``mean |pred - target|^p / p`` over the target tokens (``loss_exp`` p; 1 = the
+    paper's L1) plus ``regularizer_weight * R``, an anti-collapse term on the online encoder's
+    output tokens (``regularizer``: ``none`` = the paper, ``vicreg`` or ``sigreg``; formulas in
+    :mod:`vjepa2.train.regularizers`). ``vicreg_cov_weight`` weighs VICReg's covariance term against
+    its variance term; ``sigreg_*``: SIGReg's random directions per step, integration knots and range.
+    """
+
+    loss_exp: float = 1.0
+    regularizer: Literal["none", "vicreg", "sigreg"] = "none"
+    regularizer_weight: float = 1.0
+    vicreg_cov_weight: float = 0.02
+    sigreg_projections: int = 256
+    sigreg_knots: int = 17
+    sigreg_t_max: float = 3.0
+
+    def validate(self) -> None:
+        if not (math.isfinite(self.loss_exp) and self.loss_exp > 0):
+            raise ConfigError(f"loss.loss_exp must be positive (1 = L1, 2 = L2), got {self.loss_exp}")
+        for key in ("regularizer_weight", "vicreg_cov_weight"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"loss.{key} must be a finite number >= 0, got {value}")
+        if self.sigreg_projections < 1:
+            raise ConfigError(f"loss.sigreg_projections must be >= 1, got {self.sigreg_projections}")
+        if self.sigreg_knots < 2:
+            raise ConfigError(f"loss.sigreg_knots must be >= 2, got {self.sigreg_knots}")
+        if not (math.isfinite(self.sigreg_t_max) and self.sigreg_t_max > 0):
+            raise ConfigError(f"loss.sigreg_t_max must be positive, got {self.sigreg_t_max}")
 
 
 @dataclass(frozen=True)
@@ -196,7 +229,7 @@ class PretrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     batch_size: int = 8
-    loss_exp: float = 1.0
+    loss: LossConfig = field(default_factory=LossConfig)
     ema: tuple[float, float] = (0.99925, 0.99925)
     dtype: Literal["fp32", "bf16", "fp64"] = "fp32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -224,8 +257,6 @@ class PretrainConfig:
                                   f"model.patch_size={self.model.patch_size}")
         if self.batch_size <= 0:
             raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
-        if self.loss_exp <= 0:
-            raise ConfigError(f"loss_exp must be positive (1 = L1, 2 = L2), got {self.loss_exp}")
         if not all(0.0 <= m <= 1.0 for m in self.ema):
             raise ConfigError(f"ema: momenta must lie in [0, 1], got {list(self.ema)}")
         if self.threads is not None and self.threads < 1:

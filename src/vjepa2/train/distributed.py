@@ -151,6 +151,16 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_reduce_sum_autograd(tensor: torch.Tensor) -> torch.Tensor:
+    """Like :func:`all_reduce_sum`, but differentiable: the gradient of the sum flows back to every
+    process's part (for loss terms computed from statistics over the global batch)."""
+    if not dist.is_initialized():
+        return tensor
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(tensor, op=dist.ReduceOp.SUM)
+
+
 def all_gather_objects(obj) -> list:
     """``[obj of rank 0, obj of rank 1, ...]`` (picklable objects; ``[obj]`` in a world of one)."""
     if not dist.is_initialized():

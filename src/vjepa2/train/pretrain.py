@@ -27,9 +27,10 @@ from vjepa2.models.predictor import Predictor
 from vjepa2.models.sizes import EncoderConfig, PredictorConfig
 from vjepa2.train import distributed as dist_utils
 from vjepa2.train.checkpoint import CheckpointDir, atomic_write_text, capture_rng_state, restore_rng_state
-from vjepa2.train.config import PhaseConfig, PretrainConfig, config_differences
+from vjepa2.train.config import LossConfig, PhaseConfig, PretrainConfig, config_differences
 from vjepa2.train.ema import ema_update, make_target
 from vjepa2.train.monitor import RunMonitor
+from vjepa2.train.regularizers import regularizer_value
 from vjepa2.train.schedules import ema_momentum_at, lr_at, phase_at
 from vjepa2.weights import METADATA_KEY, add_prefix, checkpoint_metadata, strip_prefixes
 
@@ -44,11 +45,14 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class JEPAOutput:
-    """``loss`` (scalar, averaged over mask generators), ``mask_losses`` ``(G,)`` and the layer-normed
-    target features ``targets`` ``(B, N, D)`` (detached; for the collapse monitor)."""
+    """``loss`` (scalar: the prediction losses averaged over mask generators, plus the weighted
+    regulariser), ``mask_losses`` ``(G,)`` (prediction only), ``regularizer`` (scalar, unweighted,
+    0 without one), and the layer-normed target features ``targets`` ``(B, N, D)``; all but ``loss``
+    detached (for logs and the collapse monitor)."""
 
     loss: torch.Tensor
     mask_losses: torch.Tensor
+    regularizer: torch.Tensor
     targets: torch.Tensor
 
 
@@ -61,25 +65,26 @@ class JEPA(nn.Module):
     """
 
     def __init__(self, encoder: EncoderConfig, predictor: PredictorConfig, mask: MaskConfig,
-                 loss_exp: float = 1.0) -> None:
+                 loss: LossConfig | None = None) -> None:
         super().__init__()
         self.encoder = VisionEncoder(encoder)
         self.predictor = Predictor(predictor)
         self.target_encoder = make_target(self.encoder)
         self.mask = mask
-        self.loss_exp = loss_exp
+        self.loss = loss or LossConfig()
         for i, token in enumerate(self.predictor.mask_tokens):
             token.requires_grad_(i < len(mask.generators))
 
     def forward(self, clips: torch.Tensor, masks: list[tuple[torch.Tensor, torch.Tensor]],
-                noise: torch.Generator | None = None) -> JEPAOutput:
+                noise: torch.Generator | None = None, sketch: torch.Generator | None = None) -> JEPAOutput:
         """
         Args:
             clips: ``(B, 3, T, H, W)`` normalised clips.
             masks: per mask generator ``(context_idx (B, Nc), target_idx (B, Nt))``.
             noise: generator of the corruption noise (``noise`` mode only).
+            sketch: generator of SIGReg's random directions (the same on every process).
         """
-        p = self.loss_exp
+        p = self.loss.loss_exp
         # Targets: the EMA encoder sees the whole clip; layer norm without affine parameters.
         with torch.no_grad():
             h = self.target_encoder(clips)
@@ -88,7 +93,7 @@ class JEPA(nn.Module):
             tokens, grid = self.encoder.embed(clips)
         else:
             grid = self.encoder.grid(clips.shape)
-        losses = []
+        losses, regularizers = [], []
         for i, (context_idx, target_idx) in enumerate(masks):
             if self.mask.mode == "drop":
                 # The encoder sees only the context tokens; the predictor fills in the targets.
@@ -100,8 +105,20 @@ class JEPA(nn.Module):
                 pred = self.predictor.forward_dense(z, target_idx, mask_index=i, grid=grid)
             target = gather_tokens(h, target_idx)
             losses.append((precision.at_least_fp32(pred) - target).abs().pow(p).mean() / p)
+            if self.loss.regularizer != "none":  # on the online encoder's output tokens (B, Nc or N, D)
+                regularizers.append(self._regularizer(z, sketch))
         mask_losses = torch.stack(losses)
-        return JEPAOutput(mask_losses.mean(), mask_losses.detach(), h)
+        loss, regularizer = mask_losses.mean(), mask_losses.new_zeros(())
+        if regularizers:
+            regularizer = torch.stack(regularizers).mean()
+            loss = loss + self.loss.regularizer_weight * regularizer
+        return JEPAOutput(loss, mask_losses.detach(), regularizer.detach(), h)
+
+    def _regularizer(self, z: torch.Tensor, sketch: torch.Generator | None) -> torch.Tensor:
+        cfg = self.loss
+        return regularizer_value(cfg.regularizer, z, vicreg_cov_weight=cfg.vicreg_cov_weight,
+                                 sigreg_projections=cfg.sigreg_projections, sigreg_knots=cfg.sigreg_knots,
+                                 sigreg_t_max=cfg.sigreg_t_max, generator=sketch)
 
 
 def build_optimizer(model: JEPA, cfg: PretrainConfig, fused: bool = False) -> torch.optim.AdamW:
@@ -121,6 +138,7 @@ def build_optimizer(model: JEPA, cfg: PretrainConfig, fused: bool = False) -> to
 class StepResult:
     loss: float
     mask_losses: list[float]
+    regularizer: float
     grad_norm: float
     target_std: float
     finite: bool
@@ -128,7 +146,7 @@ class StepResult:
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches: list[PretrainBatch],
                *, lr: float, momentum: float, cfg: PretrainConfig, device: torch.device,
-               noise: list[torch.Generator | None]) -> StepResult:
+               noise: list[torch.Generator | None], sketch: torch.Generator | None = None) -> StepResult:
     """One optimiser step over ``len(micro_batches)`` gradient-accumulation micro-batches.
 
     A step whose loss or gradient is not finite changes nothing (no optimiser or EMA update).
@@ -137,15 +155,17 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
     for group in optimizer.param_groups:
         group["lr"] = lr
     autocast = precision.autocast(device, cfg.dtype)
-    loss_sum = torch.zeros(1 + len(jepa.mask.generators), device=device)
+    # loss, regulariser, per-mask losses (float64: logged sums that do not depend on the process count)
+    loss_sum = torch.zeros(2 + len(jepa.mask.generators), device=device, dtype=torch.float64)
     for m, batch in enumerate(micro_batches):
         clips = batch.clips.to(device, precision.PARAM_DTYPES[cfg.dtype], non_blocking=True)
         masks = [(c.to(device, non_blocking=True), t.to(device, non_blocking=True)) for c, t in batch.masks]
         with dist_utils.gradient_sync(model, enabled=m == len(micro_batches) - 1):
             with autocast:
-                out = model(clips, masks, noise[m])
+                out = model(clips, masks, noise[m], sketch)
             (out.loss / len(micro_batches)).backward()
-        loss_sum += torch.cat((out.loss.detach().reshape(1), out.mask_losses)) / len(micro_batches)
+        parts = (out.loss.detach().reshape(1), out.regularizer.reshape(1), out.mask_losses)
+        loss_sum += torch.cat(parts).to(loss_sum.dtype) / len(micro_batches)
     losses = dist_utils.all_reduce_sum(loss_sum) / dist_utils.world_size()
     params = [p for p in jepa.parameters() if p.grad is not None]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad or math.inf)
@@ -157,7 +177,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
     optimizer.zero_grad(set_to_none=True)
     # Collapse monitor: per-dimension std of the (layer-normed) targets over the batch's tokens.
     target_std = float(out.targets.flatten(0, 1).std(dim=0).mean())
-    return StepResult(float(losses[0]), [float(x) for x in losses[1:]], grad_norm, target_std, finite)
+    return StepResult(float(losses[0]), [float(x) for x in losses[2:]], float(losses[1]), grad_norm, target_std, finite)
 
 
 @torch.no_grad()
@@ -284,6 +304,15 @@ def _noise_generators(cfg: PretrainConfig, step: int, env: dist_utils.DistEnv) -
     return gens
 
 
+def _sketch_generator(cfg: PretrainConfig, step: int, env: dist_utils.DistEnv) -> torch.Generator | None:
+    """SIGReg's directions, seeded by (seed, step) alone: every process tests the same projections
+    and a resumed run draws the same ones."""
+    if cfg.loss.regularizer != "sigreg":
+        return None
+    seed = int(np.random.SeedSequence([cfg.seed, 0x516E, step]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return torch.Generator(env.device).manual_seed(seed)
+
+
 def _seed_everything(seed: int) -> None:
     import random
 
@@ -315,7 +344,7 @@ def _run(cfg: PretrainConfig, resume: bool, env: dist_utils.DistEnv) -> RunSumma
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     _seed_everything(cfg.seed)  # identical initial weights on every process
-    model = JEPA(cfg.encoder_config(), cfg.predictor_config(), cfg.mask, cfg.loss_exp)
+    model = JEPA(cfg.encoder_config(), cfg.predictor_config(), cfg.mask, cfg.loss)
     model = model.to(env.device, precision.PARAM_DTYPES[cfg.dtype])
     training_model = dist_utils.wrap_model(model, cfg.distributed.strategy, env)
     optimizer = build_optimizer(model, cfg, fused=cfg.distributed.strategy == "ddp")
@@ -328,7 +357,7 @@ def _run(cfg: PretrainConfig, resume: bool, env: dist_utils.DistEnv) -> RunSumma
         _truncate_skipped_table(out_dir, start_step)
         say(config_banner(cfg, env))
     columns = (["step", "phase", "loss", "loss_avg"] + [f"loss_mask{i}" for i in range(len(cfg.mask.generators))]
-               + ["lr", "ema_momentum", "grad_norm", "target_std", "target_rank", "clips_per_s", "nonfinite_total",
+               + ["loss_reg", "lr", "ema_momentum", "grad_norm", "target_std", "target_rank", "clips_per_s", "nonfinite_total",
                   "files_skipped", "elapsed_s"])
     monitor = RunMonitor(out_dir, columns, total, start_step, enabled=env.is_main,
                          tensorboard=cfg.log.tensorboard, progress_bar=cfg.log.progress_bar, desc="pretrain")
@@ -352,7 +381,8 @@ def _run(cfg: PretrainConfig, resume: bool, env: dist_utils.DistEnv) -> RunSumma
             _report_skipped(step, micro_batches, counters, summary, monitor, out_dir, env.device)
             lr, momentum = lr_at(cfg, step), ema_momentum_at(cfg, step)
             result = train_step(training_model, optimizer, micro_batches, lr=lr, momentum=momentum, cfg=cfg,
-                                device=env.device, noise=_noise_generators(cfg, step, env))
+                                device=env.device, noise=_noise_generators(cfg, step, env),
+                                sketch=_sketch_generator(cfg, step, env))
             clips_per_s = cfg.phase_batch_size(where.phase) / max(time.perf_counter() - tick, 1e-9)
             _count_non_finite(result, step, counters, cfg, monitor)
             summary.end_step, summary.last_loss, summary.target_std = step + 1, result.loss, result.target_std
@@ -366,7 +396,7 @@ def _run(cfg: PretrainConfig, resume: bool, env: dist_utils.DistEnv) -> RunSumma
                 summary.target_rank = target_feature_rank(training_model, rank_clips.to(env.device))
                 monitor.log({"step": step + 1, "phase": where.phase.name, "loss": result.loss, "loss_avg": loss_avg,
                              **{f"loss_mask{i}": v for i, v in enumerate(result.mask_losses)},
-                             "lr": lr, "ema_momentum": momentum, "grad_norm": result.grad_norm,
+                             "loss_reg": result.regularizer, "lr": lr, "ema_momentum": momentum, "grad_norm": result.grad_norm,
                              "target_std": result.target_std, "target_rank": summary.target_rank,
                              "clips_per_s": clips_per_s,
                              "nonfinite_total": counters.nonfinite_total, "files_skipped": counters.files_skipped,
