@@ -61,9 +61,9 @@ from common import count_flops, machine_line  # noqa: E402
 
 from vjepa2.evals.data import ToyVideos  # noqa: E402
 from vjepa2.evals.features import ClipConfig, EncoderFeatures  # noqa: E402
-from vjepa2.evals.probe import (GridConfig, check_clip_geometry, fit_and_report, load_frozen_encoder,  # noqa: E402
-                                write_json)
+from vjepa2.evals.probe import GridConfig, check_clip_geometry, fit_and_report, load_frozen_encoder  # noqa: E402
 from vjepa2.evals.report import ToyReportConfig, pretrain_tiny, write_section  # noqa: E402
+from vjepa2.files import write_json  # noqa: E402
 from vjepa2.evals.toy import ToyConfig, ToyTask  # noqa: E402
 from vjepa2.models.probe import probe_config  # noqa: E402
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from vjepa2.train.checkpoint import (CheckpointDir, atomic_save, atomic_write, atomic_write_text, capture_rng_state,
-                                     restore_rng_state)
+from vjepa2.files import atomic_torch_save as atomic_save
+from vjepa2.files import atomic_write, atomic_write_text
+from vjepa2.train.checkpoint import CheckpointDir, capture_rng_state, restore_rng_state
 
 
 def test_atomic_save_round_trip(tmp_path):
@@ -38,6 +39,13 @@ def test_keep_last_k(tmp_path):
         ckpts.save({"step": step}, step)
     assert [s for s, _ in ckpts.steps()] == [3, 10]
     assert ckpts.path(10).name == "step-00000010.pt"
+
+
+def test_keep_steps_survive_rotation_and_do_not_count(tmp_path):
+    ckpts = CheckpointDir(tmp_path, keep_last=2, keep_steps=(2, 5))
+    for step in range(1, 9):
+        ckpts.save({"step": step}, step)
+    assert [s for s, _ in ckpts.steps()] == [2, 5, 7, 8]
 
 
 def test_latest_valid_skips_corrupt_truncated_and_incomplete(tmp_path):

@@ -39,7 +39,8 @@ from pathlib import Path
 import yaml
 
 from vjepa2.config import ConfigError, from_dict, to_dict
-from vjepa2.train.checkpoint import CheckpointDir, atomic_write, atomic_write_text
+from vjepa2.files import atomic_write, atomic_write_text
+from vjepa2.train.checkpoint import CheckpointDir
 from vjepa2.train.config import changed_config_keys
 
 STAGES = ("pretrain", "probe", "collect", "train-ac", "plan")

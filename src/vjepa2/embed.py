@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vjepa2.files import atomic_write
 from vjepa2 import precision
 from vjepa2.data.transforms import EvalTransform
 from vjepa2.data.video import ClipInfo, VideoReadError, list_videos, read_clip, write_video
@@ -84,20 +85,14 @@ class SafetensorsStreamWriter:
         header_bytes = json.dumps(header, separators=(",", ":")).encode()
         header_bytes += b" " * (-len(header_bytes) % 8)  # data starts 8-byte aligned
         self._data.flush()
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(struct.pack("<Q", len(header_bytes)))
-                out.write(header_bytes)
-                self._data.seek(0)
-                shutil.copyfileobj(self._data, out, length=1 << 22)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return self.path
+
+        def write(out) -> None:
+            out.write(struct.pack("<Q", len(header_bytes)))
+            out.write(header_bytes)
+            self._data.seek(0)
+            shutil.copyfileobj(self._data, out, length=1 << 22)
+
+        return atomic_write(self.path, write)
 
     def close(self) -> None:
         """Remove the temporary data file (always safe; :meth:`commit` does not need it after)."""

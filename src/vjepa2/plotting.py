@@ -29,7 +29,7 @@ def save_png(fig, path: str | os.PathLike, dpi: float | None = None, tight: bool
         dpi: resolution; None = the figure's own.
         tight: crop to the drawn content (``bbox_inches="tight"``).
     """
-    from vjepa2.train.checkpoint import atomic_write
+    from vjepa2.files import atomic_write
 
     buffer = io.BytesIO()
     try:

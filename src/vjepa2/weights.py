@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from vjepa2.config import from_dict
+from vjepa2.files import atomic_torch_save
 from vjepa2.models.encoder import VisionEncoder
 from vjepa2.models.predictor import Predictor
 from vjepa2.models.sizes import SIZES, EncoderConfig, PredictorConfig
@@ -413,23 +414,6 @@ def checkpoint_metadata(encoder: VisionEncoder | None = None, predictor: Predict
     if predictor is not None:
         meta["predictor_config"] = dataclasses.asdict(predictor.config)
     return meta
-
-
-def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temp file in the same directory, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_public(path: str | os.PathLike, encoder: VisionEncoder, predictor: Predictor | None = None,

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -35,6 +34,8 @@ from typing import Iterable, Sequence
 import av
 import numpy as np
 import torch
+
+from vjepa2.files import atomic_path
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".gif", ".mpg", ".mpeg",
                               ".ts", ".flv", ".wmv", ".3gp", ".ogv"})
@@ -467,33 +468,26 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | torch.Tensor, fps:
         raise ValueError(f"got {len(timestamps)} timestamps for {len(array)} frames")
     height, width = array.shape[1:3]
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with av.open(tmp, "w", format=container_format) as container:
-            rate = Fraction(fps).limit_denominator(1001)
-            stream = container.add_stream(codec or default_codec, rate=rate)
-            stream.width, stream.height = width, height
-            stream.pix_fmt = pixel_format or default_pix
-            if options:
-                stream.options = dict(options)
-            if gop_size is not None:
-                stream.codec_context.gop_size = gop_size
+    with atomic_path(path) as tmp, av.open(str(tmp), "w", format=container_format) as container:
+        rate = Fraction(fps).limit_denominator(1001)
+        stream = container.add_stream(codec or default_codec, rate=rate)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = pixel_format or default_pix
+        if options:
+            stream.options = dict(options)
+        if gop_size is not None:
+            stream.codec_context.gop_size = gop_size
+        if timestamps is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for i, image in enumerate(array):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
             if timestamps is not None:
-                stream.codec_context.time_base = Fraction(1, 1000)
-            if rotation:
-                stream.set_display_rotation(rotation)
-            for i, image in enumerate(array):
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-                if timestamps is not None:
-                    frame.pts = int(round(timestamps[i] * 1000))
-                    frame.time_base = Fraction(1, 1000)
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-            for packet in stream.encode():
+                frame.pts = int(round(timestamps[i] * 1000))
+                frame.time_base = Fraction(1, 1000)
+            for packet in stream.encode(frame):
                 container.mux(packet)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        for packet in stream.encode():
+            container.mux(packet)
     return path

@@ -35,8 +35,9 @@ from vjepa2.data.video import VideoReadError, read_clip
 from vjepa2.evals.data import EvalDataError, ToyVideos
 from vjepa2.evals.features import ClipConfig, FeatureFunction, module_digest
 from vjepa2.evals.probe import (GridConfig, check_clip_geometry, fit_and_report, load_frozen_encoder,
-                                resolve_device, write_json)
+                                resolve_device)
 from vjepa2.evals.toy import ToyConfig, ToyTask
+from vjepa2.files import write_json
 from vjepa2.models.predictor import Predictor
 from vjepa2.models.probe import ProbeVariant, probe_config
 

@@ -17,11 +17,9 @@ as in the paper. :func:`run_probe_eval` is the whole ``vjepa2 eval probe`` comma
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +37,7 @@ from vjepa2.evals.features import (ClipConfig, EncoderFeatures, FeatureFunction,
 from vjepa2.evals.metrics import classification_metrics, save_confusion_png
 from vjepa2.evals.probe_weights import save_probes
 from vjepa2.evals.toy import ToyConfig, ToyTask
+from vjepa2.files import write_json
 from vjepa2.models.probe import AttentiveProbe, ProbeConfig, ProbeVariant, probe_config
 
 LossKind = Literal["cross_entropy", "focal"]
@@ -295,23 +294,6 @@ def load_frozen_encoder(spec: str, random_init: bool = False, seed: int = 0):
             encoder = VisionEncoder(encoder.config)
     encoder.eval().requires_grad_(False)
     return encoder
-
-
-def write_json(data: dict, path: str | os.PathLike) -> Path:
-    """JSON to ``path`` atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, allow_nan=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _summary(metrics: dict) -> dict:

@@ -28,8 +28,9 @@ from pathlib import Path
 import torch
 
 from vjepa2.config import from_dict
+from vjepa2.files import atomic_torch_save
 from vjepa2.models.probe import AttentiveProbe, ProbeConfig
-from vjepa2.weights import (WeightsError, load_state_dict_checked, read_transformers_dir, safe_torch_load, atomic_torch_save,
+from vjepa2.weights import (WeightsError, load_state_dict_checked, read_transformers_dir, safe_torch_load,
                             strip_prefixes)
 
 # Public head names by number of heads.

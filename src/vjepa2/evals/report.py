@@ -21,7 +21,6 @@ import os
 import platform
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +32,8 @@ from vjepa2.evals.anticipation import HEAD_NAMES, AnticipationFeatures
 from vjepa2.evals.data import ToyVideos
 from vjepa2.evals.features import ClipConfig, EncoderFeatures, build_features
 from vjepa2.evals.metrics import effective_rank
-from vjepa2.evals.probe import (GridConfig, fit_and_report, load_frozen_encoder, resolve_device,
-                                write_json)
+from vjepa2.evals.probe import (GridConfig, fit_and_report, load_frozen_encoder, resolve_device)
+from vjepa2.files import atomic_write_text, write_json
 from vjepa2.evals.toy import TOY_SSV2_PAIRS, ToyConfig, ToyTask
 from vjepa2.models.probe import ProbeVariant, probe_config
 
@@ -107,6 +106,28 @@ def pair_metrics(confusion: list[list[int]]) -> tuple[float, float]:
         within += float(c[2 * p:2 * p + 2, 2 * p:2 * p + 2].sum())
     total = float(c.sum())
     return 100.0 * within / total, (100.0 * correct / within if within else float("nan"))
+
+
+def probe_toy_task(encoder, task: str, *, clips: ClipConfig, toy: ToyConfig, grid: GridConfig, seed: int,
+                   out: Path, variant: ProbeVariant = "light", progress: bool = False) -> dict:
+    """Probe a frozen ``encoder`` on the built-in ``task`` (features cached under ``out/features``):
+    ``{"top1", "effective_rank", "top3_variance"}`` plus, on toy-SSv2, ``"pair"`` and ``"direction"``.
+    ``effective_rank``: of the encoder's validation tokens (up to 240 clips)."""
+    train, val = (ToyVideos(ToyTask(task, split, toy)) for split in ("train", "val"))
+    fn, cache_dir = EncoderFeatures(encoder), str(out / "features")
+    report = fit_and_report(
+        train_data=train, val_data=val, fn=fn, clips=clips,
+        probe_cfg=probe_config(encoder.config.dim, len(train.head_classes[0]), variant), grid=grid, seed=seed,
+        cache_dir=cache_dir, cache_dtype="float32", encode_batch=16, out=out / task / variant,
+        head_names=("class",), selection=("top1", 0), settings={"task": task, "variant": variant},
+        device=next(encoder.parameters()).device, progress=progress, describe=task)
+    metrics = report["best"]["heads"]["class"]
+    val_features = build_features(val, fn, clips, False, seed, cache_dir, progress=False)
+    sample = val_features.get(torch.arange(min(len(val), 240)))  # (M, V, L, D)
+    entry = {"top1": metrics["top1"], **effective_rank(sample.reshape(-1, sample.shape[-1]))}
+    if task == "toy-ssv2":
+        entry["pair"], entry["direction"] = pair_metrics(metrics["confusion"])
+    return entry
 
 
 def pretrain_tiny(cfg: ToyReportConfig, progress: bool) -> tuple[Path, dict]:
@@ -338,12 +359,7 @@ def write_section(path: Path, section: str) -> Path:
         if kept >= 0:
             section = section.rstrip("\n") + "\n\n" + old[kept:].rstrip("\n") + "\n"
         new = text[:start] + section + ("\n" + tail if tail else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(new)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, new)
 
 
 def _find_heading(text: str, title: str) -> int:

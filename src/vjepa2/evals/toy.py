@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from vjepa2.config import ConfigError
+from vjepa2.files import atomic_write_text
 from vjepa2.data.synthetic import (COLOURS, SHAPES, Motion, Scene, SceneObject, make_motion, make_object,
                                    render, sample_background)
 
@@ -186,17 +187,10 @@ def export_toy_dataset(name: str, out: str | os.PathLike, config: ToyConfig | No
             write_video(out / relative, task.render(i, frames, size), fps=fps)
             label = task.label(i)
             lines.append(f"{relative} {label[2] if isinstance(label, tuple) else label}\n")
-        written[split] = _atomic_text(out / f"{split}.txt", "".join(lines))
-    written["classes"] = _atomic_text(out / "classes.txt", "".join(f"{c}\n" for c in ToyTask(name, "train",
+        written[split] = atomic_write_text(out / f"{split}.txt", "".join(lines))
+    written["classes"] = atomic_write_text(out / "classes.txt", "".join(f"{c}\n" for c in ToyTask(name, "train",
                                                                                             config).classes))
     return written
-
-
-def _atomic_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
 
 
 class ToyTask:

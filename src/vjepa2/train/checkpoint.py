@@ -1,17 +1,12 @@
 """Checkpoints that survive crashes: atomic writes, keep-last-K, and a newest-valid finder.
 
-A checkpoint is written to a temporary file in the destination directory, flushed and fsync'ed,
-then renamed over its final name (``os.replace`` is atomic on POSIX), and the directory entry is
-fsync'ed too. A process killed at any moment therefore leaves either the previous checkpoints
-untouched or the new one complete; at worst a stale ``.*.tmp`` file, which
-:meth:`CheckpointDir.remove_partial` deletes. :meth:`CheckpointDir.latest_valid` also skips a
-final-named file that cannot be read (e.g. copied half-way by hand or cut off by a full disk).
+A checkpoint is written with :func:`vjepa2.files.atomic_write` (temporary file, fsync, rename), so a
+process killed at any moment leaves either the previous checkpoints untouched or the new one
+complete; at worst a stale ``.*.tmp`` file, which :meth:`CheckpointDir.remove_partial` deletes.
+:meth:`CheckpointDir.latest_valid` also skips a final-named file that cannot be read (e.g. copied
+half-way by hand or cut off by a full disk) or whose weights are not finite (a diverged run).
 
 Files are named ``step-00001234.pt`` after the number of completed optimiser steps.
-
-Test hook: with ``VJEPA2_TEST_PAUSE_BEFORE_RENAME="<file name>=<seconds>"`` in the environment, the
-writer sleeps between the fsync of the temporary file and the rename when it writes that file, so a
-test can kill the process exactly there.
 """
 
 from __future__ import annotations
@@ -19,72 +14,16 @@ from __future__ import annotations
 import os
 import random
 import re
-import sys
-import tempfile
-import time
 import warnings
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
 
-PAUSE_ENV = "VJEPA2_TEST_PAUSE_BEFORE_RENAME"
+from vjepa2.files import atomic_torch_save
+
 _NAME = re.compile(r"^step-(\d{8,})\.pt$")
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not every platform can open a directory (Windows).
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _test_pause(path: Path) -> None:
-    spec = os.environ.get(PAUSE_ENV)
-    if not spec or "=" not in spec:
-        return
-    name, seconds = spec.rsplit("=", 1)
-    if name == path.name:
-        print(f"[{PAUSE_ENV}] pausing {seconds}s before renaming {path.name}", file=sys.stderr, flush=True)
-        time.sleep(float(seconds))
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
-    """Call ``write(file)`` on a temporary file next to ``path``, fsync it, rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        _test_pause(path)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_save(obj, path: str | os.PathLike) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically."""
-    return atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write a text file atomically (UTF-8)."""
-    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -126,13 +65,15 @@ def restore_rng_state(state: dict) -> None:
 
 
 class CheckpointDir:
-    """``directory/step-XXXXXXXX.pt`` files: atomic save, keep the newest ``keep_last``, find the newest valid."""
+    """``directory/step-XXXXXXXX.pt`` files: atomic save, keep the newest ``keep_last`` (and every
+    step in ``keep_steps``, e.g. the points of a learning curve), find the newest valid."""
 
-    def __init__(self, directory: str | os.PathLike, keep_last: int = 3) -> None:
+    def __init__(self, directory: str | os.PathLike, keep_last: int = 3, keep_steps: Iterable[int] = ()) -> None:
         if keep_last < 1:
             raise ValueError(f"keep_last must be >= 1, got {keep_last}")
         self.directory = Path(directory)
         self.keep_last = keep_last
+        self.keep_steps = frozenset(keep_steps)
 
     def path(self, step: int) -> Path:
         return self.directory / f"step-{step:08d}.pt"
@@ -158,11 +99,12 @@ class CheckpointDir:
         return removed
 
     def save(self, state: dict, step: int) -> Path:
-        """Write ``state`` as the checkpoint of ``step`` atomically, then delete all but the newest ``keep_last``."""
-        path = atomic_save(state, self.path(step))
+        """Write ``state`` as the checkpoint of ``step`` atomically, then delete all but the newest
+        ``keep_last`` (those of ``keep_steps`` stay and do not count)."""
+        path = atomic_torch_save(state, self.path(step))
         # Files named after later steps are left alone: they are not part of this run's history
         # (e.g. an unreadable one that a resume skipped), so they neither count nor get deleted.
-        history = [p for s, p in self.steps() if s <= step]
+        history = [p for s, p in self.steps() if s <= step and s not in self.keep_steps]
         for old in history[:-self.keep_last]:
             old.unlink(missing_ok=True)
         return path

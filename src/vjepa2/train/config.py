@@ -176,16 +176,20 @@ class PhaseConfig:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    """Write a checkpoint every ``every`` optimiser steps (and at the end); keep the newest ``keep_last``."""
+    """Write a checkpoint every ``every`` optimiser steps (and at the end); keep the newest ``keep_last``.
+    ``keep_steps``: steps whose checkpoints are also written and never deleted (a learning curve)."""
 
     every: int = 1000
     keep_last: int = 3
+    keep_steps: tuple[int, ...] = ()
 
     def validate(self) -> None:
         if self.every < 1:
             raise ConfigError(f"checkpoint.every must be >= 1, got {self.every}")
         if self.keep_last < 1:
             raise ConfigError(f"checkpoint.keep_last must be >= 1, got {self.keep_last}")
+        if any(step < 1 for step in self.keep_steps):
+            raise ConfigError(f"checkpoint.keep_steps must be steps >= 1, got {list(self.keep_steps)}")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vjepa2.train.checkpoint import atomic_write_text
+from vjepa2.files import atomic_write_text
 
 
 def _format(value) -> str:

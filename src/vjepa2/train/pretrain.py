@@ -26,7 +26,8 @@ from vjepa2.models.encoder import VisionEncoder, gather_tokens
 from vjepa2.models.predictor import Predictor
 from vjepa2.models.sizes import EncoderConfig, PredictorConfig
 from vjepa2.train import distributed as dist_utils
-from vjepa2.train.checkpoint import CheckpointDir, atomic_write_text, capture_rng_state, restore_rng_state
+from vjepa2.files import atomic_write_text
+from vjepa2.train.checkpoint import CheckpointDir, capture_rng_state, restore_rng_state
 from vjepa2.train.config import LossConfig, PhaseConfig, PretrainConfig, config_differences
 from vjepa2.train.ema import ema_update, make_target
 from vjepa2.train.monitor import RunMonitor
@@ -335,7 +336,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> RunSummary:
 
 def _run(cfg: PretrainConfig, resume: bool, env: dist_utils.DistEnv) -> RunSummary:
     out_dir = Path(cfg.output_dir)
-    checkpoints = CheckpointDir(out_dir / "checkpoints", keep_last=cfg.checkpoint.keep_last)
+    checkpoints = CheckpointDir(out_dir / "checkpoints", keep_last=cfg.checkpoint.keep_last,
+                                keep_steps=cfg.checkpoint.keep_steps)
     for phase in cfg.phases:
         _micro_layout(cfg, phase, env)  # batch-size errors before any work
     build_sources(cfg.data)  # a missing or malformed list file fails now, not at the first step
@@ -401,7 +403,7 @@ def _run(cfg: PretrainConfig, resume: bool, env: dist_utils.DistEnv) -> RunSumma
                              "clips_per_s": clips_per_s,
                              "nonfinite_total": counters.nonfinite_total, "files_skipped": counters.files_skipped,
                              "elapsed_s": time.perf_counter() - started})
-            if (step + 1) % cfg.checkpoint.every == 0 or phase_end:
+            if (step + 1) % cfg.checkpoint.every == 0 or phase_end or step + 1 in cfg.checkpoint.keep_steps:
                 summary.checkpoint = _save(checkpoints, training_model, model, optimizer, cfg, env, step + 1,
                                            where.phase, counters, result.loss, lr)
     finally:

@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from vjepa2.files import write_json
 from vjepa2.data.trajectories import write_trajectory
 from vjepa2.world_model.envs.toy_push import ToyPushConfig, ToyPushEnv, robot_from_xy
 
@@ -138,7 +137,7 @@ def collect(source, out: str | os.PathLike, episodes: int, steps: int, seed: int
     out.mkdir(parents=True, exist_ok=True)
     fps = source.fps or DEFAULT_FPS
     description = {**source.describe(), "episodes": episodes, "steps": steps, "seed": seed, "fps": fps}
-    _write_json(out / "collect.json", description)
+    write_json(description, out / "collect.json")
     written = []
     for index in tqdm(range(episodes), desc=f"collecting {description['env']}", unit="episode", disable=not progress):
         target = episode_dir(out, index)
@@ -152,14 +151,6 @@ def collect(source, out: str | os.PathLike, episodes: int, steps: int, seed: int
                          overwrite=overwrite)
         written.append(target)
     return written
-
-
-def _write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

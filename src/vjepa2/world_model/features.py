@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from vjepa2.files import atomic_path
 from vjepa2 import precision
 from vjepa2.data.trajectories import Convention, Skipped, Trajectory, find_trajectories, read_trajectory
 from vjepa2.data.transforms import center_crop, normalize, resize_short_side
@@ -135,14 +135,8 @@ def feature_metadata(path: str | os.PathLike) -> dict:
 
 
 def _save_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata={"vjepa2": json.dumps(metadata)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"vjepa2": json.dumps(metadata)})
 
 
 def build_feature_cache(root: str | os.PathLike, encoder: VisionEncoder, cache_dir: str | os.PathLike, *,

@@ -42,7 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vjepa2.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
-from vjepa2.train.checkpoint import atomic_write_text
+from vjepa2.files import atomic_write_text
 from vjepa2.world_model.mpc import Goal, MPCConfig, run_mpc
 from vjepa2.world_model.planner import CEMConfig, LatentPlanner, PlanResult, cem, make_constraint
 

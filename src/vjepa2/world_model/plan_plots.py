@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from vjepa2.plotting import pyplot, save_png
-from vjepa2.train.checkpoint import atomic_write
+from vjepa2.files import atomic_write
 
 
 def pick_frames(count: int, limit: int) -> list[int]:

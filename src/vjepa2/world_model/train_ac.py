@@ -40,7 +40,8 @@ from vjepa2.models.ac_predictor import ACPredictor, ACPredictorConfig, ac_predic
 from vjepa2.models.encoder import VisionEncoder
 from vjepa2.models.sizes import SIZES
 from vjepa2.train import distributed as dist_utils
-from vjepa2.train.checkpoint import CheckpointDir, atomic_write_text, capture_rng_state, restore_rng_state
+from vjepa2.files import atomic_write_text
+from vjepa2.train.checkpoint import CheckpointDir, capture_rng_state, restore_rng_state
 from vjepa2.train.config import CheckpointConfig, DistributedConfig, LogConfig, OptimConfig, PhaseConfig, config_differences
 from vjepa2.train.monitor import RunMonitor
 from vjepa2.train.pretrain import TrainingDiverged, _full_state, _load_full_state, build_optimizer

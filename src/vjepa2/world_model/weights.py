@@ -16,9 +16,10 @@ from pathlib import Path
 import torch
 
 from vjepa2.config import from_dict
+from vjepa2.files import atomic_torch_save
 from vjepa2.models.ac_predictor import ACPredictor, ACPredictorConfig
 from vjepa2.weights import (METADATA_KEY, PUBLIC_PREFIX, WeightsError, heads_for_width, load_state_dict_checked, count_indexed, select_state_dict,
-                            safe_torch_load, add_prefix, atomic_torch_save, strip_prefixes)
+                            safe_torch_load, add_prefix, strip_prefixes)
 
 _REQUIRED = ("predictor_embed.weight", "action_encoder.weight", "state_encoder.weight", "predictor_proj.weight")
 

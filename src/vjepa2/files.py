@@ -1,0 +1,215 @@
+"""Writing files safely: the one place for atomic writes, output-path checks and run-folder locks.
+
+* :func:`atomic_path` / :func:`atomic_write` (and the ``_text`` / ``_json`` / torch variants): the
+  data goes to a temporary file next to the destination, is flushed and fsync'ed, gets the mode any
+  new file would get (``0666 & ~umask``: a lab's shared folder can read checkpoints and logs), and is
+  renamed over its final name (atomic on POSIX); the directory entry is fsync'ed too. A process
+  killed at any moment leaves the old file or the complete new one, at worst a stale ``.*.tmp``. A
+  full disk raises :class:`DiskFullError` naming the file instead of a library's traceback.
+* :func:`check_output_dir` / :func:`check_output_file`: is an output path usable? Called by every
+  command before any work, so that a bad ``--out`` never costs a training run.
+* :class:`RunLock`: an advisory ``fcntl`` lock on a run folder, so that a second process (say a
+  second ``--resume`` of a live run) stops with one line naming the PID that holds it.
+
+Test hook: with ``VJEPA2_TEST_PAUSE_BEFORE_RENAME="<file name>=<seconds>"`` in the environment, the
+writer sleeps between the fsync of the temporary file and the rename when it writes that file, so a
+test can kill the process exactly there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+PAUSE_ENV = "VJEPA2_TEST_PAUSE_BEFORE_RENAME"
+LOCK_NAME = ".lock"
+
+
+class DiskFullError(OSError):
+    """The disk (or quota) filled up while writing a file; the message names the file."""
+
+
+class OutputPathError(ValueError):
+    """An output path that cannot be used (a file where a folder is needed, or the reverse)."""
+
+
+class RunLockedError(RuntimeError):
+    """Another live process holds the run folder's lock."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; not every platform can open a directory (Windows).
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _test_pause(path: Path) -> None:
+    spec = os.environ.get(PAUSE_ENV)
+    if not spec or "=" not in spec:
+        return
+    name, seconds = spec.rsplit("=", 1)
+    if name == path.name:
+        print(f"[{PAUSE_ENV}] pausing {seconds}s before renaming {path.name}", file=sys.stderr, flush=True)
+        time.sleep(float(seconds))
+
+
+def _is_disk_full(err: BaseException) -> bool:
+    seen = set()
+    while err is not None and id(err) not in seen:  # a library may wrap the OSError in its own error
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on a clean exit it is fsync'ed, given the umask's mode
+    and renamed to ``path``. For writers that want a file name (safetensors, PyAV); the body may
+    create the file itself. On an error the temporary file is removed and ``path`` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        _test_pause(path)
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if _is_disk_full(err):
+            raise DiskFullError(errno.ENOSPC, f"disk full while writing {path}; free space and run again "
+                                              f"(the previous {path.name}, if any, is intact)") from None
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(file)`` on a temporary binary file next to ``path``, then move it into place."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file atomically (UTF-8)."""
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_json(data, path: str | os.PathLike) -> Path:
+    """JSON to ``path`` atomically (NaN allowed, as Python's json writes it)."""
+    return atomic_write_text(path, json.dumps(data, indent=1, allow_nan=True) + "\n")
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically."""
+    import torch
+
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+# ------------------------------------------------------------------------------------------------
+# Output paths, checked before any work
+# ------------------------------------------------------------------------------------------------
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """``path`` is (or can become) a writable folder; raises :class:`OutputPathError` otherwise."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{what} {path} is a file, not a folder; choose a folder")
+    parent = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise OutputPathError(f"{what} {path}: {parent} is a file, so the folder cannot be made")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{what} {path}: no permission to write in {parent}")
+    return path
+
+
+def check_output_file(path: str | os.PathLike, what: str = "--out", overwrite: bool = True) -> Path:
+    """``path`` can be written as a file (its folder can be made; it is not a folder; with
+    ``overwrite=False`` it does not exist yet)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"{what} {path} is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise OutputPathError(f"{what} {path} exists; remove it or choose another name")
+    check_output_dir(path.parent, f"{what} {path}: folder")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# Run-folder lock
+# ------------------------------------------------------------------------------------------------
+
+
+class RunLock:
+    """Advisory exclusive lock on ``directory/.lock`` (``fcntl.flock``; released when the process
+    ends, however it ends). The holder's PID is written into the file for the refusal message.
+
+    Use as a context manager, or :meth:`acquire` / :meth:`release`. Where ``fcntl`` does not exist
+    (Windows) the lock is a no-op.
+    """
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory)
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunLockedError(f"{self.directory} is in use by another process (PID {holder}); wait for it "
+                                 f"to finish or stop it, or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
