@@ -495,7 +495,7 @@ def add_parser(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from vjepa2.train.pretrain import TrainingDiverged
+    from vjepa2.train.guard import TrainingDiverged
     from vjepa2.weights import WeightsError
 
     if args.threads is not None:

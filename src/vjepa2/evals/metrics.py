@@ -6,6 +6,8 @@ denominators are the split's size (``count`` is reported next to each accuracy).
 
 from __future__ import annotations
 
+import math
+
 import os
 from pathlib import Path
 
@@ -66,9 +68,12 @@ def effective_rank(features: torch.Tensor) -> dict:
 
     Returns ``effective_rank`` = exp(entropy of the normalised PCA variances) (1 = all variance on
     one direction, D = spread evenly) and ``top3_variance`` = share of the 3 largest, in percent.
-    A low value next to a random encoder's is partial dimensional collapse.
+    A low value next to a random encoder's is partial dimensional collapse. NaN for features that
+    are not all finite (a diverging run).
     """
     x = features.double()
+    if not torch.isfinite(x).all():
+        return {"effective_rank": math.nan, "top3_variance": math.nan}
     singular = torch.linalg.svdvals(x - x.mean(dim=0))
     share = singular**2 / (singular**2).sum()
     share = share[share > 0]

@@ -109,12 +109,24 @@ class CheckpointDir:
             old.unlink(missing_ok=True)
         return path
 
+    def set_aside(self, from_step: int) -> list[Path]:
+        """Rename the checkpoints of ``from_step`` and later to ``diverged-step-*.pt`` (kept for a human
+        to look at, never resumed from); returns the new paths."""
+        moved = []
+        for step, path in self.steps():
+            if step >= from_step:
+                target = path.with_name(f"diverged-{path.name}")
+                os.replace(path, target)
+                moved.append(target)
+        return moved
+
     def latest_valid(self, required_keys: Iterable[str] = (),
                      warn: Callable[[str], None] | None = None) -> tuple[Path, dict] | None:
-        """Newest checkpoint that loads and holds ``required_keys``: ``(path, state)``, or None.
+        """Newest checkpoint that loads, holds ``required_keys`` and has finite tensors: ``(path, state)``,
+        or None.
 
-        Unreadable or incomplete files are skipped with a message through ``warn`` (default:
-        :func:`warnings.warn`), never deleted: a human may want to look at them.
+        Unreadable, incomplete or non-finite files are skipped with a message through ``warn``
+        (default: :func:`warnings.warn`), never deleted: a human may want to look at them.
         """
         warn = warn or (lambda msg: warnings.warn(msg, stacklevel=3))
         for step, path in reversed(self.steps()):
@@ -127,5 +139,22 @@ class CheckpointDir:
             if missing:
                 warn(f"skipping incomplete checkpoint {path}: missing {', '.join(missing)}")
                 continue
+            bad = _first_non_finite(state)
+            if bad:
+                warn(f"skipping checkpoint {path}: {bad} holds non-finite values")
+                continue
             return path, state
         return None
+
+
+def _first_non_finite(state, prefix: str = "") -> str | None:
+    """Dotted name of the first floating-point tensor in ``state`` (nested dicts / lists) that holds
+    a NaN or an infinity, or None."""
+    if isinstance(state, torch.Tensor):
+        return prefix or "a tensor" if state.is_floating_point() and not torch.isfinite(state).all() else None
+    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (list, tuple)) else ()
+    for key, value in items:
+        found = _first_non_finite(value, f"{prefix}.{key}" if prefix else str(key))
+        if found:
+            return found
+    return None

@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0
-    from vjepa2.train.pretrain import TrainingDiverged, pretrain
+    from vjepa2.train.guard import TrainingDiverged
+    from vjepa2.train.pretrain import pretrain
 
     try:
         pretrain(cfg, resume=args.resume)

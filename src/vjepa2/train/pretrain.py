@@ -30,6 +30,7 @@ from vjepa2.files import atomic_write_text
 from vjepa2.train.checkpoint import CheckpointDir, capture_rng_state, restore_rng_state
 from vjepa2.train.config import LossConfig, PhaseConfig, PretrainConfig, config_differences
 from vjepa2.train.ema import ema_update, make_target
+from vjepa2.train.guard import TrainingDiverged, stop_if_diverged
 from vjepa2.train.monitor import RunMonitor
 from vjepa2.train.regularizers import regularizer_value
 from vjepa2.train.schedules import ema_momentum_at, lr_at, phase_at
@@ -38,10 +39,6 @@ from vjepa2.weights import METADATA_KEY, add_prefix, checkpoint_metadata, strip_
 #: Key of the exact-resume state inside a checkpoint (next to the public ``encoder`` ... ``epoch``).
 TRAIN_STATE_KEY = "vjepa2_train"
 CHECKPOINT_KEYS = ("encoder", "target_encoder", "predictor", "opt", "epoch", TRAIN_STATE_KEY)
-
-
-class TrainingDiverged(RuntimeError):
-    """Too many optimiser steps in a row had a non-finite loss or gradient."""
 
 
 @dataclass
@@ -386,7 +383,7 @@ def _run(cfg: PretrainConfig, resume: bool, env: dist_utils.DistEnv) -> RunSumma
                                 device=env.device, noise=_noise_generators(cfg, step, env),
                                 sketch=_sketch_generator(cfg, step, env))
             clips_per_s = cfg.phase_batch_size(where.phase) / max(time.perf_counter() - tick, 1e-9)
-            _count_non_finite(result, step, counters, cfg, monitor)
+            _count_non_finite(result, step, counters, cfg, monitor, checkpoints, env)
             summary.end_step, summary.last_loss, summary.target_std = step + 1, result.loss, result.target_std
             monitor.advance(loss=result.loss, lr=lr, clips_s=clips_per_s)
             if result.finite:
@@ -403,7 +400,8 @@ def _run(cfg: PretrainConfig, resume: bool, env: dist_utils.DistEnv) -> RunSumma
                              "clips_per_s": clips_per_s,
                              "nonfinite_total": counters.nonfinite_total, "files_skipped": counters.files_skipped,
                              "elapsed_s": time.perf_counter() - started})
-            if (step + 1) % cfg.checkpoint.every == 0 or phase_end or step + 1 in cfg.checkpoint.keep_steps:
+            due = (step + 1) % cfg.checkpoint.every == 0 or phase_end or step + 1 in cfg.checkpoint.keep_steps
+            if due and counters.nonfinite_in_a_row == 0:  # never during a streak (see vjepa2.train.guard)
                 summary.checkpoint = _save(checkpoints, training_model, model, optimizer, cfg, env, step + 1,
                                            where.phase, counters, result.loss, lr)
     finally:
@@ -449,7 +447,8 @@ def _restore(cfg: PretrainConfig, resume: bool, checkpoints: CheckpointDir, trai
                if not line.startswith("output_dir:")]  # a moved run directory is not a change
     say(f"resumed from {found_path} at step {train_state['step']} (phase {train_state['phase']})"
         + (f"; config changed since: {'; '.join(changed)}" if changed else ""))
-    return int(train_state["step"]), Counters(**train_state["counters"])
+    # A resume is a new attempt: the streak that stopped a run does not count against it.
+    return int(train_state["step"]), Counters(**{**train_state["counters"], "nonfinite_in_a_row": 0})
 
 
 def _fixed_batch(loader, step: int) -> torch.Tensor | None:
@@ -469,7 +468,7 @@ def _phase_banner(cfg: PretrainConfig, where, env: dist_utils.DistEnv) -> str:
 
 
 def _count_non_finite(result: StepResult, step: int, counters: Counters, cfg: PretrainConfig,
-                      monitor: RunMonitor) -> None:
+                      monitor: RunMonitor, checkpoints: CheckpointDir, env: dist_utils.DistEnv) -> None:
     """Count a skipped (non-finite) step; stop the run after ``max_nonfinite_steps`` in a row."""
     if result.finite:
         counters.nonfinite_in_a_row = 0
@@ -478,12 +477,7 @@ def _count_non_finite(result: StepResult, step: int, counters: Counters, cfg: Pr
     counters.nonfinite_in_a_row += 1
     monitor.write(f"step {step + 1}: non-finite loss ({result.loss}) or gradient norm ({result.grad_norm}); "
                   f"skipped ({counters.nonfinite_in_a_row} in a row)")
-    if counters.nonfinite_in_a_row >= cfg.max_nonfinite_steps:
-        raise TrainingDiverged(
-            f"stopping: {counters.nonfinite_in_a_row} steps in a row (up to step {step + 1}) had a non-finite "
-            f"loss or gradient (max_nonfinite_steps={cfg.max_nonfinite_steps}). Lower optim.lr, set "
-            f"optim.clip_grad (e.g. 1.0), try dtype=fp32, or check the data; --resume restarts from the "
-            f"last checkpoint.")
+    stop_if_diverged(counters.nonfinite_in_a_row, cfg.max_nonfinite_steps, step, checkpoints, env.is_main)
 
 
 def _truncate_skipped_table(out_dir: Path, start_step: int) -> None:

@@ -62,7 +62,7 @@ def _train(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0
-    from vjepa2.train.pretrain import TrainingDiverged
+    from vjepa2.train.guard import TrainingDiverged
     from vjepa2.world_model.train_ac import train_ac
 
     try:

@@ -44,7 +44,8 @@ from vjepa2.files import atomic_write_text
 from vjepa2.train.checkpoint import CheckpointDir, capture_rng_state, restore_rng_state
 from vjepa2.train.config import CheckpointConfig, DistributedConfig, LogConfig, OptimConfig, PhaseConfig, config_differences
 from vjepa2.train.monitor import RunMonitor
-from vjepa2.train.pretrain import TrainingDiverged, _full_state, _load_full_state, build_optimizer
+from vjepa2.train.guard import stop_if_diverged
+from vjepa2.train.pretrain import _full_state, _load_full_state, build_optimizer
 from vjepa2.train.schedules import phase_at, phase_lr
 from vjepa2.weights import METADATA_KEY, WeightsError, add_prefix, strip_prefixes
 from vjepa2.world_model.features import FeatureSet, build_feature_cache, feature_metadata, read_features
@@ -540,10 +541,7 @@ def _run(cfg: ACTrainConfig, resume: bool, env: dist_utils.DistEnv) -> ACRunSumm
                 nonfinite_total += 1
                 nonfinite_in_a_row += 1
                 monitor.write(f"step {step + 1}: non-finite loss or gradient; skipped ({nonfinite_in_a_row} in a row)")
-                if nonfinite_in_a_row >= cfg.max_nonfinite_steps:
-                    raise TrainingDiverged(f"stopping: {nonfinite_in_a_row} non-finite steps in a row; lower optim.lr, "
-                                           f"set optim.clip_grad, or use dtype=fp32; --resume restarts from the last "
-                                           f"checkpoint")
+                stop_if_diverged(nonfinite_in_a_row, cfg.max_nonfinite_steps, step, checkpoints, env.is_main)
             optimizer.zero_grad(set_to_none=True)
             loss, loss_tf, loss_ar = (float(x) for x in sums)
             clips_per_s = cfg.batch_size / max(time.perf_counter() - tick, 1e-9)
@@ -553,7 +551,7 @@ def _run(cfg: ACTrainConfig, resume: bool, env: dist_utils.DistEnv) -> ACRunSumm
                 monitor.log({"step": step + 1, "loss": loss, "loss_teacher_forcing": loss_tf, "loss_rollout": loss_ar,
                              "lr": lr, "grad_norm": grad_norm, "clips_per_s": clips_per_s,
                              "nonfinite_total": nonfinite_total, "elapsed_s": time.perf_counter() - started})
-            if (step + 1) % cfg.checkpoint.every == 0 or step + 1 == total:
+            if ((step + 1) % cfg.checkpoint.every == 0 or step + 1 == total) and nonfinite_in_a_row == 0:
                 summary.checkpoint = _save(checkpoints, training_model, model, optimizer, cfg, env, step + 1, loss,
                                            lr, nonfinite_total, features)
     finally:
