@@ -107,3 +107,109 @@ def test_train_ac_divergence_keeps_a_finite_checkpoint_to_resume_from(toy_trajec
                         for v in torch.load(p, weights_only=True)["predictor"].values())
     summary = train_ac(config(12), resume=True)
     assert summary.end_step == 12 and summary.nonfinite_total == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. Untrusted sizes and malformed weight folders
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def transformers_dir(tmp_path_factory):
+    import vjepa2
+
+    torch.manual_seed(0)
+    encoder = vjepa2.VisionEncoder(vjepa2.encoder_config("tiny", dim=64, depth=2, heads=2, mlp_hidden=128))
+    predictor = vjepa2.Predictor(vjepa2.predictor_config(encoder.config, dim=64, depth=1, heads=2, mlp_hidden=128))
+    out = tmp_path_factory.mktemp("hf") / "model"
+    vjepa2.save_transformers(encoder, predictor, out)
+    return out
+
+
+def _damaged_copy(source, tmp_path, damage):
+    import shutil
+
+    target = tmp_path / "damaged"
+    shutil.copytree(source, target)
+    damage(target)
+    return target
+
+
+def _edit_config(**changes):
+    import json
+
+    def damage(folder):
+        config = json.loads((folder / "config.json").read_text())
+        config.update(changes)
+        (folder / "config.json").write_text(json.dumps(config))
+    return damage
+
+
+def test_a_huge_claimed_size_fails_fast_in_little_memory_naming_the_tensor(transformers_dir, tmp_path):
+    import json
+    import time
+
+    folder = _damaged_copy(transformers_dir, tmp_path, _edit_config(hidden_size=4096, num_hidden_layers=64))
+    # Peak memory of the command itself (a wrapper process reports its child's maximum RSS).
+    probe = ("import resource, subprocess, sys, json; "
+             "done = subprocess.run([sys.executable, '-m', 'vjepa2', 'embed', '--demo', '--no-progress', "
+             f"'--weights', {str(folder)!r}, '--out', {str(tmp_path / 'e.safetensors')!r}], capture_output=True, "
+             "text=True); print(json.dumps([done.returncode, done.stderr, "
+             "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))")
+    started = time.time()
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    seconds = time.time() - started
+    code, stderr, max_rss_kb = json.loads(out.stdout)
+    done = subprocess.CompletedProcess([], code, "", stderr)
+    last = assert_one_line_error(done, str(folder), "patch_embed.proj.weight")
+    assert "4096" in last and seconds < 10 and max_rss_kb < 1024 * 1024, (seconds, max_rss_kb)
+
+
+@pytest.mark.parametrize("name, damage, needles", [
+    ("bad JSON", lambda f: (f / "config.json").write_text("{not json"), ("config.json", "not readable JSON")),
+    ("string size", _edit_config(hidden_size="64"), ("config.json", "hidden_size", "'64'")),
+    ("negative depth", _edit_config(num_hidden_layers=-2), ("config.json", "num_hidden_layers")),
+    ("truncated tensors", lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:300]),
+     ("model.safetensors", "not a readable safetensors file")),
+    ("huge header", lambda f: (f / "model.safetensors").write_bytes((2**62).to_bytes(8, "little") + b"{}"),
+     ("model.safetensors", "not a readable safetensors file")),
+])
+def test_malformed_transformers_folders_are_one_line_errors(transformers_dir, tmp_path, name, damage, needles):
+    folder = _damaged_copy(transformers_dir, tmp_path, damage)
+    done = run_vjepa2("embed", "--demo", "--no-progress", "--weights", str(folder), "--out", str(tmp_path / "e.st"))
+    assert_one_line_error(done, *needles)
+    assert not (tmp_path / "e.st").exists()
+
+
+def test_a_wrong_shape_tensor_is_named(transformers_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    def damage(folder):
+        tensors = load_file(folder / "model.safetensors")
+        name = next(k for k in tensors if k.endswith("layer.1.mlp.fc1.weight") and k.startswith("encoder"))
+        tensors[name] = tensors[name][:, :10].contiguous()
+        save_file(tensors, folder / "model.safetensors")
+
+    folder = _damaged_copy(transformers_dir, tmp_path, damage)
+    done = run_vjepa2("embed", "--demo", "--no-progress", "--weights", str(folder), "--out", str(tmp_path / "e.st"))
+    assert_one_line_error(done, "blocks.1.mlp.fc1.weight", "(128, 10)")
+
+
+def test_our_checkpoint_metadata_claiming_huge_sizes_fails_before_building(tmp_path):
+    import vjepa2
+    from vjepa2.weights import METADATA_KEY, WeightsError
+
+    torch.manual_seed(0)
+    encoder = vjepa2.VisionEncoder(vjepa2.encoder_config("tiny", dim=64, depth=1, heads=2, mlp_hidden=128))
+    vjepa2.save_public(tmp_path / "tiny.pt", encoder)
+    state = torch.load(tmp_path / "tiny.pt", weights_only=True)
+    state[METADATA_KEY]["encoder_config"].update(dim=4096, depth=64, heads=32, mlp_hidden=16384)
+    torch.save(state, tmp_path / "tiny.pt")
+    with pytest.raises(WeightsError, match=r"patch_embed.proj.weight: checkpoint \(64, 3, 2, 16, 16\) vs model "
+                                           r"\(4096, 3, 2, 16, 16\)"):
+        vjepa2.load_encoder(tmp_path / "tiny.pt")
+    state[METADATA_KEY]["encoder_config"]["depth"] = "many"
+    torch.save(state, tmp_path / "tiny.pt")
+    with pytest.raises(WeightsError, match=r"tiny.pt: bad encoder config: .*depth"):
+        vjepa2.load_encoder(tmp_path / "tiny.pt")

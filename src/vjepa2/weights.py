@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from vjepa2.config import from_dict
+from vjepa2.config import ConfigError, from_dict
 from vjepa2.files import atomic_torch_save
 from vjepa2.models.encoder import VisionEncoder
 from vjepa2.models.predictor import Predictor
@@ -255,22 +255,50 @@ def safe_torch_load(path: Path) -> dict:
     return obj
 
 
-def read_transformers_dir(path: Path) -> tuple[dict, dict]:
-    """``(config dict, flat state dict)`` of a ``save_pretrained`` directory (single or sharded)."""
+def _read_json(path: Path, required: tuple[str, ...] = ()) -> dict:
+    """A JSON object from ``path``; a broken file is a :class:`WeightsError` naming it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise WeightsError(f"{path}: not readable JSON ({str(err).splitlines()[0][:200]})") from None
+    if not isinstance(data, dict):
+        raise WeightsError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise WeightsError(f"{path}: missing key {missing[0]!r}")
+    return data
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` file; a truncated or malformed one is a :class:`WeightsError`."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such file (named by the folder's index)")
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise WeightsError(f"{path}: not a readable safetensors file ({str(err).splitlines()[0][:200]})") from None
+
+
+def read_transformers_dir(path: Path) -> tuple[dict, dict]:
+    """``(config dict, flat state dict)`` of a ``save_pretrained`` directory (single or sharded)."""
     config_file = path / "config.json"
     if not config_file.is_file():
         raise WeightsError(f"{path}: a transformers directory needs config.json")
-    config = json.loads(config_file.read_text())
+    config = _read_json(config_file)
     single = path / "model.safetensors"
     index = path / "model.safetensors.index.json"
     if single.is_file():
-        sd = load_file(single)
+        sd = _load_safetensors(single)
     elif index.is_file():
+        weight_map = _read_json(index, required=("weight_map",))["weight_map"]
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise WeightsError(f"{index}: 'weight_map' must map tensor names to shard file names")
         sd = {}
-        for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
-            sd.update(load_file(path / shard))
+        for shard in sorted(set(weight_map.values())):
+            sd.update(_load_safetensors(path / Path(shard).name))
     elif (path / "pytorch_model.bin").is_file():
         sd = safe_torch_load(path / "pytorch_model.bin")
     else:
@@ -278,28 +306,37 @@ def read_transformers_dir(path: Path) -> tuple[dict, dict]:
     return config, sd
 
 
-def _configs_from_transformers(cfg: dict) -> tuple[dict, dict]:
-    """Our encoder / predictor config fields from a transformers ``config.json``."""
-    patch = cfg.get("patch_size", 16)
-    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
-    dim = cfg.get("hidden_size", 1024)
-    pdim = cfg.get("pred_hidden_size", 384)
-    common = dict(patch_size=patch, tubelet_size=cfg.get("tubelet_size", 2),
-                  img_size=cfg.get("crop_size", 256), num_frames=cfg.get("frames_per_clip", 64),
-                  norm_eps=cfg.get("layer_norm_eps", 1e-6), qkv_bias=cfg.get("qkv_bias", True),
+def _configs_from_transformers(cfg: dict, source: Path) -> tuple[dict, dict]:
+    """Our encoder / predictor config fields from a transformers ``config.json`` (``source``); a
+    size that is not a positive number is a :class:`WeightsError` naming the key."""
+
+    def number(key: str, default, kind=int):
+        value = cfg.get(key, default)
+        if isinstance(value, (list, tuple)) and key == "patch_size" and value:
+            value = value[0]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 \
+                or (kind is int and value != int(value)):
+            raise WeightsError(f"{source}: {key} must be a positive {'integer' if kind is int else 'number'}, "
+                               f"got {value!r}")
+        return kind(value)
+
+    dim, pdim = number("hidden_size", 1024), number("pred_hidden_size", 384)
+    common = dict(patch_size=number("patch_size", 16), tubelet_size=number("tubelet_size", 2),
+                  img_size=number("crop_size", 256), num_frames=number("frames_per_clip", 64),
+                  norm_eps=number("layer_norm_eps", 1e-6, float), qkv_bias=bool(cfg.get("qkv_bias", True)),
                   position="rope_compatible")
-    enc = dict(common, dim=dim, depth=cfg.get("num_hidden_layers", 24),
-               heads=cfg.get("num_attention_heads", 16),
-               mlp_hidden=int(dim * cfg.get("mlp_ratio", 4.0)), in_chans=cfg.get("in_chans", 3))
-    pred = dict(common, enc_dim=dim, dim=pdim, depth=cfg.get("pred_num_hidden_layers", 12),
-                heads=cfg.get("pred_num_attention_heads", 12),
-                mlp_hidden=int(pdim * cfg.get("pred_mlp_ratio", 4.0)),
-                num_mask_tokens=cfg.get("pred_num_mask_tokens", 10))
+    enc = dict(common, dim=dim, depth=number("num_hidden_layers", 24), heads=number("num_attention_heads", 16),
+               mlp_hidden=int(dim * number("mlp_ratio", 4.0, float)), in_chans=number("in_chans", 3))
+    pred = dict(common, enc_dim=dim, dim=pdim, depth=number("pred_num_hidden_layers", 12),
+                heads=number("pred_num_attention_heads", 12),
+                mlp_hidden=int(pdim * number("pred_mlp_ratio", 4.0, float)),
+                num_mask_tokens=number("pred_num_mask_tokens", 10))
     return enc, pred
 
 
-def load_state_dict_checked(module: nn.Module, sd: dict[str, torch.Tensor], what: str, source: Path) -> None:
-    """``load_state_dict`` that reports missing / unexpected keys and shape mismatches by name."""
+def check_state_dict_fits(module: nn.Module, sd: dict[str, torch.Tensor], what: str, source: Path) -> None:
+    """Raise a :class:`WeightsError` naming missing / unexpected keys and shape mismatches (the module
+    may live on the meta device: only its shapes are read)."""
     own = module.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
@@ -312,10 +349,33 @@ def load_state_dict_checked(module: nn.Module, sd: dict[str, torch.Tensor], what
         problems.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:12])}"
                         + (" ..." if len(unexpected) > 12 else ""))
     if mismatched:
-        problems.append("shape mismatches: " + "; ".join(mismatched[:12]))
+        problems.append(f"shape mismatches ({len(mismatched)}): " + "; ".join(mismatched[:3])
+                        + (" ..." if len(mismatched) > 3 else ""))
     if problems:
         raise WeightsError(f"{source}: the {what} weights do not fit the model — " + " | ".join(problems))
+
+
+def load_state_dict_checked(module: nn.Module, sd: dict[str, torch.Tensor], what: str, source: Path) -> None:
+    """``load_state_dict`` that reports missing / unexpected keys and shape mismatches by name."""
+    check_state_dict_fits(module, sd, what, source)
     module.load_state_dict(sd, strict=True)
+
+
+def build_checked(model_class: Callable[[object], nn.Module], config, sd: dict[str, torch.Tensor], what: str,
+                  source: Path) -> nn.Module:
+    """``model_class(config)`` with ``sd`` loaded, checked before any memory is spent: the model is
+    first built on the meta device (shapes only), so a file that claims sizes its tensors do not
+    have (say a 64-layer 4096-wide config next to a tiny model's tensors) fails in milliseconds,
+    naming the first tensor that disagrees."""
+    try:
+        with torch.device("meta"):
+            shell = model_class(config)
+    except (ValueError, TypeError) as err:
+        raise WeightsError(f"{source}: the {what} config cannot be built ({err})") from None
+    check_state_dict_fits(shell, sd, what, source)
+    model = model_class(config)
+    model.load_state_dict(sd, strict=True)
+    return model
 
 
 def select_state_dict(checkpoint: dict, key: str, path: Path) -> dict:
@@ -360,16 +420,19 @@ def _load_model(fmt: _ModelFormat, path: str | os.PathLike, key: str, config, ov
     if path.is_dir():
         hf_cfg, hf_sd = read_transformers_dir(path)
         sd = fmt.from_transformers(hf_sd)
-        config = config or from_dict(fmt.config, {**_configs_from_transformers(hf_cfg)[fmt.hf_fields], **overrides})
+        config_source = path / "config.json"
+        fields = _configs_from_transformers(hf_cfg, config_source)[fmt.hf_fields]
     else:
         checkpoint = safe_torch_load(path)
         sd = fmt.from_public(select_state_dict(checkpoint, key, path))
-        meta = _metadata(checkpoint).get(f"{fmt.name}_config")
-        if config is None:
-            config = (from_dict(fmt.config, {**meta, **overrides}) if meta else fmt.infer_config(sd, **overrides))
-    model = fmt.model(config)
-    load_state_dict_checked(model, sd, fmt.name, path)
-    return model.eval()
+        fields, config_source = _metadata(checkpoint).get(f"{fmt.name}_config"), path
+    if config is None:
+        try:
+            config = (from_dict(fmt.config, {**fields, **overrides}) if isinstance(fields, dict)
+                      else fmt.infer_config(sd, **overrides))
+        except (ConfigError, TypeError, ValueError) as err:
+            raise WeightsError(f"{config_source}: bad {fmt.name} config: {err}") from None
+    return build_checked(fmt.model, config, sd, fmt.name, path).eval()
 
 
 def load_encoder(path: str | os.PathLike, key: str = "target_encoder", config: EncoderConfig | None = None,

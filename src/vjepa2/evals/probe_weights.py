@@ -27,10 +27,10 @@ from pathlib import Path
 
 import torch
 
-from vjepa2.config import from_dict
+from vjepa2.config import ConfigError, from_dict
 from vjepa2.files import atomic_torch_save
 from vjepa2.models.probe import AttentiveProbe, ProbeConfig
-from vjepa2.weights import (WeightsError, load_state_dict_checked, read_transformers_dir, safe_torch_load,
+from vjepa2.weights import (WeightsError, build_checked, read_transformers_dir, safe_torch_load,
                             strip_prefixes)
 
 # Public head names by number of heads.
@@ -204,14 +204,16 @@ def load_probes(path: str | os.PathLike, heads: int | None = None, norm_eps: flo
         meta = checkpoint.get(METADATA_KEY)
         meta = meta.get("probe_configs") if isinstance(meta, dict) else None
         if meta:
-            configs = [from_dict(ProbeConfig, m) for m in meta]
+            try:
+                configs = [from_dict(ProbeConfig, m) for m in meta]
+            except (ConfigError, TypeError, ValueError) as err:
+                raise WeightsError(f"{path}: bad probe config: {err}") from None
         else:
             configs = [infer_probe_config(sd, heads=heads or PUBLIC_HEADS_COUNT, norm_eps=norm_eps or PUBLIC_NORM_EPS)
                        for sd in state_dicts]
     probes = []
     for i, (cfg, sd) in enumerate(zip(configs, state_dicts)):
-        probe = AttentiveProbe(cfg)
-        load_state_dict_checked(probe, sd, f"probe #{i}", path)
+        probe = build_checked(AttentiveProbe, cfg, sd, f"probe #{i}", path)
         probes.append(probe.eval())
     return probes
 

@@ -30,7 +30,7 @@ from vjepa2.files import atomic_write_text
 from vjepa2.train.checkpoint import CheckpointDir, capture_rng_state, restore_rng_state
 from vjepa2.train.config import LossConfig, PhaseConfig, PretrainConfig, config_differences
 from vjepa2.train.ema import ema_update, make_target
-from vjepa2.train.guard import TrainingDiverged, stop_if_diverged
+from vjepa2.train.guard import stop_if_diverged
 from vjepa2.train.monitor import RunMonitor
 from vjepa2.train.regularizers import regularizer_value
 from vjepa2.train.schedules import ema_momentum_at, lr_at, phase_at

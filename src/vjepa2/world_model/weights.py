@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from vjepa2.config import from_dict
+from vjepa2.config import ConfigError, from_dict
 from vjepa2.files import atomic_torch_save
 from vjepa2.models.ac_predictor import ACPredictor, ACPredictorConfig
-from vjepa2.weights import (METADATA_KEY, PUBLIC_PREFIX, WeightsError, heads_for_width, load_state_dict_checked, count_indexed, select_state_dict,
+from vjepa2.weights import (METADATA_KEY, PUBLIC_PREFIX, WeightsError, build_checked, heads_for_width, count_indexed, select_state_dict,
                             safe_torch_load, add_prefix, strip_prefixes)
 
 _REQUIRED = ("predictor_embed.weight", "action_encoder.weight", "state_encoder.weight", "predictor_proj.weight")
@@ -72,10 +72,12 @@ def load_ac_predictor(path: str | os.PathLike, key: str = "predictor", config: A
     meta = checkpoint.get(METADATA_KEY, {}) if isinstance(checkpoint.get(METADATA_KEY), dict) else {}
     if config is None:
         stored = meta.get("ac_predictor_config")
-        config = (from_dict(ACPredictorConfig, {**stored, **config_overrides}) if stored
-                  else infer_ac_predictor_config(sd, **config_overrides))
-    model = ACPredictor(config)
-    load_state_dict_checked(model, sd, "AC predictor", path)
+        try:
+            config = (from_dict(ACPredictorConfig, {**stored, **config_overrides}) if isinstance(stored, dict)
+                      else infer_ac_predictor_config(sd, **config_overrides))
+        except (ConfigError, TypeError, ValueError) as err:
+            raise WeightsError(f"{path}: bad AC predictor config: {err}") from None
+    model = build_checked(ACPredictor, config, sd, "AC predictor", path)
     return model.eval()
 
 
