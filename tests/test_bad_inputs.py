@@ -213,3 +213,224 @@ def test_our_checkpoint_metadata_claiming_huge_sizes_fails_before_building(tmp_p
     torch.save(state, tmp_path / "tiny.pt")
     with pytest.raises(WeightsError, match=r"tiny.pt: bad encoder config: .*depth"):
         vjepa2.load_encoder(tmp_path / "tiny.pt")
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. Config holes
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("model.dim=0", "model.dim must be positive"),
+    ("model.depth=0", "model.depth must be positive"),
+    ("model.heads=-3", "model.heads must be positive"),
+    ("optim.lr=nan", "optim.lr: expected a finite number"),
+    ("optim.lr=inf", "optim.lr: expected a finite number"),
+    ("loss.regularizer_weight=.nan", "loss.regularizer_weight: expected a finite number"),
+])
+def test_bad_config_values_stop_before_any_work(tmp_path, override, needle):
+    done = run_vjepa2("pretrain", "--out", str(tmp_path / "run"), override)
+    assert_one_line_error(done, needle)
+    assert not (tmp_path / "run").exists()
+
+
+def test_broken_config_files_are_named(tmp_path):
+    (tmp_path / "broken.yaml").write_text("optim: {lr: [1, 2\nseed: 3\n")
+    (tmp_path / "binary.yaml").write_bytes(bytes(range(256)))
+    assert_one_line_error(run_vjepa2("pretrain", "--config", str(tmp_path / "broken.yaml")), "broken.yaml",
+                          "not valid YAML at line")
+    assert_one_line_error(run_vjepa2("pretrain", "--config", str(tmp_path / "binary.yaml")), "binary.yaml",
+                          "not a text file")
+    assert_one_line_error(run_vjepa2("pretrain", "--config", str(tmp_path)), str(tmp_path), "is a folder")
+
+
+def test_resume_with_another_model_size_names_the_changed_keys(tmp_path):
+    short = ["log.progress_bar=false", "log.tensorboard=false", "threads=1", "phases.warmup.iterations=1",
+             "phases.constant.iterations=1", "phases.cooldown.iterations=1"]
+    assert run_vjepa2("pretrain", "--out", str(tmp_path), *short).returncode == 0
+    done = run_vjepa2("pretrain", "--out", str(tmp_path), "--resume", *short, "model.dim=192", "model.depth=2")
+    assert_one_line_error(done, "cannot resume", "model.depth: 4 -> 2", "model.dim: 96 -> 192")
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. One process per run folder
+# ------------------------------------------------------------------------------------------------
+
+
+def test_a_second_resume_of_a_live_run_is_refused_and_the_live_run_finishes(tmp_path):
+    short = ["log.progress_bar=false", "log.tensorboard=false", "threads=1", "phases.warmup.iterations=1",
+             "phases.constant.iterations=2", "phases.cooldown.iterations=1", "checkpoint.every=2"]
+    live = subprocess.Popen([sys.executable, "-m", "vjepa2", "pretrain", "--out", str(tmp_path), *short],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1",
+                                 "VJEPA2_TEST_PAUSE_BEFORE_RENAME": "step-00000002.pt=8"})
+    try:
+        line = live.stderr.readline()
+        while "pausing" not in line:  # the live run now holds a temporary checkpoint file
+            assert line, "the run ended without pausing"
+            line = live.stderr.readline()
+        second = run_vjepa2("pretrain", "--out", str(tmp_path), "--resume", *short)
+        assert_one_line_error(second, str(tmp_path), "in use by another process", f"PID {live.pid}")
+        assert live.wait(timeout=120) == 0, live.stderr.read()[-2000:]
+    finally:
+        live.kill()
+    assert [s for s, _ in CheckpointDir(tmp_path / "checkpoints").steps()] == [2, 3, 4]
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. Output paths are checked before any work
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [
+    ["eval", "probe", "--encoder", "random:tiny", "--dataset", "toy-ssv2", "--no-progress"],
+    ["pretrain"],
+    ["train-ac", "--data", "no-such-data"],
+    ["collect", "--episodes", "1", "--steps", "2"],
+    ["plan-eval", "--run", "no-such-run", "--task", "reach"],
+])
+def test_an_output_path_that_is_a_file_fails_before_any_work(tmp_path, command):
+    target = tmp_path / "taken"
+    target.write_text("precious")
+    done = run_vjepa2(*command, "--out", str(target), timeout=60)
+    assert_one_line_error(done, str(target), "is a file")
+    assert target.read_text() == "precious"
+
+
+def test_embed_refuses_a_folder_as_output_before_encoding(tmp_path):
+    done = run_vjepa2("embed", "--demo", "--no-progress", "--out", str(tmp_path))
+    assert_one_line_error(done, str(tmp_path), "is a folder")
+    assert_one_line_error(run_vjepa2("embed", "--demo", "--size", "-16"), "--size must be >= 1")
+
+
+def test_collect_refuses_a_folder_made_with_other_settings_unless_overwrite(tmp_path):
+    import json
+
+    assert run_vjepa2("collect", "--episodes", "3", "--steps", "3", "--size", "32", "--out", str(tmp_path)).returncode == 0
+    more = run_vjepa2("collect", "--episodes", "4", "--steps", "3", "--size", "32", "--out", str(tmp_path))
+    assert more.returncode == 0  # same settings, more episodes: extends the folder
+    done = run_vjepa2("collect", "--episodes", "2", "--steps", "5", "--size", "32", "--out", str(tmp_path))
+    assert_one_line_error(done, "other settings", "steps: 3 -> 5", "--overwrite")
+    assert json.loads((tmp_path / "collect.json").read_text())["steps"] == 3
+    redo = run_vjepa2("collect", "--episodes", "2", "--steps", "5", "--size", "32", "--out", str(tmp_path),
+                      "--overwrite")
+    assert redo.returncode == 0
+    assert sorted(p.name for p in tmp_path.glob("episode_*")) == ["episode_000000", "episode_000001"]
+    assert json.loads((tmp_path / "collect.json").read_text())["steps"] == 5
+
+
+# ------------------------------------------------------------------------------------------------
+# 6. Messages: all-bad data, BOM, distinct skipped files, bad episodes, full disk
+# ------------------------------------------------------------------------------------------------
+
+
+def _bad_videos(folder, count=3):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        (folder / f"broken{i}.mp4").write_bytes(b"not a video" * 10)
+    return folder
+
+
+def test_all_bad_data_is_one_message_not_a_traceback(tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{p} 0\n" for p in sorted(_bad_videos(tmp_path / "v").iterdir())))
+    done = run_vjepa2("pretrain", "--out", str(tmp_path / "run"), f"data.sources=[{{kind: list, path: {listing}}}]",
+                      "log.progress_bar=false", "threads=1")
+    assert_one_line_error(done, "all failed", "broken")
+
+
+def test_a_list_file_with_a_byte_order_mark_reads_its_first_path(tmp_path):
+    from vjepa2.data.lists import read_list
+
+    video = tmp_path / "a.mp4"
+    video.write_bytes(b"x")
+    listing = tmp_path / "list.txt"
+    listing.write_bytes("\ufeff".encode() + f"{video} 3\n".encode())
+    assert read_list(listing).entries[0].path == str(video)
+
+
+def test_skipped_files_are_reported_as_reads_and_distinct_files(tmp_path):
+    from vjepa2.train.pretrain import format_summary
+
+    from video_fixtures import index_video
+
+    good = index_video(tmp_path / "good.mp4", 90)
+    bad = sorted(_bad_videos(tmp_path / "v", 2).iterdir())
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{p} 0\n" for p in [good, *bad]))
+    cfg = tiny_config(tmp_path / "run", data={"sources": [{"kind": "list", "path": str(listing)}], "num_workers": 0},
+                      phases=[{"name": "main", "iterations": 6, "frames": 4, "resolution": 32}])
+    summary = pretrain(cfg)
+    assert summary.counters.files_skipped > 2
+    assert f"{summary.counters.files_skipped} reads of 2 distinct file(s)" in format_summary(summary)
+
+
+def test_one_bad_episode_is_skipped_and_named_by_train_ac(toy_trajectories, tmp_path):
+    import shutil
+
+    from vjepa2.world_model.train_ac import load_ac_config, train_ac
+
+    data = tmp_path / "data"
+    shutil.copytree(toy_trajectories, data)
+    broken = sorted(data.glob("episode_*"))[1]
+    (broken / "states.npy").write_bytes(b"garbage")
+    cfg = load_ac_config(None, ac_overrides(2), **{"data.trajectories": str(data), "output_dir": str(tmp_path / "r")})
+    summary = train_ac(cfg)
+    assert summary.end_step == 2
+    assert [s.path.name for s in summary.skipped] == [broken.name] and "unreadable" in summary.skipped[0].reason
+
+
+def test_a_full_disk_is_named_and_the_previous_file_survives(tmp_path, monkeypatch):
+    import errno
+
+    from vjepa2.files import DiskFullError, atomic_torch_save
+
+    atomic_torch_save({"w": torch.ones(3)}, tmp_path / "ckpt.pt")
+
+    def full(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as err:  # torch reports the failed write as its own error
+            raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0") from err
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(DiskFullError, match=r"disk full while writing .*ckpt.pt"):
+        atomic_torch_save({"w": torch.zeros(3)}, tmp_path / "ckpt.pt")
+    monkeypatch.undo()
+    assert torch.equal(torch.load(tmp_path / "ckpt.pt", weights_only=True)["w"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
+
+
+def test_a_full_disk_during_a_run_is_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from vjepa2.cli import main
+    from vjepa2.train import monitor
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "log.csv"))
+
+    monkeypatch.setattr(monitor.RunMonitor, "log", full)
+    code = main(["pretrain", "--out", str(tmp_path), "log.progress_bar=false", "log.tensorboard=false", "threads=1"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1 and err.startswith("vjepa2 pretrain: disk full while writing") and "log.csv" in err
+
+
+# ------------------------------------------------------------------------------------------------
+# 7. Files honour the umask
+# ------------------------------------------------------------------------------------------------
+
+
+def test_checkpoints_logs_and_json_get_the_umask_mode(tmp_path):
+    from vjepa2.files import write_json
+
+    old = os.umask(0o022)
+    try:
+        summary = pretrain(tiny_config(tmp_path / "run", phases=[{"name": "main", "iterations": 2, "frames": 4,
+                                                                  "resolution": 32}]))
+        write_json({"a": 1}, tmp_path / "x.json")
+    finally:
+        os.umask(old)
+    for path in (summary.checkpoint, tmp_path / "run" / "config.yaml", tmp_path / "x.json"):
+        assert path.stat().st_mode & 0o777 == 0o644, path

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vjepa2.files import atomic_write
+from vjepa2.files import OutputPathError, atomic_write, check_output_file
 from vjepa2 import precision
 from vjepa2.data.transforms import EvalTransform
 from vjepa2.data.video import ClipInfo, VideoReadError, list_videos, read_clip, write_video
@@ -179,6 +179,15 @@ class EmbedReport:
     dim: int | None = None
 
 
+def _check_options(frames: int, size: int, fps: float | None, out: str | os.PathLike) -> None:
+    if frames < 1 or size < 1 or (fps is not None and fps <= 0):
+        raise EmbedError(f"--frames and --size must be >= 1 and --fps > 0, got frames={frames}, size={size}, fps={fps}")
+    try:
+        check_output_file(out)
+    except OutputPathError as err:
+        raise EmbedError(str(err)) from None
+
+
 def embed_videos(paths: Iterable[str | os.PathLike], encoder: VisionEncoder, out: str | os.PathLike, *,
                  frames: int = 16, size: int = 256, fps: float | None = None, dtype: str = "fp32",
                  batch_size: int = 1, device: str | torch.device = "cpu", settings: dict | None = None,
@@ -193,8 +202,7 @@ def embed_videos(paths: Iterable[str | os.PathLike], encoder: VisionEncoder, out
     paths = [Path(p) for p in paths]
     device = torch.device(device)
     config = encoder.config
-    if frames < 1 or (fps is not None and fps <= 0):
-        raise EmbedError(f"--frames must be >= 1 and --fps > 0, got frames={frames}, fps={fps}")
+    _check_options(frames, size, fps, out)
     if frames % config.tubelet_size:
         raise EmbedError(f"--frames {frames} must be a multiple of the encoder's tubelet size {config.tubelet_size}")
     if size % config.patch_size:
@@ -315,6 +323,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, paths: list[Path], weights: str) -> int:
+    _check_options(args.frames, args.size, args.fps, args.out)  # before the encoder is loaded
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise EmbedError("--device cuda: CUDA is not available on this machine; use --device cpu")

@@ -74,7 +74,8 @@ def _test_pause(path: Path) -> None:
         time.sleep(float(seconds))
 
 
-def _is_disk_full(err: BaseException) -> bool:
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` (or an error it wraps) is a full disk or quota."""
     seen = set()
     while err is not None and id(err) not in seen:  # a library may wrap the OSError in its own error
         seen.add(id(err))
@@ -104,7 +105,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        if _is_disk_full(err):
+        if is_disk_full(err):
             raise DiskFullError(errno.ENOSPC, f"disk full while writing {path}; free space and run again "
                                               f"(the previous {path.name}, if any, is intact)") from None
         raise

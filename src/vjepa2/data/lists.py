@@ -105,7 +105,7 @@ def read_list(path: str | os.PathLike) -> VideoSource:
     base = list_path.parent
     entries = []
     try:
-        with open(list_path, encoding="utf-8") as handle:
+        with open(list_path, encoding="utf-8-sig") as handle:  # -sig: a BOM written by some editors is not a path
             for number, line in enumerate(handle, start=1):
                 try:
                     parsed = parse_list_line(line)

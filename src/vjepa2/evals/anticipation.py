@@ -37,7 +37,7 @@ from vjepa2.evals.features import ClipConfig, FeatureFunction, module_digest
 from vjepa2.evals.probe import (GridConfig, check_clip_geometry, fit_and_report, load_frozen_encoder,
                                 resolve_device)
 from vjepa2.evals.toy import ToyConfig, ToyTask
-from vjepa2.files import write_json
+from vjepa2.files import check_output_dir, write_json
 from vjepa2.models.predictor import Predictor
 from vjepa2.models.probe import ProbeVariant, probe_config
 
@@ -363,6 +363,7 @@ def load_predictor_pair(checkpoint: str, random_init: bool, seed: int):
 
 def run_anticipation_eval(cfg: AnticipationEvalConfig, progress: bool = True) -> dict:
     """The ``vjepa2 eval anticipation`` command; returns the report written to ``out/results.json``."""
+    check_output_dir(cfg.out)
     device = resolve_device(cfg.device)
     unseen_actions: list[EK100Action] = []
     if cfg.dataset is not None:

@@ -37,7 +37,7 @@ from vjepa2.evals.features import (ClipConfig, EncoderFeatures, FeatureFunction,
 from vjepa2.evals.metrics import classification_metrics, save_confusion_png
 from vjepa2.evals.probe_weights import save_probes
 from vjepa2.evals.toy import ToyConfig, ToyTask
-from vjepa2.files import write_json
+from vjepa2.files import check_output_dir, write_json
 from vjepa2.models.probe import AttentiveProbe, ProbeConfig, ProbeVariant, probe_config
 
 LossKind = Literal["cross_entropy", "focal"]
@@ -358,6 +358,7 @@ def fit_and_report(*, train_data: LabelledVideos, val_data: LabelledVideos, fn: 
 
 def run_probe_eval(cfg: ProbeEvalConfig, progress: bool = True) -> dict:
     """The ``vjepa2 eval probe`` command: returns the report also written to ``out/results.json``."""
+    check_output_dir(cfg.out)
     device = resolve_device(cfg.device)
     if cfg.dataset is not None:
         train_data = ToyVideos(ToyTask(cfg.dataset, "train", cfg.toy))

@@ -33,7 +33,7 @@ from vjepa2.evals.data import ToyVideos
 from vjepa2.evals.features import ClipConfig, EncoderFeatures, build_features
 from vjepa2.evals.metrics import effective_rank
 from vjepa2.evals.probe import (GridConfig, fit_and_report, load_frozen_encoder, resolve_device)
-from vjepa2.files import atomic_write_text, write_json
+from vjepa2.files import atomic_write_text, check_output_dir, write_json
 from vjepa2.evals.toy import TOY_SSV2_PAIRS, ToyConfig, ToyTask
 from vjepa2.models.probe import ProbeVariant, probe_config
 
@@ -167,7 +167,7 @@ def pretrain_tiny(cfg: ToyReportConfig, progress: bool) -> tuple[Path, dict]:
 def run_toy_report(cfg: ToyReportConfig, progress: bool = True) -> Path:
     """Everything in the module docstring; returns the path of ``summary.json``."""
     started = time.time()
-    out = Path(cfg.out)
+    out = check_output_dir(cfg.out)
     device = resolve_device(cfg.device)
     checkpoint, pre_info = pretrain_tiny(cfg, progress)
     pretrain_done = time.time()

@@ -28,6 +28,9 @@ from vjepa2.models.sizes import SIZES, EncoderConfig, Position, PredictorConfig,
 LrSchedule = Literal["warmup", "constant", "linear", "cosine"]
 
 
+_SIZE_KEYS = ("dim", "depth", "heads", "mlp_hidden")  # null = the named size's value
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Encoder and predictor architecture.
@@ -54,6 +57,12 @@ class ModelConfig:
     def validate(self) -> None:
         if self.size not in SIZES:
             raise ConfigError(f"model.size: unknown model size {self.size!r}; choose one of {', '.join(SIZES)}")
+        for key in ("dim", "depth", "heads", "mlp_hidden", "patch_size", "tubelet_size", "predictor_dim",
+                    "predictor_depth", "predictor_heads", "predictor_mlp_hidden", "num_mask_tokens"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise ConfigError(f"model.{key} must be positive, got {value}"
+                                  + (" (leave it out or null for the size's value)" if key in _SIZE_KEYS else ""))
         try:  # dims that do not fit together (e.g. dim not divisible by heads) fail here, not mid-run
             self.predictor(self.encoder(self.tubelet_size, self.patch_size))
         except ConfigError as err:
@@ -61,7 +70,7 @@ class ModelConfig:
 
     def encoder(self, frames: int, resolution: int) -> EncoderConfig:
         """Encoder config; ``frames``/``resolution`` set the native grid of the ``sincos`` table."""
-        dims = {k: getattr(self, k) for k in ("dim", "depth", "heads", "mlp_hidden") if getattr(self, k)}
+        dims = {k: getattr(self, k) for k in _SIZE_KEYS if getattr(self, k) is not None}
         return encoder_config(self.size, **dims, patch_size=self.patch_size, tubelet_size=self.tubelet_size,
                               position=self.position, img_size=resolution, num_frames=frames,
                               activation_checkpointing=self.activation_checkpointing)
@@ -307,13 +316,17 @@ def resolve_config_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    if path.suffix in (".yaml", ".yml") or path.parent != Path("."):
-        raise ConfigError(f"config file {path} does not exist")
     shipped = _recipe_dir() / f"{name_or_path}.yaml"
-    if not shipped.is_file():
-        raise ConfigError(f"--config {name_or_path!r} is neither a file nor a shipped recipe; "
-                          f"recipes: {', '.join(recipe_names())}")
-    return Path(str(shipped))
+    is_name = path.suffix not in (".yaml", ".yml") and path.parent == Path(".")
+    if is_name and shipped.is_file():  # a recipe name wins over a folder of that name in the working directory
+        return Path(str(shipped))
+    if path.is_dir():
+        raise ConfigError(f"--config {path} is a folder; give a YAML file (e.g. {path / 'config.yaml'}) or a "
+                          f"recipe name: {', '.join(recipe_names())}")
+    if not is_name:
+        raise ConfigError(f"config file {path} does not exist")
+    raise ConfigError(f"--config {name_or_path!r} is neither a file nor a shipped recipe; "
+                      f"recipes: {', '.join(recipe_names())}")
 
 
 def _phases_by_name(data: dict) -> dict:
@@ -369,6 +382,16 @@ def changed_config_keys(old: dict, new: dict, prefix: str = "") -> list[tuple[st
         elif a != b:
             changes.append((name, a, b))
     return changes
+
+
+def check_same_model(saved: dict, current: dict, checkpoint: object) -> None:
+    """Refuse to resume ``checkpoint`` (whose run config is ``saved``) with other ``model`` settings:
+    its weights would not fit. Both are plain config dicts."""
+    changed = changed_config_keys(saved.get("model", {}), current.get("model", {}), "model.")
+    if changed:
+        listing = "; ".join(f"{name}: {a!r} -> {b!r}" for name, a, b in changed)
+        raise ConfigError(f"cannot resume {checkpoint}: its model settings differ from this config's ({listing}); "
+                          f"resume with the run's own settings, or start a new run with another --out")
 
 
 def config_differences(old: dict, new: dict) -> list[str]:

@@ -6,6 +6,7 @@ The rest of the file is bookkeeping (phases, checkpoints, logs, processes).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,9 +27,9 @@ from vjepa2.models.encoder import VisionEncoder, gather_tokens
 from vjepa2.models.predictor import Predictor
 from vjepa2.models.sizes import EncoderConfig, PredictorConfig
 from vjepa2.train import distributed as dist_utils
-from vjepa2.files import atomic_write_text
+from vjepa2.files import RunLock, atomic_write_text, check_output_dir
 from vjepa2.train.checkpoint import CheckpointDir, capture_rng_state, restore_rng_state
-from vjepa2.train.config import LossConfig, PhaseConfig, PretrainConfig, config_differences
+from vjepa2.train.config import LossConfig, PhaseConfig, PretrainConfig, check_same_model, config_differences
 from vjepa2.train.ema import ema_update, make_target
 from vjepa2.train.guard import stop_if_diverged
 from vjepa2.train.monitor import RunMonitor
@@ -325,7 +326,13 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> RunSummary:
     env = dist_utils.init_distributed(cfg.device, cfg.distributed.backend)
     threads = torch.get_num_threads()
     try:
-        return _run(cfg, resume, env)
+        check_output_dir(cfg.output_dir)
+        for phase in cfg.phases:
+            _micro_layout(cfg, phase, env)  # batch-size errors before any work
+        build_sources(cfg.data)  # a missing or malformed list file fails now, not at the first step
+        # One process per run folder: a second `--resume` of a live run would delete its temporary files.
+        with RunLock(cfg.output_dir) if env.is_main else contextlib.nullcontext():
+            return _run(cfg, resume, env)
     finally:
         torch.set_num_threads(threads)
         dist_utils.shutdown()
@@ -335,9 +342,6 @@ def _run(cfg: PretrainConfig, resume: bool, env: dist_utils.DistEnv) -> RunSumma
     out_dir = Path(cfg.output_dir)
     checkpoints = CheckpointDir(out_dir / "checkpoints", keep_last=cfg.checkpoint.keep_last,
                                 keep_steps=cfg.checkpoint.keep_steps)
-    for phase in cfg.phases:
-        _micro_layout(cfg, phase, env)  # batch-size errors before any work
-    build_sources(cfg.data)  # a missing or malformed list file fails now, not at the first step
     say = print if env.is_main else (lambda *a, **k: None)
 
     if cfg.threads:
@@ -436,6 +440,7 @@ def _restore(cfg: PretrainConfig, resume: bool, checkpoints: CheckpointDir, trai
     # Memory-mapped on the other ranks: reading the same file is cheap.
     state = found[1] if found else torch.load(found_path, map_location="cpu", weights_only=True, mmap=True)
     train_state = state[TRAIN_STATE_KEY]
+    check_same_model(train_state["config"], to_dict(cfg), found_path)
     _load_full_state(training_model, optimizer, _join_models(state), state["opt"])
     rng = train_state["rng"]
     if len(rng) == env.world_size:
@@ -543,13 +548,23 @@ def config_banner(cfg: PretrainConfig, env: dist_utils.DistEnv) -> str:
             f"{cfg.total_iterations} steps in {len(cfg.phases)} phase(s), output {cfg.output_dir}\n{text}")
 
 
+def _skipped_text(s: RunSummary) -> str:
+    """``0``, or ``92 reads of 6 distinct files`` (a bad file is met again every time it is drawn)."""
+    if not s.counters.files_skipped:
+        return "0"
+    table = s.output_dir / "skipped_files.tsv"
+    rows = table.read_text().splitlines() if table.is_file() else [f"{st}\t{p}" for st, p, _ in s.skipped_files]
+    distinct = len({row.split("\t")[1] for row in rows if row.count("\t") >= 1})
+    return f"{s.counters.files_skipped} reads of {distinct} distinct file(s)"
+
+
 def format_summary(s: RunSummary) -> str:
     """Human-readable end-of-run summary."""
     lines = [f"done: steps {s.start_step}-{s.end_step} in {s.seconds:.1f} s; last loss "
              f"{s.last_loss:.4f}; target feature std {s.target_std:.3f} (near 0 = collapse)"
              + (f", effective rank {s.target_rank:.1f} (a few = partial collapse)" if s.target_rank else "")
              if s.last_loss is not None else f"done: nothing to do (already at step {s.end_step})",
-             f"non-finite steps skipped: {s.counters.nonfinite_total}; data files skipped: {s.counters.files_skipped}"]
+             f"non-finite steps skipped: {s.counters.nonfinite_total}; data files skipped: {_skipped_text(s)}"]
     for step, path, reason in s.skipped_files[:20]:
         lines.append(f"  step {step}: {path}: {reason}")
     if len(s.skipped_files) > 20:

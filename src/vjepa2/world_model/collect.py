@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from vjepa2.files import write_json
 from vjepa2.data.trajectories import write_trajectory
+from vjepa2.files import OutputPathError, check_output_dir, write_json
 from vjepa2.world_model.envs.toy_push import ToyPushConfig, ToyPushEnv, robot_from_xy
 
 DEFAULT_FPS = 10.0
@@ -129,14 +131,18 @@ def collect(source, out: str | os.PathLike, episodes: int, steps: int, seed: int
             overwrite: bool = False, progress: bool = True) -> list[Path]:
     """Write ``episodes`` trajectories to ``out``; returns their directories.
 
-    Each trajectory is written atomically; existing ones are skipped (resume) unless ``overwrite``.
+    Each trajectory is written atomically; existing ones are skipped (resume, or more episodes with
+    the same settings) unless ``overwrite``. A folder collected with other settings is refused (its
+    ``collect.json`` would no longer describe every episode) unless ``overwrite``, which re-records
+    every episode and removes those beyond ``episodes``.
     """
     if episodes < 1 or steps < 1:
         raise ValueError(f"episodes and steps must be >= 1, got episodes={episodes}, steps={steps}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(out)
     fps = source.fps or DEFAULT_FPS
     description = {**source.describe(), "episodes": episodes, "steps": steps, "seed": seed, "fps": fps}
+    _check_same_collection(out, description, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
     write_json(description, out / "collect.json")
     written = []
     for index in tqdm(range(episodes), desc=f"collecting {description['env']}", unit="episode", disable=not progress):
@@ -151,6 +157,27 @@ def collect(source, out: str | os.PathLike, episodes: int, steps: int, seed: int
                          overwrite=overwrite)
         written.append(target)
     return written
+
+
+def _check_same_collection(out: Path, description: dict, overwrite: bool) -> None:
+    """Refuse (or, with ``overwrite``, clear) a folder whose ``collect.json`` has other settings."""
+    old_file = out / "collect.json"
+    if not old_file.is_file():
+        return
+    try:
+        old = json.loads(old_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        old = {}
+    changed = [f"{key}: {old.get(key)!r} -> {value!r}" for key, value in json.loads(json.dumps(description)).items()
+               if key != "episodes" and old.get(key) != value]
+    if not changed:
+        return
+    if not overwrite:
+        raise OutputPathError(f"{out} holds episodes collected with other settings ({'; '.join(changed)}); choose "
+                              f"another --out, or --overwrite to re-record them all")
+    for stale in sorted(out.glob("episode_*")):
+        if stale.is_dir() and int(stale.name.split("_")[-1]) >= description["episodes"]:
+            shutil.rmtree(stale)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

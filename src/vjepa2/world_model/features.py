@@ -34,7 +34,9 @@ from tqdm.auto import tqdm
 
 from vjepa2.files import atomic_path
 from vjepa2 import precision
-from vjepa2.data.trajectories import Convention, Skipped, Trajectory, find_trajectories, read_trajectory
+from vjepa2.data.trajectories import (Convention, Skipped, Trajectory, TrajectoryError, find_trajectories,
+                                     read_trajectory)
+from vjepa2.data.video import VideoReadError
 from vjepa2.data.transforms import center_crop, normalize, resize_short_side
 from vjepa2.models.encoder import VisionEncoder
 
@@ -173,7 +175,11 @@ def build_feature_cache(root: str | os.PathLike, encoder: VisionEncoder, cache_d
             if meta.get("signature") == signature:
                 files.append(target)
                 continue
-        traj = read_trajectory(path, fps=fps, convention=convention)
+        try:
+            traj = read_trajectory(path, fps=fps, convention=convention)
+        except (TrajectoryError, VideoReadError, OSError, ValueError) as err:  # one bad episode never stops a run
+            skipped.append(Skipped(path, f"unreadable: {str(err).splitlines()[0][:300]}"))
+            continue
         if len(traj) < min_steps:
             skipped.append(Skipped(path, f"{len(traj)} steps{f' at {fps} fps' if fps else ''} < {min_steps} needed"))
             continue

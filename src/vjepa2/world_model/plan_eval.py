@@ -42,7 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vjepa2.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
-from vjepa2.files import atomic_write_text
+from vjepa2.files import atomic_write_text, check_output_dir
 from vjepa2.world_model.mpc import Goal, MPCConfig, run_mpc
 from vjepa2.world_model.planner import CEMConfig, LatentPlanner, PlanResult, cem, make_constraint
 
@@ -572,6 +572,7 @@ def _run(args: argparse.Namespace) -> int:
     from vjepa2.world_model.train_ac import load_world_model
 
     try:
+        check_output_dir(args.out)
         world = load_world_model(args.run).to(args.device)
         report = plan_eval(world, cfg, args.out)
     except (WeightsError, ValueError, FileNotFoundError, ImportError) as err:

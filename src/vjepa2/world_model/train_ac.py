@@ -22,6 +22,7 @@ both ``mean |pred - h|^p / p`` (``p = 1``: L1), summed. The rest reuses the pret
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -36,13 +37,15 @@ from torch import nn
 
 from vjepa2 import precision
 from vjepa2.config import ConfigError, from_dict, to_dict
+from vjepa2.data.trajectories import TrajectoryError
 from vjepa2.models.ac_predictor import ACPredictor, ACPredictorConfig, ac_predictor_config, normalize_latents
 from vjepa2.models.encoder import VisionEncoder
 from vjepa2.models.sizes import SIZES
 from vjepa2.train import distributed as dist_utils
-from vjepa2.files import atomic_write_text
+from vjepa2.files import RunLock, atomic_write_text, check_output_dir
 from vjepa2.train.checkpoint import CheckpointDir, capture_rng_state, restore_rng_state
-from vjepa2.train.config import CheckpointConfig, DistributedConfig, LogConfig, OptimConfig, PhaseConfig, config_differences
+from vjepa2.train.config import (CheckpointConfig, DistributedConfig, LogConfig, OptimConfig, PhaseConfig,
+                                 check_same_model, config_differences)
 from vjepa2.train.monitor import RunMonitor
 from vjepa2.train.guard import stop_if_diverged
 from vjepa2.train.pretrain import _full_state, _load_full_state, build_optimizer
@@ -134,11 +137,15 @@ class ACModelConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"model.{name} must be positive or null (from the data), got {value}")
+        for name in ("dim", "depth", "heads", "mlp_hidden", "action_dim", "state_dim"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"model.{name} must be positive or null, got {value}")
 
     def build(self, enc_dim: int, img_size: int, patch_size: int, action_dim: int, state_dim: int,
               action_scale: float = 1.0, state_scale: float = 1.0) -> ACPredictorConfig:
         """The predictor config; ``action_scale``/``state_scale`` are used where the config leaves them null."""
-        dims = {k: getattr(self, k) for k in ("dim", "depth", "heads", "mlp_hidden") if getattr(self, k)}
+        dims = {k: getattr(self, k) for k in ("dim", "depth", "heads", "mlp_hidden") if getattr(self, k) is not None}
         return ac_predictor_config(self.size, enc_dim=enc_dim, **dims, action_dim=action_dim, state_dim=state_dim,
                                    extrinsics_dim=max(action_dim - 1, 1), img_size=img_size, patch_size=patch_size,
                                    position=self.position, activation_checkpointing=self.activation_checkpointing,
@@ -432,7 +439,11 @@ def train_ac(cfg: ACTrainConfig, resume: bool = False) -> ACRunSummary:
     try:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        return _run(cfg, resume, env)
+        check_output_dir(cfg.output_dir)
+        _virtual_layout(cfg, env)  # batch-size errors before any work
+        # One process per run folder: a second `--resume` of a live run would delete its temporary files.
+        with RunLock(cfg.output_dir) if env.is_main else contextlib.nullcontext():
+            return _run(cfg, resume, env)
     finally:
         torch.set_num_threads(threads)
         dist_utils.shutdown()
@@ -457,6 +468,10 @@ def _run(cfg: ACTrainConfig, resume: bool, env: dist_utils.DistEnv) -> ACRunSumm
     del encoder
     for skipped in features.skipped:
         say(f"skipped {skipped.path}: {skipped.reason}")
+    if not features.files:
+        first = features.skipped[0] if features.skipped else None
+        raise TrajectoryError(f"{cfg.data.trajectories}: no usable trajectory ({len(features.skipped)} skipped"
+                              + (f"; e.g. {first.path}: {first.reason}" if first else "") + ")")
     windows = FeatureWindows(features.files, cfg.data.clip_steps)
     sample = read_features(features.files[0], 0, 2)
     given = cfg.model.action_scale is not None and cfg.model.state_scale is not None
@@ -488,6 +503,7 @@ def _run(cfg: ACTrainConfig, resume: bool, env: dist_utils.DistEnv) -> ACRunSumm
     if found_path is not None:
         state = found[1] if found else torch.load(found_path, map_location="cpu", weights_only=True, mmap=True)
         train_state = state[TRAIN_STATE_KEY]
+        check_same_model(train_state["config"], to_dict(cfg), found_path)
         model_sd = {f"predictor.{k}": v for k, v in strip_prefixes(state["predictor"]).items()}
         _load_full_state(training_model, optimizer, model_sd, state["opt"])
         start_step = int(train_state["step"])
