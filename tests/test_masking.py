@@ -166,6 +166,54 @@ def test_rank_split_matches_global_batch_with_global_equalize():
             assert torch.equal(context[:, :n], whole[g][0][r * per_rank:(r + 1) * per_rank])
 
 
+@pytest.mark.parametrize("truncate", ["first", "random"])
+def test_rank_split_matches_global_batch_for_either_truncation(truncate):
+    cfg = MaskConfig(equalize="global_batch", truncate=truncate)
+    grid, ids = (4, 4, 4), list(range(12, 18))
+    whole = step_masks(grid, cfg, seed=3, step=2, sample_ids=ids, global_ids=ids)
+    parts = [step_masks(grid, cfg, seed=3, step=2, sample_ids=ids[:3], global_ids=ids),
+             step_masks(grid, cfg, seed=3, step=2, sample_ids=ids[3:], global_ids=ids)]
+    for g, (context, target) in enumerate(whole):
+        check_pair(context, target, 64, 6)
+        assert torch.equal(context, torch.cat([p[g][0] for p in parts]))
+        assert torch.equal(target, torch.cat([p[g][1] for p in parts]))
+
+
+def _kept_share_per_time_step(truncate: str, batches: int = 60) -> np.ndarray:
+    """Share of the available (context or target) tokens of each time step that survive equalisation."""
+    cfg = MaskConfig(generators=(BlockMaskSpec(num_blocks=2, spatial_scale=(0.7, 0.7), temporal_scale=(0.5, 0.5)),),
+                     truncate=truncate)
+    grid, kept, available = (4, 4, 4), np.zeros(4), np.zeros(4)
+    for step in range(batches):
+        ids = list(range(8))
+        (context, target), = step_masks(grid, cfg, seed=0, step=step, sample_ids=ids)
+        for idx in (context, target):
+            np.add.at(kept, (idx // 16).flatten().numpy(), 1)
+        available += 16 * len(ids)  # every token is context or target with a 1.0 context time
+    return kept / available
+
+
+def test_random_truncation_spreads_the_dropped_tokens_over_time():
+    first, random = _kept_share_per_time_step("first"), _kept_share_per_time_step("random")
+    # Keeping each sample's first indices drops tokens from the last time steps only.
+    assert first[-1] < 0.9 * first[0]
+    assert random.max() - random.min() < 0.05 and abs(random.mean() - first.mean()) < 1e-9
+
+
+def test_max_context_time_keeps_context_in_the_past_and_targets_in_the_future():
+    spec = BlockMaskSpec(num_blocks=2, spatial_scale=(0.3, 0.3), temporal_scale=(1.0, 1.0), max_context_time=0.5)
+    assert spec.context_steps(4) == 2 and spec.context_steps(1) == 1 and spec.context_steps(5) == 3
+    grid = (4, 4, 4)
+    for seed in range(20):
+        (context, target), = sample_masks(grid, 4, MaskConfig(generators=(spec,)), generator=seed)
+        assert context.numel() and int(context.max()) < 2 * 16           # context: the first 2 time steps
+        assert int(target.max()) >= 2 * 16                                 # targets reach into the future
+        for b in range(4):
+            assert not set(context[b].tolist()) & set(target[b].tolist())
+    with pytest.raises(ConfigError, match="max_context_time"):
+        from_dict(MaskConfig, {"generators": [{"num_blocks": 1, "max_context_time": 0}]})
+
+
 def test_masks_to_indices_rejects_bad_input():
     with pytest.raises(ValueError, match=r"\(B, N\)"):
         masks_to_indices(np.zeros(5, dtype=bool))

@@ -11,7 +11,8 @@ from pretrain_tiny import read_log, tiny_config
 import vjepa2
 from vjepa2.train import pretrain as pretrain_module
 from vjepa2.train.config import load_pretrain_config
-from vjepa2.train.pretrain import TRAIN_STATE_KEY, TrainingDiverged, pretrain
+from vjepa2.train.guard import TrainingDiverged
+from vjepa2.train.pretrain import TRAIN_STATE_KEY, pretrain
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

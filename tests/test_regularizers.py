@@ -119,3 +119,29 @@ def test_regularizer_config_is_checked_and_logged(tmp_path):
     assert all(float(row["loss_reg"]) > 0 for row in log.values())
     total, parts = float(log[1]["loss"]), float(log[1]["loss_mask0"]) + float(log[1]["loss_mask1"])
     assert total == pytest.approx(parts / 2 + 0.1 * float(log[1]["loss_reg"]), rel=1e-5)
+
+
+def test_motion_weight_puts_the_loss_on_tokens_that_change():
+    import torch.nn.functional as F
+
+    from vjepa2.models.encoder import gather_tokens
+    from vjepa2.train.pretrain import temporal_change
+
+    model, clips, masks = _jepa(LossConfig(motion_weight=3.0))
+    out = model(clips, masks)
+    with torch.no_grad():
+        h = F.layer_norm(model.target_encoder(clips), (model.encoder.config.dim,)).double()
+        grid = model.encoder.grid(clips.shape)
+        x = h.reshape(4, grid[0], -1, h.shape[-1])
+        change = torch.cat([(x[:, 1:2] - x[:, :1]), x[:, 1:] - x[:, :-1]], 1).abs().mean(-1).reshape(4, -1)
+        torch.testing.assert_close(temporal_change(h, grid), change)
+        weights = 1 + 3.0 * change / change.mean(-1, keepdim=True)
+        weights = weights / weights.mean(-1, keepdim=True)
+        for i, (context_idx, target_idx) in enumerate(masks):
+            z = model.encoder(clips, keep=context_idx)
+            pred = model.predictor(z, context_idx, target_idx, mask_index=i, grid=grid).double()
+            error = (pred - gather_tokens(h, target_idx)).abs().mean(-1)
+            w = torch.gather(weights, 1, target_idx)
+            expected = (error * w).sum() / w.sum()
+            assert float(out.mask_losses[i]) == pytest.approx(float(expected), rel=1e-5)
+            assert abs(float(out.mask_losses[i]) - float(error.mean())) > 1e-4  # the weights matter

@@ -44,6 +44,7 @@ MAX_PLACEMENT_TRIES = 20
 # they are keyed by the same (seed, step, slot) numbers.
 _SHAPE_STREAM = 0x5A17
 _MASK_STREAM = 0x3A5C
+_TRUNCATE_STREAM = 0x7C11
 
 Grid = tuple[int, int, int]
 
@@ -58,12 +59,18 @@ class BlockMaskSpec:
         aspect_ratio: ``(min, max)`` of box height / width.
         temporal_scale: ``(min, max)`` fraction of the ``T'`` time steps covered by one box
             (1.0: a tube through the whole clip).
+        max_context_time: fraction of the time steps, from the start, whose tokens may be context
+            (``ceil(T' * max_context_time)``, at least 1); tokens after them are never context and,
+            outside the boxes, not targets either (``max_context_frames_ratio`` of the public code).
+            With boxes through time the predictor then extrapolates the boxes' future from the past:
+            future prediction. 1.0 (default): no limit.
     """
 
     num_blocks: int = 8
     spatial_scale: tuple[float, float] = (0.15, 0.15)
     aspect_ratio: tuple[float, float] = (0.75, 1.5)
     temporal_scale: tuple[float, float] = (1.0, 1.0)
+    max_context_time: float = 1.0
 
     def validate(self) -> None:
         # ValueError (not ConfigError): from_dict prefixes it with the key, e.g. mask.generators[1].
@@ -75,6 +82,12 @@ class BlockMaskSpec:
                 raise ValueError(f"{name} must be (min, max) with 0 < min <= max, got {(low, high)}")
             if name != "aspect_ratio" and high > 1.0:
                 raise ValueError(f"{name} max must be <= 1 (a fraction of the grid), got {high}")
+        if not 0 < self.max_context_time <= 1:
+            raise ValueError(f"max_context_time must lie in (0, 1], got {self.max_context_time}")
+
+    def context_steps(self, frames: int) -> int:
+        """How many of ``frames`` time steps (from the start) may hold context tokens."""
+        return max(1, min(frames, math.ceil(frames * self.max_context_time - 1e-9)))
 
 
 #: The public short-range generator: 8 boxes of 15% of the frame each, tubes through time.
@@ -109,6 +122,9 @@ class MaskConfig:
             ``"rank_batch"`` (public release: each process's local batch) or ``"global_batch"``
             (all ranks' samples of the step: the masks no longer depend on the process count,
             at the price of computing the whole global batch's masks on every rank).
+        truncate: which of a sample's indices survive that truncation: ``"first"`` (public
+            release: the lowest, so on a small grid the dropped tokens pile up in the last time
+            steps) or ``"random"`` (a random subset, drawn per sample from the mask's stream).
     """
 
     mode: Literal["drop", "noise"] = "drop"
@@ -117,6 +133,7 @@ class MaskConfig:
     noise_scale: float = 1.0
     noise_reference: Literal["clip_std", "absolute"] = "clip_std"
     equalize: Literal["rank_batch", "global_batch"] = "rank_batch"
+    truncate: Literal["first", "random"] = "first"
 
     def validate(self) -> None:
         if self.mode not in ("drop", "noise"):
@@ -170,34 +187,50 @@ def sample_block_shape(grid: Grid, spec: BlockMaskSpec, rng: np.random.Generator
     return min(max(t, 1), frames), min(max(h, 1), height), min(max(w, 1), width)
 
 
-def sample_target_mask(grid: Grid, num_blocks: int, block_shape: Grid, rng: np.random.Generator) -> np.ndarray:
+def sample_target_mask(grid: Grid, num_blocks: int, block_shape: Grid, rng: np.random.Generator,
+                       context_steps: int | None = None) -> np.ndarray:
     """Union of ``num_blocks`` boxes of ``block_shape`` at random positions.
 
+    ``context_steps``: only the first this many time steps may hold context (default: all); the
+    boxes are re-placed until one of their tokens is free.
+
     Returns:
-        ``(T' * H' * W',)`` bool, True at target tokens; at least one token is False (context).
+        ``(T' * H' * W',)`` bool, True at target tokens; at least one token of the first
+        ``context_steps`` time steps is False (context).
     """
     frames, height, width = _check_grid(grid)
+    steps = frames if context_steps is None else context_steps
     t, h, w = block_shape
     for _ in range(MAX_PLACEMENT_TRIES):
         mask = np.zeros((frames, height, width), dtype=bool)
         starts = rng.integers(0, (frames - t + 1, height - h + 1, width - w + 1), size=(num_blocks, 3))
         for t0, y0, x0 in starts:
             mask[t0:t0 + t, y0:y0 + h, x0:x0 + w] = True
-        if not mask.all():
+        if not mask[:steps].all():
             return mask.reshape(-1)
-    # The boxes cover the grid whatever their positions: give one token back to the context.
-    mask = mask.reshape(-1)
-    mask[int(rng.integers(mask.size))] = False
-    return mask
+    # The boxes cover the context steps whatever their positions: give one token back to the context.
+    mask[:steps].reshape(-1)[int(rng.integers(steps * height * width))] = False
+    return mask.reshape(-1)
 
 
-def masks_to_indices(target_masks: np.ndarray, num_context: int | None = None,
-                     num_target: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Turn per-sample target masks into equal-length sorted index lists.
+def context_of(target: np.ndarray, grid: Grid, context_steps: int) -> np.ndarray:
+    """Context tokens of a target mask ``(N,)``: the non-targets of the first ``context_steps`` time steps."""
+    context = ~np.asarray(target, dtype=bool)
+    context[context_steps * grid[1] * grid[2]:] = False
+    return context
+
+
+def masks_to_indices(target_masks: np.ndarray, num_context: int | None = None, num_target: int | None = None,
+                     context_masks: np.ndarray | None = None,
+                     rngs: Sequence[np.random.Generator] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turn per-sample masks into equal-length sorted index lists.
 
     Args:
         target_masks: ``(B, N)`` bool, True at target tokens.
         num_context / num_target: counts to truncate to; default: the minimum over this batch.
+        context_masks: ``(B, N)`` bool, True at context tokens; default: every non-target token.
+        rngs: one generator per sample: truncate to a random subset of each row (``truncate:
+            random``); None keeps each row's first indices (the public release).
 
     Returns:
         ``context_idx (B, Nc)`` and ``target_idx (B, Nt)``, int64, ascending within each row.
@@ -205,16 +238,22 @@ def masks_to_indices(target_masks: np.ndarray, num_context: int | None = None,
     target_masks = np.asarray(target_masks, dtype=bool)
     if target_masks.ndim != 2:
         raise ValueError(f"target_masks must be (B, N), got shape {target_masks.shape}")
-    num_targets = target_masks.sum(axis=1)
-    num_contexts = target_masks.shape[1] - num_targets
+    context_masks = ~target_masks if context_masks is None else np.asarray(context_masks, dtype=bool)
+    num_targets, num_contexts = target_masks.sum(axis=1), context_masks.sum(axis=1)
     num_context = int(num_contexts.min()) if num_context is None else num_context
     num_target = int(num_targets.min()) if num_target is None else num_target
     if num_context > num_contexts.min() or num_target > num_targets.min():
         raise ValueError(f"cannot keep {num_context} context / {num_target} target tokens: a sample has only "
                          f"{int(num_contexts.min())} / {int(num_targets.min())}")
-    # np.nonzero walks row-major, so each row's indices come out ascending.
-    context = np.stack([np.flatnonzero(~row)[:num_context] for row in target_masks])
-    target = np.stack([np.flatnonzero(row)[:num_target] for row in target_masks])
+
+    def keep(row: np.ndarray, count: int, b: int) -> np.ndarray:
+        index = np.flatnonzero(row)  # ascending
+        if rngs is None or count == len(index):
+            return index[:count]
+        return np.sort(rngs[b].choice(index, size=count, replace=False))
+
+    context = np.stack([keep(row, num_context, b) for b, row in enumerate(context_masks)])
+    target = np.stack([keep(row, num_target, b) for b, row in enumerate(target_masks)])
     return torch.from_numpy(context.astype(np.int64)), torch.from_numpy(target.astype(np.int64))
 
 
@@ -249,8 +288,11 @@ def sample_masks(grid: Grid, batch_size: int, cfg: MaskConfig,
     out = []
     for spec in cfg.generators:
         shape = sample_block_shape(grid, spec, rng)
-        masks = np.stack([sample_target_mask(grid, spec.num_blocks, shape, rng) for _ in range(batch_size)])
-        out.append(masks_to_indices(masks))
+        steps = spec.context_steps(grid[0])
+        targets = np.stack([sample_target_mask(grid, spec.num_blocks, shape, rng, steps) for _ in range(batch_size)])
+        contexts = np.stack([context_of(target, grid, steps) for target in targets])
+        rngs = [rng] * batch_size if cfg.truncate == "random" else None
+        out.append(masks_to_indices(targets, context_masks=contexts, rngs=rngs))
     return out
 
 
@@ -283,21 +325,23 @@ def step_masks(grid: Grid, cfg: MaskConfig, *, seed: int, step: int, sample_ids:
             raise ValueError(f"sample_ids {sorted(missing)[:5]} are not in global_ids")
     shapes = [sample_block_shape(grid, spec, np.random.default_rng([seed, _SHAPE_STREAM, step, i]))
               for i, spec in enumerate(cfg.generators)]
-    per_generator = [[] for _ in cfg.generators]
+    targets = [[] for _ in cfg.generators]
     for slot in ids:
         # One stream per sample, consumed generator after generator.
         rng = np.random.default_rng([seed, _MASK_STREAM, step, slot])
         for i, spec in enumerate(cfg.generators):
-            per_generator[i].append(sample_target_mask(grid, spec.num_blocks, shapes[i], rng))
+            targets[i].append(sample_target_mask(grid, spec.num_blocks, shapes[i], rng, spec.context_steps(grid[0])))
     position = {slot: k for k, slot in enumerate(ids)}
     rows = [position[s] for s in sample_ids]
     out = []
-    for masks in per_generator:
+    for i, (spec, masks) in enumerate(zip(cfg.generators, targets)):
         masks = np.stack(masks)
-        num_targets = masks.sum(axis=1)
+        contexts = np.stack([context_of(m, grid, spec.context_steps(grid[0])) for m in masks])
+        rngs = ([np.random.default_rng([seed, _TRUNCATE_STREAM, step, slot, i]) for slot in sample_ids]
+                if cfg.truncate == "random" else None)
         # The minimum runs over every sample in `ids`: the local batch, or the global one.
-        out.append(masks_to_indices(masks[rows], int((masks.shape[1] - num_targets).min()),
-                                    int(num_targets.min())))
+        out.append(masks_to_indices(masks[rows], int(contexts.sum(axis=1).min()), int(masks.sum(axis=1).min()),
+                                    context_masks=contexts[rows], rngs=rngs))
     return out
 
 
@@ -361,10 +405,11 @@ def describe(cfg: MaskConfig) -> str:
         (s0, s1), (a0, a1), (t0, t1) = spec.spatial_scale, spec.aspect_ratio, spec.temporal_scale
         scale = f"{s0:g}" if s0 == s1 else f"{s0:g}-{s1:g}"
         time = f"{t0:g}" if t0 == t1 else f"{t0:g}-{t1:g}"
-        lines.append(f"{spec.num_blocks} blocks x {scale} (aspect {a0:g}-{a1:g}, time {time})")
+        limit = f", context in the first {spec.max_context_time:g} of time" if spec.max_context_time < 1 else ""
+        lines.append(f"{spec.num_blocks} blocks x {scale} (aspect {a0:g}-{a1:g}, time {time}{limit})")
     return "; ".join(lines)
 
 
-__all__ = ["BlockMaskSpec", "LONG_RANGE", "MAX_PLACEMENT_TRIES", "MaskConfig", "SHORT_RANGE", "corrupt_tokens",
+__all__ = ["BlockMaskSpec", "LONG_RANGE", "MAX_PLACEMENT_TRIES", "MaskConfig", "SHORT_RANGE", "context_of", "corrupt_tokens",
            "describe", "masks_to_indices", "sample_block_shape", "sample_masks", "sample_target_mask",
            "step_masks"]

@@ -24,7 +24,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -32,7 +31,7 @@ import torch
 from torch import nn
 
 from vjepa2.config import ConfigError, from_dict
-from vjepa2.files import atomic_torch_save
+from vjepa2.files import atomic_path, atomic_torch_save, atomic_write_text
 from vjepa2.models.encoder import VisionEncoder
 from vjepa2.models.predictor import Predictor
 from vjepa2.models.sizes import SIZES, EncoderConfig, PredictorConfig
@@ -542,15 +541,7 @@ def save_transformers(encoder: VisionEncoder, predictor: Predictor, out_dir: str
     config = transformers_config(encoder, predictor)
     sd = {**encoder_to_transformers(encoder.state_dict()), **predictor_to_transformers(predictor.state_dict())}
     sd = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".partial-"))
-    try:
-        save_file(sd, tmp / "model.safetensors", metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        for name in ("model.safetensors", "config.json"):
-            os.replace(tmp / name, out_dir / name)
-    finally:
-        for leftover in tmp.iterdir():
-            leftover.unlink()
-        tmp.rmdir()
+    with atomic_path(out_dir / "model.safetensors") as tmp:
+        save_file(sd, str(tmp), metadata={"format": "pt"})
+    atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2) + "\n")
     return out_dir

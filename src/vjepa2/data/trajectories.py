@@ -35,8 +35,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -45,6 +43,7 @@ import numpy as np
 import torch
 
 from vjepa2.data.video import read_clip, write_video
+from vjepa2.files import atomic_dir
 
 Convention = Literal["auto", "pose7", "delta"]
 FRAME_DIGITS = 6
@@ -402,9 +401,7 @@ def write_trajectory(path: str | os.PathLike, frames: np.ndarray, states: np.nda
             raise ValueError(f"extra name {name!r} is reserved or not a plain identifier")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (or --overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.partial-"))
-    try:
+    with atomic_dir(path) as tmp:
         if video:
             write_video(tmp / "frames.mp4", frames, fps=fps)
         else:
@@ -417,16 +414,6 @@ def write_trajectory(path: str | os.PathLike, frames: np.ndarray, states: np.nda
         for name, value in traj.extras.items():
             np.save(tmp / f"{name}.npy", np.asarray(value))
         (tmp / "meta.json").write_text(json.dumps({**(meta or {}), "fps": fps}, indent=2) + "\n")
-        if path.exists():
-            trash = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old-"))
-            os.replace(path, trash / "old")
-            os.replace(tmp, path)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

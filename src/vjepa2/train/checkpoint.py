@@ -116,7 +116,7 @@ class CheckpointDir:
         for step, path in self.steps():
             if step >= from_step:
                 target = path.with_name(f"diverged-{path.name}")
-                os.replace(path, target)
+                path.replace(target)
                 moved.append(target)
         return moved
 

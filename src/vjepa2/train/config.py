@@ -119,9 +119,13 @@ class LossConfig:
     output tokens (``regularizer``: ``none`` = the paper, ``vicreg`` or ``sigreg``; formulas in
     :mod:`vjepa2.train.regularizers`). ``vicreg_cov_weight`` weighs VICReg's covariance term against
     its variance term; ``sigreg_*``: SIGReg's random directions per step, integration knots and range.
+    ``motion_weight`` lambda (0 = the paper's plain mean): weight each target token's error by
+    ``1 + lambda * c / mean(c)`` (rescaled to mean 1), ``c`` = how much the target feature at that
+    place changed since the previous time step (:func:`vjepa2.train.pretrain.change_weights`).
     """
 
     loss_exp: float = 1.0
+    motion_weight: float = 0.0
     regularizer: Literal["none", "vicreg", "sigreg"] = "none"
     regularizer_weight: float = 1.0
     vicreg_cov_weight: float = 0.02
@@ -132,7 +136,7 @@ class LossConfig:
     def validate(self) -> None:
         if not (math.isfinite(self.loss_exp) and self.loss_exp > 0):
             raise ConfigError(f"loss.loss_exp must be positive (1 = L1, 2 = L2), got {self.loss_exp}")
-        for key in ("regularizer_weight", "vicreg_cov_weight"):
+        for key in ("regularizer_weight", "vicreg_cov_weight", "motion_weight"):
             value = getattr(self, key)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"loss.{key} must be a finite number >= 0, got {value}")

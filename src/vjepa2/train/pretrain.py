@@ -55,6 +55,27 @@ class JEPAOutput:
     targets: torch.Tensor
 
 
+def change_weights(change: torch.Tensor, strength: float) -> torch.Tensor:
+    """Token weights ``1 + strength * c / mean(c)``, rescaled to mean 1, from how much each token
+    changed, ``change`` ``(..., N)`` (the mean over the last axis is per group of ``N`` tokens).
+    Puts the loss on what moves: in a scene where a small object moves, most tokens barely change
+    and, under a plain mean, their errors outweigh the moving object's."""
+    weights = 1 + strength * change / change.mean(-1, keepdim=True).clamp_min(1e-6)
+    return weights / weights.mean(-1, keepdim=True)
+
+
+def temporal_change(h: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+    """``(B, N)``: how much each token of ``h`` ``(B, N, D)`` on ``grid`` ``(T', H', W')`` differs from
+    the token at the same place one time step earlier (mean absolute difference over channels; the
+    first time step takes the second's)."""
+    B, N, D = h.shape
+    x = h.reshape(B, grid[0], grid[1] * grid[2], D)
+    if grid[0] < 2:
+        return h.new_ones(B, N)
+    diff = (x[:, 1:] - x[:, :-1]).abs().mean(-1)                     # (B, T'-1, H'W')
+    return torch.cat((diff[:, :1], diff), dim=1).reshape(B, N)
+
+
 class JEPA(nn.Module):
     """Online encoder, predictor and EMA target encoder; ``forward`` is the V-JEPA 2 loss of a batch.
 
@@ -92,6 +113,8 @@ class JEPA(nn.Module):
             tokens, grid = self.encoder.embed(clips)
         else:
             grid = self.encoder.grid(clips.shape)
+        # (B, N) weights on the tokens that move (loss.motion_weight), or None for the paper's plain mean.
+        weights = change_weights(temporal_change(h, grid), self.loss.motion_weight) if self.loss.motion_weight else None
         losses, regularizers = [], []
         for i, (context_idx, target_idx) in enumerate(masks):
             if self.mask.mode == "drop":
@@ -103,7 +126,11 @@ class JEPA(nn.Module):
                 z = self.encoder.forward_tokens(corrupt_tokens(tokens, target_idx, self.mask, noise), None, grid)
                 pred = self.predictor.forward_dense(z, target_idx, mask_index=i, grid=grid)
             target = gather_tokens(h, target_idx)
-            losses.append((precision.at_least_fp32(pred) - target).abs().pow(p).mean() / p)
+            error = (precision.at_least_fp32(pred) - target).abs().pow(p).mean(-1)        # (B, Nt)
+            if weights is not None:
+                w = torch.gather(weights, 1, target_idx)
+                error = error * w / w.mean()
+            losses.append(error.mean() / p)
             if self.loss.regularizer != "none":  # on the online encoder's output tokens (B, Nc or N, D)
                 regularizers.append(self._regularizer(z, sketch))
         mask_losses = torch.stack(losses)

@@ -48,7 +48,7 @@ from vjepa2.train.config import (CheckpointConfig, DistributedConfig, LogConfig,
                                  check_same_model, config_differences)
 from vjepa2.train.monitor import RunMonitor
 from vjepa2.train.guard import stop_if_diverged
-from vjepa2.train.pretrain import _full_state, _load_full_state, build_optimizer
+from vjepa2.train.pretrain import _full_state, _load_full_state, build_optimizer, change_weights
 from vjepa2.train.schedules import phase_at, phase_lr
 from vjepa2.weights import METADATA_KEY, WeightsError, add_prefix, strip_prefixes
 from vjepa2.world_model.features import FeatureSet, build_feature_cache, feature_metadata, read_features
@@ -308,9 +308,7 @@ class ACObjective(nn.Module):
         lam = self.loss_cfg.change_weight
         if not lam:
             return None
-        change = (h[:, 1:] - h[:, :-1]).abs().mean(-1)
-        weights = 1 + lam * change / change.mean(-1, keepdim=True).clamp_min(1e-6)
-        return weights / weights.mean(-1, keepdim=True)
+        return change_weights((h[:, 1:] - h[:, :-1]).abs().mean(-1), lam)
 
     def forward(self, features: torch.Tensor, actions: torch.Tensor, states: torch.Tensor) -> ACLosses:
         """
