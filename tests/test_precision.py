@@ -47,3 +47,13 @@ def test_bad_dtype_is_named():
 
 def test_native_bf16_probe_returns_a_bool():
     assert isinstance(precision.cpu_has_native_bf16(), bool)
+
+
+def test_auto_dtype_is_bf16_exactly_where_bf16_is_native(monkeypatch):
+    from vjepa2 import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.resolve_dtype("auto", "cpu") == "bf16" and precision.resolve_dtype("auto", "cuda") == "bf16"
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert precision.resolve_dtype("auto", "cpu") == "fp32" and precision.resolve_dtype("auto", "cuda") == "bf16"
+    assert precision.resolve_dtype("fp64", "cpu") == "fp64" and precision.resolve_dtype("bf16", "cpu") == "bf16"

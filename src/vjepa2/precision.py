@@ -56,6 +56,16 @@ def _warn_slow_bf16() -> None:
                   "(bf16 pays off on CUDA and on CPUs with AVX512-BF16 or AMX).", RuntimeWarning, stacklevel=4)
 
 
+def resolve_dtype(dtype: str, device: torch.device | str) -> str:
+    """``auto`` -> ``bf16`` on CUDA and on CPUs with native bf16 (AVX512-BF16 / AMX), else ``fp32``;
+    any other setting is returned as it is."""
+    if dtype != "auto":
+        return dtype
+    device = torch.device(device)
+    native = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+    return "bf16" if native else "fp32"
+
+
 def autocast(device: torch.device | str, dtype: str) -> ContextManager:
     """The autocast context for ``dtype`` (``fp32``, ``fp64``: none; ``bf16``: bf16 autocast on ``device``'s type)."""
     if dtype not in DTYPES:

@@ -232,7 +232,9 @@ class DistributedConfig:
 class PretrainConfig:
     """Everything one pretraining run needs. See the module docstring for batch-size semantics.
 
-    ``dtype``: ``fp32``; ``bf16`` (autocast over fp32 weights; fast on GPUs and AMX / AVX512-BF16 CPUs);
+    ``dtype``: ``fp32``; ``bf16`` (autocast over fp32 weights; fast on GPUs and AMX / AVX512-BF16 CPUs
+    for models wide enough: at width 96 the casts cost more than they save); ``auto`` (bf16 where it is
+    native, fp32 elsewhere);
     ``fp64`` (the whole model in float64: slow, for checks whose result must not depend on the CPU's
     float32 kernels, e.g. that gradient accumulation or two processes reach one process's weights).
 
@@ -248,7 +250,7 @@ class PretrainConfig:
     batch_size: int = 8
     loss: LossConfig = field(default_factory=LossConfig)
     ema: tuple[float, float] = (0.99925, 0.99925)
-    dtype: Literal["fp32", "bf16", "fp64"] = "fp32"
+    dtype: Literal["fp32", "bf16", "fp64", "auto"] = "fp32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = None
     seed: int = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -351,6 +352,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> RunSummary:
     """Train as ``cfg`` says; with ``resume``, continue from the newest valid checkpoint in
     ``cfg.output_dir`` (or start afresh if there is none). Works under ``torchrun``."""
     env = dist_utils.init_distributed(cfg.device, cfg.distributed.backend)
+    cfg = dataclasses.replace(cfg, dtype=precision.resolve_dtype(cfg.dtype, env.device))
     threads = torch.get_num_threads()
     try:
         check_output_dir(cfg.output_dir)
