@@ -31,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def micro_settings(ablations, seeds=(0,)):
     grid = GridConfig(lrs=(1e-2,), weight_decays=(0.01,), epochs=1, warmup_epochs=0, batch_size=8)
     return ablations.Settings(
-        seeds=seeds, step_scale=0.02,  # 1 + 4 + 1 steps
+        seeds=seeds, step_scale=0.003,  # 1 + 6 + 1 steps
         extra_overrides=("batch_size=4", "model.dim=48", "model.depth=1", "model.mlp_hidden=96",
                          "model.predictor_dim=48", "model.predictor_depth=1", "model.predictor_mlp_hidden=96",
                          "log.every=1000",
@@ -70,15 +70,15 @@ def test_equal_flops_variants_stretch_their_schedule(ablations, tmp_path):
         "noise": [2e9] * 3, "drop, equal FLOPs": [1e9] * 3, "progressive": [1e9, 1e9, 4.5e9],
         "high-res, equal FLOPs": [4.5e9] * 3}))
     settings = ablations.Settings()
-    recipe = {"warmup": 40, "constant": 200, "cooldown": 60}
+    recipe = {"warmup": 40, "constant": 1900, "cooldown": 60}  # the ablations' schedule
     assert ablations.plan_steps(ablations.VARIANT["noise"], settings, tmp_path) == recipe
     assert ablations.plan_steps(ablations.VARIANT["drop, equal FLOPs"], settings, tmp_path) == {
         name: 2 * n for name, n in recipe.items()}
-    # progressive: 240 + 60 * 4.5 = 510 low-resolution steps' worth; 510 / (300 * 4.5) of each phase
+    # progressive: 1940 + 60 * 4.5 = 2210 low-resolution steps' worth; 2210 / (2000 * 4.5) of each phase
     steps = ablations.plan_steps(ablations.VARIANT["high-res, equal FLOPs"], settings, tmp_path)
-    assert steps == {"warmup": 15, "constant": 76, "cooldown": 23}
+    assert steps == {"warmup": 10, "constant": 467, "cooldown": 15}
     assert ablations.plan_steps(ablations.VARIANT["progressive"], dataclasses.replace(settings, step_scale=0.5),
-                                tmp_path) == {"warmup": 20, "constant": 100, "cooldown": 30}
+                                tmp_path) == {"warmup": 20, "constant": 950, "cooldown": 30}
 
 
 def test_micro_run_writes_every_table_and_a_rerun_reuses_the_runs(ablations, tmp_path, monkeypatch):

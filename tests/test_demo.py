@@ -82,7 +82,7 @@ def test_changed_settings_names_what_differs_from_the_saved_config(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
     assert changed_settings(tmp_path, cfg) == []
     assert changed_settings(tmp_path, dataclasses.replace(cfg, threads=2, output_dir="elsewhere")) == []
-    older = load_pretrain_config("tiny", ["optim.lr=1e-3", "ema=[0.996,0.996]", "phases.constant.iterations=7"])
+    older = load_pretrain_config("tiny", ["optim.lr=3e-4", "ema=[0.996,0.996]", "phases.constant.iterations=7"])
     assert changed_settings(tmp_path, older) == ["ema", "optim.lr", "phases"]
     assert changed_settings(tmp_path / "no-run-here", cfg) == []
 
