@@ -134,17 +134,23 @@ def _pretrain_seconds(pretrain_dir: Path) -> float | None:
 
 
 def check_settings(args: argparse.Namespace) -> None:
-    """Refuse to reuse runs of ``args.out`` that were made with other settings."""
-    settings = {"recipe": args.recipe, "overrides": list(args.overrides), "train_size": args.train_size,
-                "val_size": args.val_size, "grid": GRID.hparams, "epochs": GRID.epochs, "clips": [CLIPS.frames, CLIPS.size]}
+    """Refuse to reuse runs of ``args.out`` that were made with other settings. The pretraining is
+    compared as the resolved config, so ``optim.lr=1e-3`` given explicitly equals a recipe whose
+    default it is."""
+    from vjepa2.config import to_dict
+
+    pretraining = to_dict(pretrain_config(args, 0))
+    for key in ("output_dir", "seed", "threads", "log"):
+        pretraining.pop(key)
+    settings = {"pretraining": pretraining, "steps": args.steps, "train_size": args.train_size,
+                "val_size": args.val_size, "grid": GRID.hparams, "epochs": GRID.epochs,
+                "clips": [CLIPS.frames, CLIPS.size]}
+    settings = json.loads(json.dumps(settings))
     path = Path(args.out) / "settings.json"
-    if path.is_file():
-        old = json.loads(path.read_text())
-        old.pop("steps", None)
-        if old != json.loads(json.dumps(settings)):
-            raise SystemExit(f"{args.out} holds runs made with other settings ({path}); choose another --out")
+    if path.is_file() and json.loads(path.read_text()) != settings:
+        raise SystemExit(f"{args.out} holds runs made with other settings ({path}); choose another --out")
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    write_json({**settings, "steps": args.steps}, path)
+    write_json(settings, path)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -43,4 +43,4 @@ def test_micro_curve_end_to_end_and_reuse(curve, tmp_path, capsys, one_thread):
     assert (tmp_path / "run" / "seed-0" / "probes" / "3" / "result.json").stat().st_mtime_ns == stamp
     # Other settings in the same folder are refused.
     with pytest.raises(SystemExit, match="other settings"):
-        curve.main([*args, "optim.lr=1e-3"])
+        curve.main([*args, "optim.lr=5e-4"])
