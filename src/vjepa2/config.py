@@ -235,6 +235,7 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def save_yaml(obj: Any, path: str | Path) -> None:
-    """Write a config dataclass (or plain data) as YAML."""
-    with open(path, "w") as f:
-        yaml.safe_dump(to_dict(obj), f, sort_keys=False)
+    """Write a config dataclass (or plain data) as YAML (atomically)."""
+    from vjepa2.files import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
