@@ -208,20 +208,21 @@ def figure(records: list[dict], args: argparse.Namespace, path: Path) -> Path:
     return save_png(fig, path, tight=True)
 
 
-def section(records: list[dict], args: argparse.Namespace, seconds: float) -> str:
+def section(records: list[dict], args: argparse.Namespace) -> str:
     command = "python benchmarks/learning_curve.py " + " ".join(
         [f"--seeds {' '.join(map(str, args.seeds))}", f"--steps {' '.join(map(str, args.steps))}",
          *(["--tasks " + " ".join(args.tasks)] if list(args.tasks) != list(TASKS) else []), *args.overrides])
     pre = [r["pretrain_seconds"] for r in records if r["step"] == args.steps[-1] and r["pretrain_seconds"]]
+    probe_minutes = sum(r["probe_seconds"] for r in records) / 60 / len(args.seeds)
     lines = [SECTION_TITLE, "", "```bash", command.strip(), "```", "",
              f"Recipe `{args.recipe}`" + (f" with `{' '.join(args.overrides)}`" if args.overrides else "")
              + f", one run of {args.steps[-1]} steps per seed (seeds {', '.join(map(str, args.seeds))}); light probe, "
              f"{args.train_size} / {args.val_size} clips, {CLIPS.frames} frames at {CLIPS.size} px, best of lr "
              f"{{{', '.join(f'{lr:g}' for lr in GRID.lrs)}}} on validation; random-init = the same architecture "
              f"and seed untrained. Top-1 in %, mean ± sd over seeds; feature rank = effective rank of the "
-             f"encoder's toy-SSv2 validation tokens. {machine_line()}; pretraining "
-             + (f"{statistics.mean(pre) / 60:.1f} min per seed on one thread" if pre else "time not recorded")
-             + f"; this run {seconds / 60:.0f} min.", "", *table(records, args), "",
+             f"encoder's toy-SSv2 validation tokens. {machine_line()}. Each seed on one thread: pretraining "
+             + (f"{statistics.mean(pre) / 60:.1f} min" if pre else "(time not recorded)")
+             + f", probes {probe_minutes:.1f} min.", "", *table(records, args), "",
              f"![accuracy and feature rank against pretraining steps](img/{FIGURE})", ""]
     return "\n".join(lines)
 
@@ -245,7 +246,7 @@ def main(argv=None) -> None:
     print("\n".join(table(records, args)))
     if args.results_md != "none":
         figure(records, args, Path(args.image_dir) / FIGURE)
-        write_section(Path(args.results_md), section(records, args, seconds))
+        write_section(Path(args.results_md), section(records, args))
         print(f"wrote the section '{SECTION_TITLE}' of {args.results_md} and {Path(args.image_dir) / FIGURE}")
     else:
         print(f"figure: {figure(records, args, Path(args.out) / FIGURE)}")
