@@ -87,8 +87,8 @@ class DemoSettings:
 
 
 FULL = from_dict(DemoSettings, {
-    # The tiny recipe cut to 2000 of its 6000 steps, on both cores (the stages run one after another).
-    "pretrain": ["phases.constant.iterations=1900", "threads=2", "checkpoint.every=500"],
+    # The tiny recipe cut to 2000 of its 6000 steps.
+    "pretrain": ["phases.constant.iterations=1900", "checkpoint.every=500"],
     # The light probe of the learning curve (docs/results.md): 2400 / 480 clips at 8 frames, 64 px.
     "probe": ["toy.train_size=2400", "toy.val_size=480", "grid.lrs=[1e-2,3e-3]", "grid.weight_decays=[0.01]",
               "grid.epochs=8", "grid.batch_size=16", "clips.frames=8", "clips.size=64", "clips.train_views=1",
