@@ -189,7 +189,8 @@ def figure(records: list[dict], args: argparse.Namespace, path: Path) -> Path:
 
     plt = pyplot()
     fig, axes = plt.subplots(1, len(args.tasks) + 1, figsize=(4.2 * (len(args.tasks) + 1), 3.4))
-    panels = [(t, "top1", f"{t} top-1 (%)") for t in args.tasks] + [(args.tasks[0], "effective_rank", f"feature rank ({args.tasks[0]} tokens)")]
+    panels = [(t, "top1", f"{t} top-1 (%)") for t in args.tasks]
+    panels.append((args.tasks[0], "effective_rank", f"feature rank ({args.tasks[0]} tokens)"))
     for ax, (task, key, label) in zip(axes, panels):
         for i, seed in enumerate(args.seeds):
             ys = [next(r for r in records if r["seed"] == seed and r["step"] == s)["tasks"][task][key]

@@ -305,7 +305,8 @@ def test_embed_refuses_a_folder_as_output_before_encoding(tmp_path):
 def test_collect_refuses_a_folder_made_with_other_settings_unless_overwrite(tmp_path):
     import json
 
-    assert run_vjepa2("collect", "--episodes", "3", "--steps", "3", "--size", "32", "--out", str(tmp_path)).returncode == 0
+    first = run_vjepa2("collect", "--episodes", "3", "--steps", "3", "--size", "32", "--out", str(tmp_path))
+    assert first.returncode == 0
     more = run_vjepa2("collect", "--episodes", "4", "--steps", "3", "--size", "32", "--out", str(tmp_path))
     assert more.returncode == 0  # same settings, more episodes: extends the folder
     done = run_vjepa2("collect", "--episodes", "2", "--steps", "5", "--size", "32", "--out", str(tmp_path))

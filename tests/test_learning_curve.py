@@ -3,7 +3,6 @@ writes the table, the figure and the section, and a re-run reuses what is done."
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest

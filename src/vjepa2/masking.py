@@ -410,6 +410,7 @@ def describe(cfg: MaskConfig) -> str:
     return "; ".join(lines)
 
 
-__all__ = ["BlockMaskSpec", "LONG_RANGE", "MAX_PLACEMENT_TRIES", "MaskConfig", "SHORT_RANGE", "context_of", "corrupt_tokens",
+__all__ = ["BlockMaskSpec", "LONG_RANGE", "MAX_PLACEMENT_TRIES", "MaskConfig", "SHORT_RANGE", "context_of",
+           "corrupt_tokens",
            "describe", "masks_to_indices", "sample_block_shape", "sample_masks", "sample_target_mask",
            "step_masks"]

@@ -389,8 +389,8 @@ def _run(cfg: PretrainConfig, resume: bool, env: dist_utils.DistEnv) -> RunSumma
         _truncate_skipped_table(out_dir, start_step)
         say(config_banner(cfg, env))
     columns = (["step", "phase", "loss", "loss_avg"] + [f"loss_mask{i}" for i in range(len(cfg.mask.generators))]
-               + ["loss_reg", "lr", "ema_momentum", "grad_norm", "target_std", "target_rank", "clips_per_s", "nonfinite_total",
-                  "files_skipped", "elapsed_s"])
+               + ["loss_reg", "lr", "ema_momentum", "grad_norm", "target_std", "target_rank", "clips_per_s",
+                  "nonfinite_total", "files_skipped", "elapsed_s"])
     monitor = RunMonitor(out_dir, columns, total, start_step, enabled=env.is_main,
                          tensorboard=cfg.log.tensorboard, progress_bar=cfg.log.progress_bar, desc="pretrain")
 
@@ -428,7 +428,8 @@ def _run(cfg: PretrainConfig, resume: bool, env: dist_utils.DistEnv) -> RunSumma
                 summary.target_rank = target_feature_rank(training_model, rank_clips.to(env.device))
                 monitor.log({"step": step + 1, "phase": where.phase.name, "loss": result.loss, "loss_avg": loss_avg,
                              **{f"loss_mask{i}": v for i, v in enumerate(result.mask_losses)},
-                             "loss_reg": result.regularizer, "lr": lr, "ema_momentum": momentum, "grad_norm": result.grad_norm,
+                             "loss_reg": result.regularizer, "lr": lr, "ema_momentum": momentum,
+                             "grad_norm": result.grad_norm,
                              "target_std": result.target_std, "target_rank": summary.target_rank,
                              "clips_per_s": clips_per_s,
                              "nonfinite_total": counters.nonfinite_total, "files_skipped": counters.files_skipped,

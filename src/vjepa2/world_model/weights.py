@@ -18,8 +18,8 @@ import torch
 from vjepa2.config import ConfigError, from_dict
 from vjepa2.files import atomic_torch_save
 from vjepa2.models.ac_predictor import ACPredictor, ACPredictorConfig
-from vjepa2.weights import (METADATA_KEY, PUBLIC_PREFIX, WeightsError, build_checked, heads_for_width, count_indexed, select_state_dict,
-                            safe_torch_load, add_prefix, strip_prefixes)
+from vjepa2.weights import (METADATA_KEY, PUBLIC_PREFIX, WeightsError, add_prefix, build_checked, count_indexed,
+                            heads_for_width, safe_torch_load, select_state_dict, strip_prefixes)
 
 _REQUIRED = ("predictor_embed.weight", "action_encoder.weight", "state_encoder.weight", "predictor_proj.weight")
 
