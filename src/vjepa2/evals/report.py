@@ -314,7 +314,7 @@ def render_section(results: dict, cfg: ToyReportConfig) -> str:
     if pre_light and rnd_light:
         gap = pre_light["top1"] - rnd_light["top1"]
         checks.append(f"- Pretrained vs random-init, light probe, toy-SSv2: {gap:+.1f} points "
-                      f"(target ≥ +15: {'met' if gap >= 15 else 'not met'}).")
+                      f"(target ≥ +20: {'met' if gap >= 20 else 'not met'}).")
     if img_light:
         checks.append(f"- Image-only input, light probe: direction accuracy {img_light['direction']:.1f}% "
                       f"(chance 50%: one frame cannot tell a clip from its time reversal).")
