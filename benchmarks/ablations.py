@@ -61,7 +61,8 @@ from common import count_flops, machine_line  # noqa: E402
 
 from vjepa2.evals.data import ToyVideos  # noqa: E402
 from vjepa2.evals.features import ClipConfig, EncoderFeatures  # noqa: E402
-from vjepa2.evals.probe import GridConfig, check_clip_geometry, fit_and_report, load_frozen_encoder  # noqa: E402
+from vjepa2.evals.probe import (GridConfig, ProbeReport, check_clip_geometry, fit_and_report,  # noqa: E402
+                                 load_frozen_encoder)
 from vjepa2.evals.report import ToyReportConfig, pretrain_tiny, write_section  # noqa: E402
 from vjepa2.files import write_json  # noqa: E402
 from vjepa2.evals.toy import ToyConfig, ToyTask  # noqa: E402
@@ -234,23 +235,24 @@ def step_flops(cfg, batches: int) -> list[float]:
     """FLOPs of one optimiser step (forward, backward; the optimiser and EMA add no matrix products)
     in each phase of ``cfg``: the mean over ``batches`` batches of that phase's clip shape."""
     from vjepa2.train import distributed as dist_utils
-    from vjepa2.train.pretrain import JEPA, _close, _noise_generators, _open_loaders, build_optimizer, train_step
+    from vjepa2.train.loop import build_optimizer
+    from vjepa2.train.pretrain import JEPA, close_loaders, noise_generators, open_loaders, train_step
 
     env = dist_utils.DistEnv()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = JEPA(cfg.encoder_config(), cfg.predictor_config(), cfg.mask, cfg.loss)
-    optimizer = build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg.optim)
     per_phase = []
     for phase in cfg.phases:
-        loaders = _open_loaders(cfg, phase, 0, env)
+        loaders = open_loaders(cfg, phase, 0, env)
         counts = []
         for i in range(batches):
-            micro, noise = [next(loader) for loader in loaders], _noise_generators(cfg, i, env)
+            micro, noise = [next(loader) for loader in loaders], noise_generators(cfg, i, env)
             counts.append(count_flops(lambda micro=micro, noise=noise: train_step(
                 model, optimizer, micro, lr=cfg.optim.lr, momentum=cfg.ema[0], cfg=cfg, device=env.device,
                 noise=noise)))
-        _close(loaders)
+        close_loaders(loaders)
         per_phase.append(statistics.mean(counts))
     return per_phase
 
@@ -323,7 +325,7 @@ def run_one(variant: Variant, seed: int, settings: Settings, out: Path, threads:
             for probe in settings.probes(size):
                 probe_dir = run_dir / "probes" / size / task / probe
                 if (probe_dir / "results.json").is_file():  # finished before an interruption
-                    report = json.loads((probe_dir / "results.json").read_text())
+                    report = ProbeReport.read(probe_dir / "results.json")
                 else:
                     report = fit_and_report(
                         train_data=train, val_data=val, fn=fn, clips=clips,
@@ -332,7 +334,7 @@ def run_one(variant: Variant, seed: int, settings: Settings, out: Path, threads:
                         cache_dtype="float32", encode_batch=16, out=probe_dir, head_names=("class",),
                         selection=("top1", 0), settings={"variant": variant.name, "seed": seed, "eval": size},
                         device=torch.device("cpu"), progress=False)
-                evals.setdefault(size, {}).setdefault(task, {})[probe] = report["best"]["heads"]["class"]["top1"]
+                evals.setdefault(size, {}).setdefault(task, {})[probe] = report.best.heads["class"].top1
     shutil.rmtree(run_dir / "features", ignore_errors=True)  # hundreds of MB per run; the probes are kept
     record = {"variant": variant.name, "seed": seed, "overrides": list(overrides), "steps": steps,
               "phases": info["phases"], "step_flops": per_step, "train_flops": train_flops(steps, per_step),

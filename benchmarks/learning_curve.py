@@ -112,8 +112,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> list[dict]:
         tick = time.time()
         checkpoint = checkpoints.path(args.steps[-1] if point == "random-init" else point)
         encoder = load_frozen_encoder(str(checkpoint), random_init=point == "random-init", seed=seed)
-        tasks = {task: probe_toy_task(encoder, task, clips=CLIPS, toy=toy, grid=GRID, seed=seed, out=probe_dir)
-                 for task in args.tasks}
+        tasks = {task: probe_toy_task(encoder, task, clips=CLIPS, toy=toy, grid=GRID, seed=seed,
+                                      out=probe_dir).as_dict() for task in args.tasks}
         shutil.rmtree(probe_dir / "features", ignore_errors=True)
         record = {"seed": seed, "step": point, "tasks": tasks, "probe_seconds": round(time.time() - tick, 1),
                   "pretrain_seconds": pretrain_seconds}

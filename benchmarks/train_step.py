@@ -32,7 +32,8 @@ from common import count_flops, cpu_bf16_rows, machine_line, median_time, print_
 from vjepa2.config import from_dict  # noqa: E402
 from vjepa2.train import distributed as dist_utils  # noqa: E402
 from vjepa2.train.config import PretrainConfig  # noqa: E402
-from vjepa2.train.pretrain import JEPA, _noise_generators, _open_loaders, build_optimizer, train_step  # noqa: E402
+from vjepa2.train.loop import build_optimizer  # noqa: E402
+from vjepa2.train.pretrain import JEPA, noise_generators, open_loaders, train_step  # noqa: E402
 
 
 def make_config(args, dtype: str, mode: str, seed: int = 0) -> PretrainConfig:
@@ -48,11 +49,11 @@ def make_config(args, dtype: str, mode: str, seed: int = 0) -> PretrainConfig:
 def build(cfg: PretrainConfig, weight_seed: int):
     torch.manual_seed(weight_seed)
     model = JEPA(cfg.encoder_config(), cfg.predictor_config(), cfg.mask, cfg.loss)
-    return model, build_optimizer(model, cfg, fused=True)
+    return model, build_optimizer(model, cfg.optim, fused=True)
 
 
 def batches(cfg: PretrainConfig, count: int) -> list:
-    loader = _open_loaders(cfg, cfg.phases[0], 0, dist_utils.DistEnv())[0]
+    loader = open_loaders(cfg, cfg.phases[0], 0, dist_utils.DistEnv())[0]
     out = [next(loader) for _ in range(count)]
     getattr(loader, "close", lambda: None)()
     return out
@@ -61,7 +62,7 @@ def batches(cfg: PretrainConfig, count: int) -> list:
 def run_steps(model, optimizer, cfg, batch_list, start: int = 0) -> list[float]:
     env = dist_utils.DistEnv()
     return [train_step(model, optimizer, [b], lr=cfg.optim.lr, momentum=0.99925, cfg=cfg, device=env.device,
-                       noise=_noise_generators(cfg, start + i, env)).loss for i, b in enumerate(batch_list)]
+                       noise=noise_generators(cfg, start + i, env)).loss for i, b in enumerate(batch_list)]
 
 
 def encoder_tokens(cfg: PretrainConfig, batch) -> tuple[int, int]:

@@ -93,7 +93,8 @@ def ac_overrides(steps: int, *extra: str) -> list[str]:
 
 
 def test_train_ac_divergence_keeps_a_finite_checkpoint_to_resume_from(toy_trajectories, tmp_path):
-    from vjepa2.world_model.train_ac import load_ac_config, train_ac
+    from vjepa2.world_model.config import load_ac_config
+    from vjepa2.world_model.train import train_ac
 
     def config(steps, *extra):
         return load_ac_config(None, ac_overrides(steps, *extra), **{"data.trajectories": str(toy_trajectories),
@@ -106,7 +107,7 @@ def test_train_ac_divergence_keeps_a_finite_checkpoint_to_resume_from(toy_trajec
     assert left and all(torch.isfinite(v).all() for _, p in left
                         for v in torch.load(p, weights_only=True)["predictor"].values())
     summary = train_ac(config(12), resume=True)
-    assert summary.end_step == 12 and summary.nonfinite_total == 0
+    assert summary.end_step == 12 and summary.counters.nonfinite_total == 0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -368,7 +369,8 @@ def test_skipped_files_are_reported_as_reads_and_distinct_files(tmp_path):
 def test_one_bad_episode_is_skipped_and_named_by_train_ac(toy_trajectories, tmp_path):
     import shutil
 
-    from vjepa2.world_model.train_ac import load_ac_config, train_ac
+    from vjepa2.world_model.config import load_ac_config
+    from vjepa2.world_model.train import train_ac
 
     data = tmp_path / "data"
     shutil.copytree(toy_trajectories, data)

@@ -5,8 +5,8 @@ import pytest
 
 from vjepa2.cli import main
 from vjepa2.data.trajectories import read_trajectory
-from vjepa2.world_model.collect import ToyPushSource, collect, record_episode
-from vjepa2.world_model.envs.toy_push import ToyPushConfig, render_state
+from vjepa2.world_model.collect import collect, record_episode
+from vjepa2.world_model.envs.toy_push import ToyPushConfig, ToyPushSource, render_state
 
 
 def test_cli_writes_toy_push_trajectories(tmp_path):

@@ -20,8 +20,8 @@ from vjepa2.train.config import load_pretrain_config
 def test_every_stage_setting_is_accepted_by_its_command(settings, tmp_path):
     from vjepa2.evals.probe import probe_eval_config
     from vjepa2.train.config import load_pretrain_config
+    from vjepa2.world_model.config import load_ac_config
     from vjepa2.world_model.plan_eval import load_plan_eval_config
-    from vjepa2.world_model.train_ac import load_ac_config
 
     load_pretrain_config("tiny", settings.pretrain)
     probe_eval_config(apply_overrides({"encoder": "random:tiny", "dataset": "toy-ssv2"}, settings.probe))

@@ -1,5 +1,7 @@
 """Action anticipation: predictor-extrapolated features, the EPIC-KITCHENS-100 CSV reader, the command."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from vjepa2.evals.anticipation import (AnticipationFeatures, EK100Videos, antici
                                        ek100_label_space, parse_timestamp, read_ek100_csv, run_anticipation_eval,
                                        split_by_label_space)
 from vjepa2.evals.data import EvalDataError
+from vjepa2.evals.probe import ProbeReport
 from vjepa2.evals.probe_weights import load_probes
 from vjepa2.models import Predictor, VisionEncoder, encoder_config, predictor_config
 from vjepa2.weights import save_public
@@ -119,11 +122,40 @@ def test_anticipation_command_on_the_built_in_task(tmp_path):
         "toy": {"train_size": 16, "val_size": 8}, "cache_dir": str(tmp_path / "cache"), "out": str(tmp_path / "out"),
         "device": "cpu"})
     report = run_anticipation_eval(cfg, progress=False)
-    assert set(report["best"]["heads"]) == {"verb", "noun", "action"}
-    assert report["selection"].startswith("recall@5 of head 'action'")
-    assert report["best"]["score"] == report["best"]["heads"]["action"]["recall@5"]
-    assert len(report["classes"]["action"]) == 28
+    assert set(report.best.heads) == {"verb", "noun", "action"}
+    assert report.selection.startswith("recall@5 of head 'action'")
+    assert report.best_score == report.best.heads["action"].recall_at_5
+    assert len(report.classes["action"]) == 28
+    assert report.val.unseen_actions is None and report.best.heads["action"].recall_at_5_with_unseen is None
     (probe, _) = load_probes(tmp_path / "out" / "probes.pt")
     assert probe.config.num_classes == (4, 7, 28)
     with pytest.raises(ConfigError, match="toy-anticipation"):
         anticipation_eval_config({"checkpoint": "x.pt"})
+
+
+def test_ek100_command_counts_unseen_validation_actions(tmp_path, capsys):
+    from vjepa2.cli import main
+
+    encoder, predictor = tiny_pair()
+    save_public(tmp_path / "run.pt", encoder, predictor)
+    frames = np.stack([np.full((32, 32, 3), 5 * t, dtype=np.uint8) for t in range(40)])
+    write_video(tmp_path / "videos" / "P01" / "P01_01.MP4", frames, fps=8)
+    (tmp_path / "train.csv").write_text(HEADER + "".join(ROWS[:2]))
+    (tmp_path / "val.csv").write_text(HEADER + "".join(ROWS))  # its third action, (open, cup), is never trained
+    out = tmp_path / "out"
+    assert main(["eval", "anticipation", "--checkpoint", str(tmp_path / "run.pt"), "--ek100-train",
+                 str(tmp_path / "train.csv"), "--ek100-val", str(tmp_path / "val.csv"), "--videos",
+                 str(tmp_path / "videos"), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu",
+                 "--no-progress", "--variant", "light", "clips.frames=4", "clips.size=32", "clips.fps=8",
+                 "clips.segments=1", "clips.train_views=1", "grid.lrs=[0.001]", "grid.weight_decays=[0.01]",
+                 "grid.epochs=1", "grid.batch_size=4"]) == 0
+    assert "1 validation actions never occur in training" in capsys.readouterr().out
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["val"] == {"name": "val", "count": 2, "unseen_actions": 1, "unseen_action_classes": 1}
+    action = saved["best"]["heads"]["action"]
+    present = sum(a is not None for a in action["per_class_accuracy"])
+    assert action["recall@5_with_unseen"] == pytest.approx(action["recall@5"] * present / (present + 1))
+    assert action["top1_with_unseen"] == pytest.approx(action["top1"] * 2 / 3)
+    assert "top1_with_unseen" not in saved["grid"][0]["heads"]["action"]  # only the best probe's numbers
+    report = ProbeReport.read(out / "results.json")
+    assert report.val.unseen_actions == 1 and report.best.heads["action"].top1_with_unseen == action["top1_with_unseen"]

@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from vjepa2.evals.data import ToyVideos
 from vjepa2.evals.features import (ClipConfig, EncoderFeatures, LiveFeatures, TensorFeatures, WhitenedFeatures,
                                    build_features, read_feature_cache)
-from vjepa2.evals.metrics import (class_mean_recall, classification_metrics, confusion_matrix, effective_rank,
-                                  topk_hits)
-from vjepa2.evals.probe import (GridConfig, ProbeGrid, fit_and_report, probe_eval_config, run_probe_eval,
-                                scheduled_lr, sigmoid_focal_loss)
+from vjepa2.evals.metrics import class_mean_recall, classification_metrics, confusion_matrix, topk_hits
+from vjepa2.train.monitor import effective_rank
+from vjepa2.evals.probe import (GridConfig, HeadMetrics, ProbeGrid, ProbeReport, fit_and_report, probe_eval_config,
+                                run_probe_eval, scheduled_lr, sigmoid_focal_loss)
 from vjepa2.evals.probe_weights import load_probes
 from vjepa2.evals.toy import ToyConfig, ToyTask
 from vjepa2.models import VisionEncoder, encoder_config
@@ -131,6 +131,12 @@ def test_metrics_on_a_hand_example():
     assert m["mean_class_accuracy"] == pytest.approx((100 + 100 / 3) / 2)
     # Class-mean recall weighs classes equally: class 0 (1 sample) 100%, class 1 (3 samples) 1/3.
     assert class_mean_recall(scores, labels, k=1) == pytest.approx((100 + 100 / 3) / 2)
+    # The typed form (what a probe report holds) writes the same dict back; 3 classes: top-3, no top-5.
+    full = classification_metrics(scores, labels)
+    typed = HeadMetrics.from_json(full)
+    assert (typed.k, typed.top_k, typed.top5, typed.recall_at_5) == (3, 100.0, None, 100.0)
+    assert typed.to_json() == full and typed.value("top1") == 50.0
+    assert list(typed.summary().to_json()) == ["count", "top1", "top3", "mean_class_accuracy", "recall@5"]
 
 
 def test_cache_round_trip_equals_the_uncached_path(tmp_path):
@@ -171,10 +177,10 @@ def test_cache_round_trip_equals_the_uncached_path(tmp_path):
             cache_dtype="float32", encode_batch=8, out=tmp_path / f"out{cache is None}", head_names=("class",),
             selection=("top1", 0), settings={}, device=torch.device("cpu"), progress=False))
     a, b = reports
-    assert a["best"]["index"] == b["best"]["index"]
-    for ga, gb in zip(a["grid"], b["grid"]):
-        assert ga["train_loss"] == pytest.approx(gb["train_loss"], abs=1e-4)
-        assert ga["heads"]["class"]["top1"] == gb["heads"]["class"]["top1"]
+    assert a.best_index == b.best_index
+    for ga, gb in zip(a.grid, b.grid):
+        assert ga.train_loss == pytest.approx(gb.train_loss, abs=1e-4)
+        assert ga.heads["class"].top1 == gb.heads["class"].top1
 
 
 def test_cache_file_is_one_contiguous_array(tmp_path):
@@ -200,13 +206,22 @@ def test_probe_command_on_a_built_in_task(tmp_path):
         "toy": {"train_size": 16, "val_size": 8}, "cache_dir": str(tmp_path / "cache"), "out": str(tmp_path / "out"),
         "device": "cpu"})
     report = run_probe_eval(cfg, progress=False)
-    assert len(report["grid"]) == 4 and report["val"]["count"] == 8
-    best = report["best"]
-    assert best["heads"]["class"]["count"] == 8 and len(best["heads"]["class"]["per_class_accuracy"]) == 8
-    assert best["score"] == max(g["heads"]["class"]["top1"] for g in report["grid"])
+    assert len(report.grid) == 4 and report.val.count == 8
+    best = report.best
+    assert best.heads["class"].count == 8 and len(best.heads["class"].per_class_accuracy) == 8
+    assert report.best_score == max(g.heads["class"].top1 for g in report.grid)
+    assert report.grid[report.best_index].heads["class"].top1 == best.heads["class"].top1
+    assert report.grid[0].heads["class"].confusion is None  # grid rows keep the summary numbers only
     assert (tmp_path / "out" / "confusion.png").stat().st_size > 1000
-    saved = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert saved["best"]["lr"] == best["lr"] and saved["settings"]["dataset"] == "toy-appearance"
+    text = (tmp_path / "out" / "results.json").read_text()
+    saved = json.loads(text)
+    assert saved["best"]["lr"] == best.lr and saved["settings"]["dataset"] == "toy-appearance"
+    assert list(saved["best"]["heads"]["class"]) == ["count", "top1", "top5", "mean_class_accuracy", "recall@5",
+                                                     "per_class_accuracy", "confusion"]
+    assert list(saved["grid"][0]["heads"]["class"]) == ["count", "top1", "top5", "mean_class_accuracy", "recall@5"]
+    # The returned report is what results.json holds, and reads back to the same report.
+    assert json.dumps(report.to_json(), indent=1) + "\n" == text
+    assert json.dumps(ProbeReport.read(tmp_path / "out" / "results.json").to_json(), indent=1) + "\n" == text
     probes = load_probes(tmp_path / "out" / "probes.pt")
     assert len(probes) == 4 and probes[0].config.depth == 3 and probes[0].config.num_classes == (8,)
 

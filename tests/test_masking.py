@@ -96,7 +96,7 @@ def test_mask_ratios_of_public_generators_on_16x16x8_grid():
     assert 0.52 < short < 0.72, short
     assert 0.72 < long < 0.90, long
     assert long > short
-    # What the encoder does not see after equal-count truncation (batch 16): ~75-95% (SPEC §3).
+    # What the encoder does not see after equal-count truncation (batch 16): ~75-95% (the paper masks ~90%).
     assert 0.70 < np.mean(hidden[0]) < 0.85
     assert 0.85 < np.mean(hidden[1]) < 0.98
 

@@ -13,11 +13,11 @@ from vjepa2.config import ConfigError
 from vjepa2.models import VisionEncoder, encoder_config
 from vjepa2.models.ac_predictor import ACPredictor, ac_predictor_config
 from vjepa2.world_model.envs.toy_push import robot_from_xy
+from vjepa2.world_model.model import WorldModel
 from vjepa2.world_model.mpc import mpc_config
-from vjepa2.world_model.plan_eval import (ToyPushControl, load_plan_eval_config, make_pairs, plan_eval, run_baseline,
+from vjepa2.world_model.plan_eval import (control_for, load_plan_eval_config, make_pairs, plan_eval, run_baseline,
                                           run_planner)
 from vjepa2.world_model.planner import PlanResult, cem_config
-from vjepa2.world_model.train_ac import WorldModel
 
 FAST = ["planner.samples=16", "planner.iterations=2", "planner.elites=4", "mpc.steps_per_goal=4"]
 
@@ -32,7 +32,7 @@ def tiny_world(action_dim=7, state_dim=7, img_size=32):
 
 def test_pairs_are_reachable_and_not_already_solved():
     cfg = load_plan_eval_config(task="push", pairs=4, size=32, goal_steps=6)
-    control = ToyPushControl(cfg)
+    control = control_for(cfg)
     pairs, skipped = make_pairs(control, cfg)
     assert len(pairs) == 4 and len(set(p.seed for p in pairs)) == 4
     assert sorted(skipped + [p.seed for p in pairs]) == list(range(cfg.seed, pairs[-1].seed + 1))
@@ -74,7 +74,7 @@ def test_the_control_loop_maps_model_actions_to_the_toy_world():
     """An oracle planner (it reads the true state) must reach every goal: checks the 7-D robot
     action -> (dx, dy) mapping, the success test and the stop rule, independently of any model."""
     cfg = load_plan_eval_config(task="reach", pairs=5, size=32, goal_steps=6)
-    control = ToyPushControl(cfg)
+    control = control_for(cfg)
     pairs, _ = make_pairs(control, cfg)
 
     class OraclePlanner:
@@ -130,7 +130,7 @@ def test_the_oracle_plans_in_the_true_dynamics_and_leaves_the_world_where_it_was
     from vjepa2.world_model.plan_eval import SimulatorPlanner
 
     cfg = load_plan_eval_config(task="reach", pairs=1, size=32)
-    control = ToyPushControl(cfg)
+    control = control_for(cfg)
     pair = make_pairs(control, cfg)[0][0]
     control.reset(pair.seed)
     before = control.true_state()

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vjepa2.config import ConfigError
-from vjepa2.data.trajectories import apply_action
+from vjepa2.data.poses import apply_action
 from vjepa2.models.ac_predictor import ACPredictor, ac_predictor_config, normalize_latents
 from vjepa2.world_model.planner import (BoxConstraint, L1BallConstraint, LatentPlanner, cem, cem_config,
                                         make_constraint)

@@ -12,7 +12,8 @@ import vjepa2
 from vjepa2.train import pretrain as pretrain_module
 from vjepa2.train.config import load_pretrain_config
 from vjepa2.train.guard import TrainingDiverged
-from vjepa2.train.pretrain import TRAIN_STATE_KEY, pretrain
+from vjepa2.train.loop import TRAIN_STATE_KEY
+from vjepa2.train.pretrain import pretrain
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -38,7 +39,7 @@ def test_both_masking_modes_learn_without_collapse(tmp_path, mode):
 
     # Collapse check on the saved EMA encoder: per-dimension std of its features over a fresh batch.
     encoder = vjepa2.load_encoder(summary.checkpoint)  # also proves the checkpoint is loadable
-    batch = next(pretrain_module._open_loaders(cfg, cfg.phases[0], 1000, pretrain_module.dist_utils.DistEnv())[0])
+    batch = next(pretrain_module.open_loaders(cfg, cfg.phases[0], 1000, pretrain_module.dist_utils.DistEnv())[0])
     with torch.no_grad():
         feats = encoder(batch.clips)                                   # (B, N, D)
     token_std = feats.flatten(0, 1).std(dim=0)                         # over all tokens of the batch

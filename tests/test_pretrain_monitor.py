@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from pretrain_tiny import read_log, tiny_config
 
 from vjepa2.train import pretrain as pretrain_module
-from vjepa2.train.pretrain import JEPA, pretrain, target_feature_rank
+from vjepa2.train.monitor import target_feature_rank
+from vjepa2.train.pretrain import JEPA, pretrain
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -56,8 +57,8 @@ def test_logged_rank_is_that_of_the_phase_first_batch(tmp_path):
     # Recompute from the saved EMA encoder on the batch of step 0, rebuilt independently.
     state = torch.load(summary.checkpoint, map_location="cpu", weights_only=True)
     model = _model(cfg)
-    model.load_state_dict(pretrain_module._join_models(state))
-    loader = pretrain_module._open_loaders(cfg, cfg.phases[0], 0, pretrain_module.dist_utils.DistEnv())[0]
+    model.load_state_dict(pretrain_module.join_models(state))
+    loader = pretrain_module.open_loaders(cfg, cfg.phases[0], 0, pretrain_module.dist_utils.DistEnv())[0]
     with torch.no_grad():
         features = F.layer_norm(model.target_encoder(next(loader).clips), (cfg.model.dim,))
     assert logged[4] == pytest.approx(_reference_rank(features), rel=1e-4)

@@ -14,8 +14,10 @@ from vjepa2.world_model.collect import ToyPushSource, collect
 from vjepa2.world_model.envs.toy_push import ToyPushConfig
 from vjepa2.world_model.features import (build_feature_cache, encode_frames, feature_metadata, preprocess_frames,
                                          read_features)
-from vjepa2.world_model.train_ac import (ACLossConfig, ACObjective, FeatureWindows, load_ac_config, load_world_model,
-                                         rms_scale, rollout_errors, train_ac)
+from vjepa2.world_model.config import ACLossConfig, load_ac_config
+from vjepa2.world_model.evaluate import rollout_errors
+from vjepa2.world_model.model import load_world_model
+from vjepa2.world_model.train import ACObjective, FeatureWindows, rms_scale, train_ac
 
 
 def small_encoder(seed=0):

@@ -234,8 +234,13 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def config_yaml(obj: Any) -> str:
+    """A config dataclass (or plain data) as YAML, keys in field order (``--print-config``, ``config.yaml``)."""
+    return yaml.safe_dump(to_dict(obj), sort_keys=False)
+
+
 def save_yaml(obj: Any, path: str | Path) -> None:
     """Write a config dataclass (or plain data) as YAML (atomically)."""
     from vjepa2.files import atomic_write_text
 
-    atomic_write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
+    atomic_write_text(path, config_yaml(obj))

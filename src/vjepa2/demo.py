@@ -26,7 +26,6 @@ itself), each reusing its output in ``--work`` when a previous run completed it:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import html
 import json
@@ -219,7 +218,7 @@ class Demo:
 
     def probe(self) -> tuple[str, dict]:
         from vjepa2.config import apply_overrides
-        from vjepa2.evals.probe import probe_eval_config, run_probe_eval
+        from vjepa2.evals.probe import ProbeReport, probe_eval_config, run_probe_eval
 
         rows, status = [], "reused"
         for name, random_init in (("pretrained", False), ("random init", True)):
@@ -231,21 +230,21 @@ class Demo:
             cfg = probe_eval_config(data)
             results = out / "results.json"
             if results.is_file():
-                report = json.loads(results.read_text())
+                report = ProbeReport.read(results)
             else:
                 report = run_probe_eval(cfg, progress=self.progress)
                 status = "ran"
-            best = report["best"]
-            heads = best["heads"]["class"]
-            rows.append({"encoder": name, "top1": heads["top1"], "top5": heads.get("top5"),
-                         "mean_class_accuracy": heads.get("mean_class_accuracy"), "lr": best["lr"],
-                         "weight_decay": best["weight_decay"], "train": report["train"]["count"],
-                         "val": report["val"]["count"], "confusion_png": _existing(out / "confusion.png")})
+            best = report.best
+            metrics = best.heads["class"]
+            rows.append({"encoder": name, "top1": metrics.top1, "top5": metrics.top5,
+                         "mean_class_accuracy": metrics.mean_class_accuracy, "lr": best.lr,
+                         "weight_decay": best.weight_decay, "train": report.train.count,
+                         "val": report.val.count, "confusion_png": _existing(out / "confusion.png")})
         return status, {"rows": rows, "classes": 12}
 
     def collect(self) -> tuple[str, dict]:
-        from vjepa2.world_model.collect import ToyPushSource, collect, episode_dir
-        from vjepa2.world_model.envs.toy_push import ToyPushConfig
+        from vjepa2.world_model.collect import collect, episode_dir
+        from vjepa2.world_model.envs.toy_push import ToyPushConfig, ToyPushSource
 
         s = self.settings
         status = "reused"
@@ -259,8 +258,11 @@ class Demo:
                         "seeds": f"0..{s.episodes - 1} (held out: 50000..{50_000 + s.heldout_episodes - 1})"}
 
     def train_ac(self) -> tuple[str, dict]:
+        from vjepa2.world_model.config import load_ac_config
+        from vjepa2.world_model.evaluate import rollout_errors
         from vjepa2.world_model.features import build_feature_cache
-        from vjepa2.world_model.train_ac import load_ac_config, load_world_model, rollout_errors, train_ac
+        from vjepa2.world_model.model import load_world_model
+        from vjepa2.world_model.train import train_ac
 
         out = self.path("train-ac")
         cfg = load_ac_config(None, (f"encoder.weights={self.encoder_checkpoint}", "encoder.img_size=64",
@@ -286,8 +288,8 @@ class Demo:
                         "iterations": total, "errors": errors}
 
     def plan(self) -> tuple[str, dict]:
+        from vjepa2.world_model.model import load_world_model
         from vjepa2.world_model.plan_eval import load_plan_eval_config, plan_eval
-        from vjepa2.world_model.train_ac import load_world_model
 
         out = self.path("plan")
         world, status, tasks = None, "reused", {}
@@ -380,138 +382,132 @@ def reproduce_commands(settings: DemoSettings, work: str | Path, checkpoint: str
     return lines
 
 
+REPORT_STYLE = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}"
+                "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:.3em .6em;"
+                "text-align:right}th{background:#eee}img{max-width:100%}figure{margin:1em 0}"
+                "figcaption{color:#555;font-size:.9em}")
+
+
+class ReportPage:
+    """The report as Markdown and HTML built side by side; pictures are copied into ``directory``."""
+
+    def __init__(self, directory: Path, title: str) -> None:
+        self.directory = directory
+        self.title = title
+        self.md: list[str] = [f"# {title}", ""]
+        self.html: list[str] = [f"<h1>{html.escape(title)}</h1>"]
+
+    def section(self, title: str, level: int = 2) -> None:
+        self.md.extend([f"{'#' * level} {title}", ""])
+        self.html.append(f"<h{level}>{html.escape(title)}</h{level}>")
+
+    def para(self, text: str) -> None:
+        self.md.extend([text, ""])
+        self.html.append(f"<p>{html.escape(text)}</p>")
+
+    def table(self, headers: list[str], rows: list[list]) -> None:
+        md, table = _table(headers, rows)
+        self.md.extend([md, ""])
+        self.html.append(table)
+
+    def picture(self, source: str | None, name: str, caption: str) -> None:
+        """Copy the picture ``source`` (if it exists) into the report as ``name`` and show it."""
+        name = _copy(source, self.directory, name)
+        if name:
+            self.md.extend([f"![{caption}]({name})", ""])
+            self.html.append(f'<figure><img src="{html.escape(name)}" alt="{html.escape(caption)}">'
+                             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+    def code(self, lines: list[str]) -> None:
+        self.md.extend(["```bash", *lines, "```", ""])
+        self.html.append("<pre>" + html.escape("\n".join(lines)) + "</pre>")
+
+    def write(self) -> Path:
+        """``README.md`` and ``index.html`` in ``directory``; returns the path of ``index.html``."""
+        page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
+                f"<style>{REPORT_STYLE}</style></head><body>{''.join(self.html)}</body></html>\n")
+        atomic_write_text(self.directory / "README.md", "\n".join(self.md) + "\n")
+        return atomic_write_text(self.directory / "index.html", page)
+
+
 def write_report(report: str | Path, records: list[StageRecord], settings: DemoSettings, seconds: float,
                  work: str | Path = "runs/demo") -> Path:
     """``report/index.html`` and ``report/README.md`` (same content) with pictures copied beside them."""
     report = Path(report)
     report.mkdir(parents=True, exist_ok=True)
-    by_name = {r.name: r for r in records}
-    md: list[str] = ["# vjepa2 demo report", ""]
-    out: list[str] = ["<h1>vjepa2 demo report</h1>"]
-
-    def section(title: str) -> None:
-        md.extend([f"## {title}", ""])
-        out.append(f"<h2>{html.escape(title)}</h2>")
-
-    def para(text: str) -> None:
-        md.extend([text, ""])
-        out.append(f"<p>{html.escape(text)}</p>")
-
-    def table(headers, rows) -> None:
-        m, h = _table(headers, rows)
-        md.extend([m, ""])
-        out.append(h)
-
-    def image(name: str | None, caption: str) -> None:
-        if name:
-            md.extend([f"![{caption}]({name})", ""])
-            out.append(f'<figure><img src="{html.escape(name)}" alt="{html.escape(caption)}">'
-                       f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-
+    page = ReportPage(report, "vjepa2 demo report")
+    by_name = {r.name: r.detail for r in records}
     total = sum(r.seconds for r in records)
-    para(f"All stages on built-in data, CPU: {total / 60:.1f} minutes of stage time ({seconds / 60:.1f} minutes in "
-         f"this invocation). Each stage reuses its output in the work directory when present "
-         f"(vjepa2 demo --fresh redoes them).")
-    table(["stage", "status", "seconds"], [[r.name, r.status, f"{r.seconds:.0f}"] for r in records])
+    page.para(f"All stages on built-in data, CPU: {total / 60:.1f} minutes of stage time ({seconds / 60:.1f} minutes "
+              f"in this invocation). Each stage reuses its output in the work directory when present "
+              f"(vjepa2 demo --fresh redoes them).")
+    page.table(["stage", "status", "seconds"], [[r.name, r.status, f"{r.seconds:.0f}"] for r in records])
+    _pretrain_section(page, by_name["pretrain"])
+    _probe_section(page, by_name["probe"])
+    _world_model_section(page, by_name["collect"], by_name["train-ac"])
+    _planning_section(page, by_name["plan"])
+    page.section("Reproduce")
+    page.para("Every stage is a command of its own; vjepa2 demo calls their Python entry points with these settings:")
+    page.code(reproduce_commands(settings, work, by_name["pretrain"]["checkpoint"]))
+    return page.write()
 
-    pre = by_name["pretrain"].detail
-    section("1. Pretraining (tiny V-JEPA 2 on procedural videos)")
-    para(f"{pre['iterations']} steps: {'; '.join(pre['phases'])}. Last logged loss: "
-         f"{float(pre['last'].get('loss', 'nan')):.4f}.")
-    image(_copy(pre["loss_png"], report, "pretrain-loss.png"), "pretraining loss (L1 in latent space)")
 
-    probe = by_name["probe"].detail
-    section("2. Frozen-encoder probe on toy-SSv2")
-    para("12 classes: six motions and their exact time reversals, so single frames carry no label information; "
-         "chance is 8.3%. The same probe grid on the pretrained encoder and on its architecture with random weights.")
-    table(["encoder", "top-1", "top-5", "best lr", "best wd", "train / val clips"],
-          [[r["encoder"], _pct(r["top1"]), _pct(r["top5"]), r["lr"], r["weight_decay"], f"{r['train']} / {r['val']}"]
-           for r in probe["rows"]])
-    image(_copy(probe["rows"][0]["confusion_png"], report, "probe-confusion.png"),
-          "confusion matrix of the best probe on the pretrained encoder")
+def _pretrain_section(page: ReportPage, pre: dict) -> None:
+    page.section("1. Pretraining (tiny V-JEPA 2 on procedural videos)")
+    page.para(f"{pre['iterations']} steps: {'; '.join(pre['phases'])}. Last logged loss: "
+              f"{float(pre['last'].get('loss', 'nan')):.4f}.")
+    page.picture(pre["loss_png"], "pretrain-loss.png", "pretraining loss (L1 in latent space)")
 
-    col = by_name["collect"].detail
-    ac = by_name["train-ac"].detail
-    section("3. Action-conditioned world model (toy-push)")
-    para(f"{col['episodes']} random-action episodes of {col['steps']} steps (seeds {col['seeds']}); the AC "
-         f"predictor trained {ac['iterations']} steps on the frozen pretrained encoder's features. Held-out "
-         f"latent error k steps ahead (mean L1 of layer-normed latents) against copying the current latent:")
+
+def _probe_section(page: ReportPage, probe: dict) -> None:
+    page.section("2. Frozen-encoder probe on toy-SSv2")
+    page.para("12 classes: six motions and their exact time reversals, so single frames carry no label information; "
+              "chance is 8.3%. The same probe grid on the pretrained encoder and on its architecture with random "
+              "weights.")
+    page.table(["encoder", "top-1", "top-5", "best lr", "best wd", "train / val clips"],
+               [[r["encoder"], _pct(r["top1"]), _pct(r["top5"]), r["lr"], r["weight_decay"],
+                 f"{r['train']} / {r['val']}"] for r in probe["rows"]])
+    page.picture(probe["rows"][0]["confusion_png"], "probe-confusion.png",
+                 "confusion matrix of the best probe on the pretrained encoder")
+
+
+def _world_model_section(page: ReportPage, col: dict, ac: dict) -> None:
+    page.section("3. Action-conditioned world model (toy-push)")
+    page.para(f"{col['episodes']} random-action episodes of {col['steps']} steps (seeds {col['seeds']}); the AC "
+              f"predictor trained {ac['iterations']} steps on the frozen pretrained encoder's features. Held-out "
+              f"latent error k steps ahead (mean L1 of layer-normed latents) against copying the current latent:")
     errors = ac["errors"]
     # "shuffled": the same rollouts under other windows' actions; equal to "model" means the
     # predictor ignores its actions, and then planning cannot work.
     shuffled = "shuffled" in errors
-    table(["steps ahead", "AC predictor", *(["same, shuffled actions"] if shuffled else []), "copy current",
-           "predictor / copy"],
-          [[k, f"{errors['model'][k]:.4f}", *([f"{errors['shuffled'][k]:.4f}"] if shuffled else []),
-            f"{errors['copy'][k]:.4f}", f"{errors['model'][k] / errors['copy'][k]:.2f}"] for k in errors["model"]])
-    image(_copy(ac["loss_png"], report, "train-ac-loss.png"), "AC predictor training loss (teacher forcing + rollout)")
+    page.table(["steps ahead", "AC predictor", *(["same, shuffled actions"] if shuffled else []), "copy current",
+                "predictor / copy"],
+               [[k, f"{errors['model'][k]:.4f}", *([f"{errors['shuffled'][k]:.4f}"] if shuffled else []),
+                 f"{errors['copy'][k]:.4f}", f"{errors['model'][k] / errors['copy'][k]:.2f}"] for k in errors["model"]])
+    page.picture(ac["loss_png"], "train-ac-loss.png", "AC predictor training loss (teacher forcing + rollout)")
 
-    plan = by_name["plan"].detail
-    section("4. Planning toward goal images (CEM + MPC)")
+
+def _planning_section(page: ReportPage, plan: dict) -> None:
+    page.section("4. Planning toward goal images (CEM + MPC)")
     for task, info in plan["tasks"].items():
         planner, mpc = info["planner"], info["mpc"]
-        md.extend([f"### {task}", ""])
-        out.append(f"<h3>{task}</h3>")
-        para(info["markdown"].splitlines()[0])
-        para(f"CEM: {planner['samples']} samples x {planner['iterations']} iterations, {planner['elites']} elites, "
-             f"horizon {planner['horizon']}, {planner['constraint']} constraint; execute {mpc['execute']} action per "
-             f"plan, budget {mpc['steps_per_goal']} actions.")
-        table(["method", "success rate", "final distance (mean)", "actions (mean)", "seconds / action"],
-              [[s["method"], f"{100 * s['success_rate']:.0f}%", f"{s['final_distance_mean']:.3f}",
-                f"{s['steps_mean']:.1f}", f"{s['seconds_per_action']:.3g}"] for s in info["summaries"]])
+        page.section(task, level=3)
+        page.para(info["markdown"].splitlines()[0])
+        page.para(f"CEM: {planner['samples']} samples x {planner['iterations']} iterations, {planner['elites']} "
+                  f"elites, horizon {planner['horizon']}, {planner['constraint']} constraint; execute "
+                  f"{mpc['execute']} action per plan, budget {mpc['steps_per_goal']} actions.")
+        page.table(["method", "success rate", "final distance (mean)", "actions (mean)", "seconds / action"],
+                   [[s["method"], f"{100 * s['success_rate']:.0f}%", f"{s['final_distance_mean']:.3f}",
+                     f"{s['steps_mean']:.1f}", f"{s['seconds_per_action']:.3g}"] for s in info["summaries"]])
         for picture in info["files"]:
-            name = _copy(picture, report, Path(picture).name)
-            image(name, Path(picture).stem.replace("-", " "))
-
-    section("Reproduce")
-    para("Every stage is a command of its own; vjepa2 demo calls their Python entry points with these settings:")
-    commands = reproduce_commands(settings, work, pre["checkpoint"])
-    md.extend(["```bash", *commands, "```", ""])
-    out.append("<pre>" + html.escape("\n".join(commands)) + "</pre>")
-    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:.3em .6em;"
-             "text-align:right}th{background:#eee}img{max-width:100%}figure{margin:1em 0}"
-             "figcaption{color:#555;font-size:.9em}")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>vjepa2 demo report</title>"
-            f"<style>{style}</style></head><body>{''.join(out)}</body></html>\n")
-    atomic_write_text(report / "README.md", "\n".join(md) + "\n")
-    return atomic_write_text(report / "index.html", page)
+            page.picture(picture, Path(picture).name, Path(picture).stem.replace("-", " "))
 
 
-# ------------------------------------------------------------------------------------------------
-# Command line
-# ------------------------------------------------------------------------------------------------
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="the whole system on built-in data: pretrain, probe, collect, "
-                                           "train the world model, plan; writes an HTML report",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a ~3-minute smoke version with tiny sizes")
-    p.add_argument("--fresh", action="store_true", help="redo every stage (deletes the stage outputs in --work)")
-    p.add_argument("--work", help="directory of the stage outputs (default runs/demo, or runs/demo-quick)")
-    p.add_argument("--report", default="demo-report", help="report directory (default demo-report)")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice; 1 is often faster on a "
-                                               "machine other jobs keep busy)")
-    p.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    from vjepa2.train.guard import TrainingDiverged
-    from vjepa2.weights import WeightsError
-
-    if args.threads is not None:
-        if args.threads < 1:
-            print(f"vjepa2 demo: --threads must be >= 1, got {args.threads}", file=sys.stderr)
-            return 2
-        import torch
-
-        torch.set_num_threads(args.threads)
-    settings = QUICK if args.quick else FULL
-    work = args.work or ("runs/demo-quick" if args.quick else "runs/demo")
-    try:
-        Demo(work, args.report, settings, fresh=args.fresh).run()
-    except (ConfigError, FileExistsError, FileNotFoundError, TrainingDiverged, WeightsError, ValueError) as err:
-        print(f"vjepa2 demo: {err}", file=sys.stderr)
-        return 1
-    return 0
+def run_demo(work: str | Path | None = None, report: str | Path = "demo-report", quick: bool = False,
+             fresh: bool = False, progress: bool = True) -> Path:
+    """Run the demo (``vjepa2 demo``): every stage with the :data:`FULL` settings (:data:`QUICK` if
+    ``quick``) in ``work`` (default ``runs/demo``, or ``runs/demo-quick``), then the report in
+    ``report``; ``fresh`` redoes every stage. Returns the path of ``index.html``."""
+    settings = QUICK if quick else FULL
+    work = work or ("runs/demo-quick" if quick else "runs/demo")
+    return Demo(work, report, settings, fresh=fresh, progress=progress).run()

@@ -9,12 +9,12 @@ Output layout (one ``.safetensors`` file, written atomically):
   JSON ``{path: reason}``, ``settings``: JSON of the command's options and the encoder config.
 
 ``<key>`` is the video's path relative to the deepest directory holding all inputs (``/``
-separated), e.g. ``kitchen/take1.mp4``. :func:`read_embeddings` reads the file back.
+separated), e.g. ``kitchen/take1.mp4``. :func:`read_embeddings` reads the file back. The options of
+the command are parsed in :mod:`vjepa2.cli`; :func:`build_encoder` and :func:`embed_videos` do the work.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vjepa2.files import OutputPathError, atomic_write, check_output_file
 from vjepa2 import precision
 from vjepa2.data.transforms import EvalTransform
-from vjepa2.data.video import ClipInfo, VideoReadError, list_videos, read_clip, write_video
+from vjepa2.data.video import ClipInfo, VideoReadError, read_clip, write_video
+from vjepa2.files import OutputPathError, atomic_write, check_output_file
 from vjepa2.models import SIZES, VisionEncoder, encoder_config
 
 FORMAT = "vjepa2-embeddings/1"
@@ -179,7 +179,8 @@ class EmbedReport:
     dim: int | None = None
 
 
-def _check_options(frames: int, size: int, fps: float | None, out: str | os.PathLike) -> None:
+def check_options(frames: int, size: int, fps: float | None, out: str | os.PathLike) -> None:
+    """Raise :class:`EmbedError` for clip settings out of range or an ``out`` that cannot be written."""
     if frames < 1 or size < 1 or (fps is not None and fps <= 0):
         raise EmbedError(f"--frames and --size must be >= 1 and --fps > 0, got frames={frames}, size={size}, fps={fps}")
     try:
@@ -202,7 +203,7 @@ def embed_videos(paths: Iterable[str | os.PathLike], encoder: VisionEncoder, out
     paths = [Path(p) for p in paths]
     device = torch.device(device)
     config = encoder.config
-    _check_options(frames, size, fps, out)
+    check_options(frames, size, fps, out)
     if frames % config.tubelet_size:
         raise EmbedError(f"--frames {frames} must be a multiple of the encoder's tubelet size {config.tubelet_size}")
     if size % config.patch_size:
@@ -269,79 +270,3 @@ def demo_video(directory: str | os.PathLike, frames: int = 48, height: int = 144
         y = (height - side) // 2 + int(side * np.sin(2 * np.pi * t / frames) / 2)
         video[t, y:y + side, x:x + side] = (240, 40, 40)
     return write_video(Path(directory) / "demo.mp4", video, fps=24)
-
-
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "embed", help="encode videos into token features and pooled vectors (safetensors)",
-        description="Encode videos (or directories of videos; images count as one-frame videos) with a "
-                    "V-JEPA 2 encoder. Writes per-video token features (N, D) and their mean (D,) into "
-                    "one safetensors file. Unreadable files are reported and skipped; the exit code is 1 "
-                    "if any file failed.")
-    parser.add_argument("inputs", nargs="*", metavar="VIDEO_OR_DIR", help="video/image files or directories")
-    parser.add_argument("--weights", help="checkpoint (.pt/.pth), transformers directory, or random:<size> "
-                                          "(e.g. random:tiny) for a seeded random encoder")
-    parser.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
-    parser.add_argument("--size", type=int, default=256, help="crop size in pixels (default 256)")
-    parser.add_argument("--fps", type=float, default=None,
-                        help="sampling rate in frames per second (default: every frame)")
-    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
-                        help="fp32 (default) or bf16 autocast around the encoder")
-    parser.add_argument("--out", default="embeddings.safetensors", help="output file (default embeddings.safetensors)")
-    parser.add_argument("--batch-size", type=int, default=1, help="clips per encoder call (default 1)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=None,
-                        help="default: cuda if available, else cpu")
-    parser.add_argument("--seed", type=int, default=0, help="seed of a random:<size> encoder (default 0)")
-    parser.add_argument("--demo", action="store_true",
-                        help="embed a synthetic video written on the fly (default weights random:tiny)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    """The ``vjepa2 embed`` command; returns the exit code."""
-    try:
-        if args.demo:
-            if args.inputs:
-                raise EmbedError("--demo embeds its own synthetic video; drop the VIDEO_OR_DIR arguments")
-            with tempfile.TemporaryDirectory(prefix="vjepa2-demo-") as tmp:
-                return _run(args, [demo_video(tmp)], args.weights or "random:tiny")
-        if not args.inputs:
-            raise EmbedError("give at least one video file or directory (or --demo)")
-        if not args.weights:
-            raise EmbedError("--weights is required (a checkpoint, a transformers directory, or random:tiny)")
-        try:
-            paths = list_videos(args.inputs)
-        except FileNotFoundError as err:
-            raise EmbedError(str(err)) from None
-        if not paths:
-            raise EmbedError(f"no video or image files found in {', '.join(args.inputs)}")
-        return _run(args, paths, args.weights)
-    except EmbedError as err:
-        print(f"vjepa2 embed: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-
-
-def _run(args: argparse.Namespace, paths: list[Path], weights: str) -> int:
-    _check_options(args.frames, args.size, args.fps, args.out)  # before the encoder is loaded
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise EmbedError("--device cuda: CUDA is not available on this machine; use --device cpu")
-    encoder = build_encoder(weights, seed=args.seed)
-    settings = {"weights": weights, "seed": args.seed if weights.startswith(RANDOM_PREFIX) else None}
-    report = embed_videos(paths, encoder, args.out, frames=args.frames, size=args.size, fps=args.fps,
-                          dtype=args.dtype, batch_size=args.batch_size, device=device, settings=settings,
-                          progress=not args.no_progress)
-    total = len(report.written) + len(report.failed)
-    if report.out is not None:
-        n = report.grid[0] * report.grid[1] * report.grid[2]
-        print(f"embedded {len(report.written)} of {total} video(s) -> {report.out}  "
-              f"(tokens ({n}, {report.dim}) on a {'x'.join(map(str, report.grid))} grid, pooled ({report.dim},))")
-    else:
-        print(f"embedded 0 of {total} video(s); nothing written")
-    if report.failed:
-        print(f"{len(report.failed)} file(s) could not be read:", file=sys.stderr)
-        for path, reason in report.failed.items():
-            print(f"  {path}: {reason}", file=sys.stderr)
-        return EXIT_SOME_FAILED
-    return EXIT_OK

@@ -13,7 +13,10 @@ transformers (directory with ``config.json`` + ``model.safetensors``)
     ``encoder.layernorm``, ``predictor.embeddings.{predictor_embeddings,mask_tokens}``,
     ``predictor.layer.N``, ``predictor.layernorm``, ``predictor.proj``.
 
-Conversions are small pure functions ``state_dict -> state_dict``, tested both ways. Loading is safe:
+Conversions are pure functions ``state_dict -> state_dict``, tested both ways. The ``transformers``
+ones are declarative key tables (:class:`KeyRule` / :class:`KeyGroup`; ``ENCODER_TRANSFORMERS_KEYS``,
+``PREDICTOR_TRANSFORMERS_KEYS``) that :func:`to_foreign` reads ours -> theirs and :func:`from_foreign`
+reads back. Loading is safe:
 ``torch.load(weights_only=True)``; a checkpoint that needs arbitrary code is refused.
 """
 
@@ -24,8 +27,9 @@ import json
 import os
 import pickle
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Literal
 
 import torch
 from torch import nn
@@ -89,98 +93,181 @@ def public_state_dict(module: nn.Module, prefix: str = PUBLIC_PREFIX) -> dict[st
     return add_prefix({k: v for k, v in module.state_dict().items()}, prefix)
 
 
-def _block_to_transformers(sd: dict, src: str, dst: str, out: dict) -> None:
-    """One block: ours ``{src}.`` (fused qkv) -> transformers ``{dst}.`` (query/key/value)."""
-    for name in ("norm1", "norm2", "mlp.fc1", "mlp.fc2"):
-        for p in ("weight", "bias"):
-            out[f"{dst}.{name}.{p}"] = sd[f"{src}.{name}.{p}"]
-    for p in ("weight", "bias"):
-        if f"{src}.attn.qkv.{p}" in sd:
-            q, k, v = sd[f"{src}.attn.qkv.{p}"].chunk(3, dim=0)
-            out[f"{dst}.attention.query.{p}"], out[f"{dst}.attention.key.{p}"] = q, k
-            out[f"{dst}.attention.value.{p}"] = v
-        out[f"{dst}.attention.proj.{p}"] = sd[f"{src}.attn.proj.{p}"]
-
-
-def _block_from_transformers(sd: dict, src: str, dst: str, out: dict) -> None:
-    """One block: transformers ``{src}.`` -> ours ``{dst}.``."""
-    for name in ("norm1", "norm2", "mlp.fc1", "mlp.fc2"):
-        for p in ("weight", "bias"):
-            out[f"{dst}.{name}.{p}"] = sd[f"{src}.{name}.{p}"]
-    for p in ("weight", "bias"):
-        parts = [sd.get(f"{src}.attention.{n}.{p}") for n in ("query", "key", "value")]
-        if all(t is not None for t in parts):
-            out[f"{dst}.attn.qkv.{p}"] = torch.cat(parts, dim=0)
-        out[f"{dst}.attn.proj.{p}"] = sd[f"{src}.attention.proj.{p}"]
-
-
 def count_indexed(sd: dict, pattern: str) -> int:
     """1 + the largest integer captured by ``pattern`` among the keys (0 if none): e.g. the depth."""
     indices = {int(m.group(1)) for k in sd if (m := re.match(pattern, k))}
     return max(indices) + 1 if indices else 0
 
 
+# ------------------------------------------------------------------------------------------------
+# Key-map tables: one per foreign format, applied both ways by to_foreign / from_foreign
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyRule:
+    """One correspondence between our keys and a foreign format's (keys relative to a group's prefix).
+
+    ``kind="tensor"``: ``ours`` and ``theirs`` each name one key, or one side names several. One to
+    one, the tensor is shared unchanged. One ours key to ``n`` theirs keys: ours is the
+    concatenation along dim 0 (e.g. a fused ``qkv`` Linear weight ``(3D, D)`` = ``query``, ``key``,
+    ``value`` ``(D, D)`` each, bias ``(3D,)``); ours -> theirs is ``chunk(n, dim=0)``. ``optional``:
+    skipped when a source key is missing; otherwise a missing source key raises ``KeyError(key)``.
+
+    ``kind="stack"``: ``ours`` is a template ``name.{j}`` for ``j = 0..n-1``, each ``(...)``; theirs
+    is one ``(n, ...)`` tensor; ours -> theirs is ``torch.stack``, back is iteration along dim 0.
+
+    ``kind="prefix"``: every key that starts with ``ours`` corresponds to the key with ``theirs`` in
+    its place (the rest copied, the tensor unchanged), whatever follows the prefix.
+    """
+
+    ours: tuple[str, ...]
+    theirs: tuple[str, ...]
+    kind: Literal["tensor", "stack", "prefix"] = "tensor"
+    optional: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyGroup:
+    """``rules`` under a key prefix on each side. A prefix with ``{i}`` (e.g. ``blocks.{i}.`` <->
+    ``encoder.layer.{i}.``) repeats the group for ``i = 0..n-1``, ``n`` counted on the source side."""
+
+    ours: str
+    theirs: str
+    rules: tuple[KeyRule, ...]
+
+
+KeyTable = tuple[KeyRule | KeyGroup, ...]
+
+
+def key_rule(ours: str | tuple[str, ...], theirs: str | tuple[str, ...], optional: bool = False) -> KeyRule:
+    """A ``tensor`` rule; ``{p}`` in a key is filled by :func:`params`."""
+    return KeyRule((ours,) if isinstance(ours, str) else tuple(ours),
+                   (theirs,) if isinstance(theirs, str) else tuple(theirs), "tensor", optional)
+
+
+def stack_rule(ours: str, theirs: str) -> KeyRule:
+    """A ``stack`` rule: ours ``name.{j}`` (``j = 0..n-1``) <-> theirs one ``(n, ...)`` tensor."""
+    return KeyRule((ours,), (theirs,), "stack")
+
+
+def prefix_rule(ours: str, theirs: str) -> KeyRule:
+    """A ``prefix`` rule: every key under ``ours`` <-> the same key under ``theirs``."""
+    return KeyRule((ours,), (theirs,), "prefix")
+
+
+def params(*rules: KeyRule) -> tuple[KeyRule, ...]:
+    """``rules`` with ``{p}`` = ``weight``, then the same rules with ``{p}`` = ``bias``."""
+    return tuple(dataclasses.replace(r, ours=tuple(k.format(p=p) for k in r.ours),
+                                     theirs=tuple(k.format(p=p) for k in r.theirs))
+                 for p in ("weight", "bias") for r in rules)
+
+
+def _index_pattern(template: str, name: str) -> str:
+    """Regex capturing the ``{name}`` index of ``template`` (``blocks.{i}.`` -> ``blocks\\.(\\d+)\\.``)."""
+    head, tail = template.split("{" + name + "}")
+    return re.escape(head) + r"(\d+)" + re.escape(tail)
+
+
+def _apply_rule(rule: KeyRule, sd: dict, out: dict, src_prefix: str, dst_prefix: str, forward: bool) -> None:
+    """Write the target keys of one rule into ``out`` (``forward``: ours -> theirs)."""
+    src, dst = (rule.ours, rule.theirs) if forward else (rule.theirs, rule.ours)
+    src, dst = [src_prefix + k for k in src], [dst_prefix + k for k in dst]
+    if rule.kind == "prefix":
+        out.update({dst[0] + k[len(src[0]):]: v for k, v in sd.items() if k.startswith(src[0])})
+    elif rule.kind == "stack" and forward:
+        count = count_indexed(sd, _index_pattern(src[0], "j") + "$")
+        out[dst[0]] = torch.stack([sd[src[0].format(j=j)] for j in range(count)])
+    elif rule.kind == "stack":
+        out.update({dst[0].format(j=j): t for j, t in enumerate(sd[src[0]])})
+    elif not (rule.optional and any(k not in sd for k in src)):
+        tensors = [sd[k] for k in src]
+        if len(dst) > 1:
+            tensors = tensors[0].chunk(len(dst), dim=0)
+        elif len(src) > 1:
+            tensors = [torch.cat(tensors, dim=0)]
+        out.update(zip(dst, tensors, strict=True))
+
+
+def _convert(sd: dict[str, torch.Tensor], table: KeyTable, forward: bool) -> dict[str, torch.Tensor]:
+    """``table`` applied item by item (``forward``: ours -> theirs, else theirs -> ours)."""
+    out: dict[str, torch.Tensor] = {}
+    for item in table:
+        if isinstance(item, KeyRule):
+            _apply_rule(item, sd, out, "", "", forward)
+            continue
+        src, dst = (item.ours, item.theirs) if forward else (item.theirs, item.ours)
+        count = count_indexed(sd, _index_pattern(src, "i")) if "{i}" in src else 1
+        for i in range(count):
+            for rule in item.rules:
+                _apply_rule(rule, sd, out, src.format(i=i), dst.format(i=i), forward)
+    return out
+
+
+def to_foreign(sd: dict[str, torch.Tensor], table: KeyTable) -> dict[str, torch.Tensor]:
+    """Our state dict -> the foreign layout of ``table``, in table order. Keys no rule names are left
+    out; a source key a non-optional rule needs and ``sd`` lacks raises ``KeyError(key)``."""
+    return _convert(sd, table, forward=True)
+
+
+def from_foreign(sd: dict[str, torch.Tensor], table: KeyTable) -> dict[str, torch.Tensor]:
+    """A foreign state dict -> ours, by the same ``table`` read the other way (same rules on keys)."""
+    return _convert(sd, table, forward=False)
+
+
+# One transformer block: ours (fused qkv, as the public release) <-> transformers' VJEPA2Layer
+# (separate query / key / value). Weight (3D, D) <-> three (D, D); bias (3D,) <-> three (D,).
+# qkv is optional: a model built with qkv_bias=False has no qkv bias.
+VIT_BLOCK_KEYS: tuple[KeyRule, ...] = (
+    *params(key_rule("norm1.{p}", "norm1.{p}")), *params(key_rule("norm2.{p}", "norm2.{p}")),
+    *params(key_rule("mlp.fc1.{p}", "mlp.fc1.{p}")), *params(key_rule("mlp.fc2.{p}", "mlp.fc2.{p}")),
+    *params(key_rule("attn.qkv.{p}", ("attention.query.{p}", "attention.key.{p}", "attention.value.{p}"),
+                 optional=True),
+            key_rule("attn.proj.{p}", "attention.proj.{p}")),
+)
+
+# Our VisionEncoder <-> transformers VJEPA2Model ``encoder.*``; patch_embed.proj.weight is the
+# Conv3d kernel (D, C, tubelet, patch, patch) under both names.
+ENCODER_TRANSFORMERS_KEYS: KeyTable = (
+    *params(key_rule("patch_embed.proj.{p}", "encoder.embeddings.patch_embeddings.proj.{p}")),
+    *params(key_rule("norm.{p}", "encoder.layernorm.{p}")),
+    KeyGroup("blocks.{i}.", "encoder.layer.{i}.", VIT_BLOCK_KEYS),
+)
+
+# Our Predictor <-> transformers VJEPA2Model ``predictor.*``. Mask tokens: ours n tensors
+# ``mask_tokens.{j}`` (1, 1, D); transformers one ``predictor.embeddings.mask_tokens`` (n, 1, 1, D).
+PREDICTOR_TRANSFORMERS_KEYS: KeyTable = (
+    *params(key_rule("predictor_embed.{p}", "predictor.embeddings.predictor_embeddings.{p}")),
+    stack_rule("mask_tokens.{j}", "predictor.embeddings.mask_tokens"),
+    *params(key_rule("predictor_norm.{p}", "predictor.layernorm.{p}")),
+    *params(key_rule("predictor_proj.{p}", "predictor.proj.{p}")),
+    KeyGroup("predictor_blocks.{i}.", "predictor.layer.{i}.", VIT_BLOCK_KEYS),
+)
+
+
+def _without_model_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the ``vjepa2.`` prefix that transformers' task models (e.g. video classification) add."""
+    return {k.removeprefix("vjepa2."): v for k, v in sd.items()}
+
+
 def encoder_to_transformers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Our encoder state dict -> ``transformers`` ``VJEPA2Model`` keys (``encoder.*``)."""
-    out = {
-        "encoder.embeddings.patch_embeddings.proj.weight": sd["patch_embed.proj.weight"],
-        "encoder.embeddings.patch_embeddings.proj.bias": sd["patch_embed.proj.bias"],
-        "encoder.layernorm.weight": sd["norm.weight"],
-        "encoder.layernorm.bias": sd["norm.bias"],
-    }
-    for i in range(count_indexed(sd, r"blocks\.(\d+)\.")):
-        _block_to_transformers(sd, f"blocks.{i}", f"encoder.layer.{i}", out)
-    return out
+    return to_foreign(sd, ENCODER_TRANSFORMERS_KEYS)
 
 
 def encoder_from_transformers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``transformers`` keys (``encoder.*``, optionally under ``vjepa2.``) -> our encoder state dict."""
-    sd = {k.removeprefix("vjepa2."): v for k, v in sd.items()}
-    out = {
-        "patch_embed.proj.weight": sd["encoder.embeddings.patch_embeddings.proj.weight"],
-        "patch_embed.proj.bias": sd["encoder.embeddings.patch_embeddings.proj.bias"],
-        "norm.weight": sd["encoder.layernorm.weight"],
-        "norm.bias": sd["encoder.layernorm.bias"],
-    }
-    for i in range(count_indexed(sd, r"encoder\.layer\.(\d+)\.")):
-        _block_from_transformers(sd, f"encoder.layer.{i}", f"blocks.{i}", out)
-    return out
+    return from_foreign(_without_model_prefix(sd), ENCODER_TRANSFORMERS_KEYS)
 
 
 def predictor_to_transformers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Our predictor state dict -> ``transformers`` keys (``predictor.*``)."""
-    n_mask = count_indexed(sd, r"mask_tokens\.(\d+)$")
-    out = {
-        "predictor.embeddings.predictor_embeddings.weight": sd["predictor_embed.weight"],
-        "predictor.embeddings.predictor_embeddings.bias": sd["predictor_embed.bias"],
-        # ours: n tensors (1, 1, D); transformers: one (n, 1, 1, D)
-        "predictor.embeddings.mask_tokens": torch.stack([sd[f"mask_tokens.{i}"] for i in range(n_mask)]),
-        "predictor.layernorm.weight": sd["predictor_norm.weight"],
-        "predictor.layernorm.bias": sd["predictor_norm.bias"],
-        "predictor.proj.weight": sd["predictor_proj.weight"],
-        "predictor.proj.bias": sd["predictor_proj.bias"],
-    }
-    for i in range(count_indexed(sd, r"predictor_blocks\.(\d+)\.")):
-        _block_to_transformers(sd, f"predictor_blocks.{i}", f"predictor.layer.{i}", out)
-    return out
+    return to_foreign(sd, PREDICTOR_TRANSFORMERS_KEYS)
 
 
 def predictor_from_transformers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``transformers`` keys (``predictor.*``) -> our predictor state dict."""
-    sd = {k.removeprefix("vjepa2."): v for k, v in sd.items()}
-    out = {
-        "predictor_embed.weight": sd["predictor.embeddings.predictor_embeddings.weight"],
-        "predictor_embed.bias": sd["predictor.embeddings.predictor_embeddings.bias"],
-        "predictor_norm.weight": sd["predictor.layernorm.weight"],
-        "predictor_norm.bias": sd["predictor.layernorm.bias"],
-        "predictor_proj.weight": sd["predictor.proj.weight"],
-        "predictor_proj.bias": sd["predictor.proj.bias"],
-    }
-    for i, token in enumerate(sd["predictor.embeddings.mask_tokens"]):
-        out[f"mask_tokens.{i}"] = token
-    for i in range(count_indexed(sd, r"predictor\.layer\.(\d+)\.")):
-        _block_from_transformers(sd, f"predictor.layer.{i}", f"predictor_blocks.{i}", out)
-    return out
+    """``transformers`` keys (``predictor.*``, optionally under ``vjepa2.``) -> our predictor state dict."""
+    return from_foreign(_without_model_prefix(sd), PREDICTOR_TRANSFORMERS_KEYS)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -208,11 +295,11 @@ def infer_encoder_config(sd: dict[str, torch.Tensor], **overrides) -> EncoderCon
         raise WeightsError("not an encoder state dict: no patch_embed.proj.weight "
                            f"(first keys: {sorted(sd)[:5]})")
     dim, in_chans, tubelet, patch, _ = sd["patch_embed.proj.weight"].shape
-    fields = dict(dim=dim, in_chans=in_chans, tubelet_size=tubelet, patch_size=patch,
-                  depth=count_indexed(sd, r"blocks\.(\d+)\."),
-                  heads=overrides["heads"] if "heads" in overrides else heads_for_width(dim),
-                  mlp_hidden=sd["blocks.0.mlp.fc1.weight"].shape[0] if "blocks.0.mlp.fc1.weight" in sd else 4 * dim,
-                  qkv_bias="blocks.0.attn.qkv.bias" in sd)
+    fields = {"dim": dim, "in_chans": in_chans, "tubelet_size": tubelet, "patch_size": patch,
+              "depth": count_indexed(sd, r"blocks\.(\d+)\."),
+              "heads": overrides["heads"] if "heads" in overrides else heads_for_width(dim),
+              "mlp_hidden": sd["blocks.0.mlp.fc1.weight"].shape[0] if "blocks.0.mlp.fc1.weight" in sd else 4 * dim,
+              "qkv_bias": "blocks.0.attn.qkv.bias" in sd}
     fields.update(overrides)
     return from_dict(EncoderConfig, fields)
 
@@ -223,11 +310,11 @@ def infer_predictor_config(sd: dict[str, torch.Tensor], **overrides) -> Predicto
         raise WeightsError("not a predictor state dict: no predictor_embed.weight "
                            f"(first keys: {sorted(sd)[:5]})")
     dim, enc_dim = sd["predictor_embed.weight"].shape
-    fields = dict(enc_dim=enc_dim, dim=dim, depth=count_indexed(sd, r"predictor_blocks\.(\d+)\."),
-                  heads=overrides.get("heads") or (12 if dim == 384 else heads_for_width(dim)),
-                  mlp_hidden=sd["predictor_blocks.0.mlp.fc1.weight"].shape[0],
-                  num_mask_tokens=max(count_indexed(sd, r"mask_tokens\.(\d+)$"), 1),
-                  qkv_bias="predictor_blocks.0.attn.qkv.bias" in sd)
+    fields = {"enc_dim": enc_dim, "dim": dim, "depth": count_indexed(sd, r"predictor_blocks\.(\d+)\."),
+              "heads": overrides.get("heads") or (12 if dim == 384 else heads_for_width(dim)),
+              "mlp_hidden": sd["predictor_blocks.0.mlp.fc1.weight"].shape[0],
+              "num_mask_tokens": max(count_indexed(sd, r"mask_tokens\.(\d+)$"), 1),
+              "qkv_bias": "predictor_blocks.0.attn.qkv.bias" in sd}
     fields.update(overrides)
     return from_dict(PredictorConfig, fields)
 
@@ -320,10 +407,10 @@ def _configs_from_transformers(cfg: dict, source: Path) -> tuple[dict, dict]:
         return kind(value)
 
     dim, pdim = number("hidden_size", 1024), number("pred_hidden_size", 384)
-    common = dict(patch_size=number("patch_size", 16), tubelet_size=number("tubelet_size", 2),
-                  img_size=number("crop_size", 256), num_frames=number("frames_per_clip", 64),
-                  norm_eps=number("layer_norm_eps", 1e-6, float), qkv_bias=bool(cfg.get("qkv_bias", True)),
-                  position="rope_compatible")
+    common = {"patch_size": number("patch_size", 16), "tubelet_size": number("tubelet_size", 2),
+              "img_size": number("crop_size", 256), "num_frames": number("frames_per_clip", 64),
+              "norm_eps": number("layer_norm_eps", 1e-6, float), "qkv_bias": bool(cfg.get("qkv_bias", True)),
+              "position": "rope_compatible"}
     enc = dict(common, dim=dim, depth=number("num_hidden_layers", 24), heads=number("num_attention_heads", 16),
                mlp_hidden=int(dim * number("mlp_ratio", 4.0, float)), in_chans=number("in_chans", 3))
     pred = dict(common, enc_dim=dim, dim=pdim, depth=number("pred_num_hidden_layers", 12),

@@ -125,7 +125,7 @@ class SyntheticConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Pretraining augmentation (one box for all frames of a clip; SPEC §6).
+    """Pretraining augmentation (one box for all frames of a clip, as in arXiv 2506.09985).
 
     Attributes:
         crop_scale: random resized crop area, as a fraction of the frame.

@@ -1,11 +1,12 @@
-"""Action anticipation with the frozen encoder *and* the pretrained predictor (SPEC section 7).
+"""Action anticipation with the frozen encoder *and* the pretrained predictor (arXiv 2506.09985, action anticipation).
 
 The observed clip is encoded to ``N = T' * H' * W'`` tokens. The predictor then extrapolates the
 tokens of ``future_tubelets`` tubelets that start ``offset_tubelets`` tubelets after the clip: its
 context is every observed token (indices ``0 .. N-1``), its targets are the token positions
 ``N + offset * H'W' + (0 .. future * H'W' - 1)`` of a longer token grid. The probe (three queries:
 verb, noun, action; focal loss) reads the observed tokens and the predicted ones concatenated.
-The metric is class-mean recall@5 (of the action head for model selection).
+The metric is class-mean recall@5 (of the action head for model selection); the command returns a
+:class:`~vjepa2.evals.probe.ProbeReport`.
 
 EPIC-KITCHENS-100: :func:`read_ek100_csv` reads the public annotation CSVs
 (``EPIC_100_train.csv`` / ``EPIC_100_validation.csv``), :func:`ek100_label_space` fixes the
@@ -34,10 +35,10 @@ from vjepa2.config import ConfigError, from_dict, to_dict
 from vjepa2.data.video import VideoReadError, read_clip
 from vjepa2.evals.data import EvalDataError, ToyVideos
 from vjepa2.evals.features import ClipConfig, FeatureFunction, module_digest
-from vjepa2.evals.probe import (GridConfig, check_clip_geometry, fit_and_report, load_frozen_encoder,
-                                resolve_device)
+from vjepa2.evals.probe import (GridConfig, ProbeReport, check_clip_geometry, fit_and_report,
+                                load_frozen_encoder, resolve_device)
 from vjepa2.evals.toy import ToyConfig, ToyTask
-from vjepa2.files import check_output_dir, write_json
+from vjepa2.files import check_output_dir
 from vjepa2.models.predictor import Predictor
 from vjepa2.models.probe import ProbeVariant, probe_config
 
@@ -361,7 +362,7 @@ def load_predictor_pair(checkpoint: str, random_init: bool, seed: int):
     return encoder, predictor.eval().requires_grad_(False)
 
 
-def run_anticipation_eval(cfg: AnticipationEvalConfig, progress: bool = True) -> dict:
+def run_anticipation_eval(cfg: AnticipationEvalConfig, progress: bool = True) -> ProbeReport:
     """The ``vjepa2 eval anticipation`` command; returns the report written to ``out/results.json``."""
     check_output_dir(cfg.out)
     device = resolve_device(cfg.device)
@@ -391,18 +392,28 @@ def run_anticipation_eval(cfg: AnticipationEvalConfig, progress: bool = True) ->
         out=cfg.out, head_names=HEAD_NAMES, selection=("recall@5", 2), settings=to_dict(cfg), device=device,
         progress=progress, describe=cfg.dataset or "ek100")
     if unseen_actions:
-        # A probe over training actions cannot name an unseen one: count those samples as misses and
-        # their classes as classes of recall 0, next to the numbers over the predictable samples.
-        action = report["best"]["heads"]["action"]
-        present = [a for a in action["per_class_accuracy"] if a is not None]
-        recall_present = action["recall@5"] * len(present)
-        unseen_classes = len({(a.verb_class, a.noun_class) for a in unseen_actions})
-        action["recall@5_with_unseen"] = recall_present / (len(present) + unseen_classes)
-        action["top1_with_unseen"] = action["top1"] * action["count"] / (action["count"] + len(unseen_actions))
-        report["val"]["unseen_actions"] = len(unseen_actions)
-        report["val"]["unseen_action_classes"] = unseen_classes
-        write_json(report, Path(cfg.out) / "results.json")
+        report = count_unseen_actions(report, unseen_actions)
+        report.write(Path(cfg.out) / "results.json")
     return report
+
+
+def count_unseen_actions(report: ProbeReport, unseen_actions: list[EK100Action]) -> ProbeReport:
+    """``report`` with the numbers that count the validation actions never seen in training.
+
+    A probe over training actions cannot name an unseen one: its samples count as misses and its
+    classes as classes of recall 0. Adds ``val.unseen_actions`` / ``val.unseen_action_classes`` and,
+    on the best probe's action head, ``recall_at_5_with_unseen`` / ``top1_with_unseen`` (%), next to
+    the numbers over the predictable samples.
+    """
+    action = report.best.heads["action"]
+    present = [a for a in action.per_class_accuracy if a is not None]
+    unseen_classes = len({(a.verb_class, a.noun_class) for a in unseen_actions})
+    action = dataclasses.replace(
+        action, recall_at_5_with_unseen=action.recall_at_5 * len(present) / (len(present) + unseen_classes),
+        top1_with_unseen=action.top1 * action.count / (action.count + len(unseen_actions)))
+    best = dataclasses.replace(report.best, heads={**report.best.heads, "action": action})
+    val = dataclasses.replace(report.val, unseen_actions=len(unseen_actions), unseen_action_classes=unseen_classes)
+    return dataclasses.replace(report, best=best, val=val)
 
 
 def anticipation_eval_config(data: dict) -> AnticipationEvalConfig:

@@ -20,8 +20,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from vjepa2.config import ConfigError, apply_overrides, load_yaml
+
+if TYPE_CHECKING:  # the commands import torch lazily
+    from vjepa2.evals.probe import ProbeReport
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -129,17 +133,13 @@ def _fail(command: str, err: Exception) -> int:
     return 2
 
 
-def _print_best(report: dict, heads: tuple[str, ...]) -> None:
-    best = report["best"]
-    parts = []
+def _print_best(report: ProbeReport, heads: tuple[str, ...]) -> None:
+    best = report.best
+    print(f"best probe: lr {best.lr:g}, weight decay {best.weight_decay:g} (of {len(report.grid)}; "
+          f"{report.val.count} validation videos)")
     for name in heads:
-        m = best["heads"][name]
-        top_k = next(k for k in m if k.startswith("top") and k != "top1")
-        parts.append(f"{name}: top-1 {m['top1']:.2f}%  {top_k} {m[top_k]:.2f}%  recall@5 {m['recall@5']:.2f}%")
-    print(f"best probe: lr {best['lr']:g}, weight decay {best['weight_decay']:g} (of {len(report['grid'])}; "
-          f"{report['val']['count']} validation videos)")
-    for line in parts:
-        print("  " + line)
+        m = best.heads[name]
+        print(f"  {name}: top-1 {m.top1:.2f}%  top{m.k} {m.top_k:.2f}%  recall@5 {m.recall_at_5:.2f}%")
 
 
 def run_probe(args: argparse.Namespace) -> int:
@@ -183,10 +183,9 @@ def run_anticipation(args: argparse.Namespace) -> int:
     except (ConfigError, EvalDataError) as err:
         return _fail("anticipation", err)
     _print_best(report, HEAD_NAMES)
-    if report["val"].get("unseen_actions"):
-        action = report["best"]["heads"]["action"]
-        print(f"  {report['val']['unseen_actions']} validation actions never occur in training: action recall@5 "
-              f"counting them as misses {action['recall@5_with_unseen']:.2f}%")
+    if report.val.unseen_actions:
+        print(f"  {report.val.unseen_actions} validation actions never occur in training: action recall@5 "
+              f"counting them as misses {report.best.heads['action'].recall_at_5_with_unseen:.2f}%")
     print(f"wrote {cfg.out}/results.json, confusion.png, probes.pt")
     return 0
 

@@ -6,8 +6,6 @@ denominators are the split's size (``count`` is reported next to each accuracy).
 
 from __future__ import annotations
 
-import math
-
 import os
 from pathlib import Path
 
@@ -61,24 +59,6 @@ def classification_metrics(scores: torch.Tensor, labels: torch.Tensor, k: int = 
         "per_class_accuracy": per_class,
         "confusion": confusion.tolist(),
     }
-
-
-def effective_rank(features: torch.Tensor) -> dict:
-    """Spread of a set of feature vectors ``(M, D)`` over their dimensions.
-
-    Returns ``effective_rank`` = exp(entropy of the normalised PCA variances) (1 = all variance on
-    one direction, D = spread evenly) and ``top3_variance`` = share of the 3 largest, in percent.
-    A low value next to a random encoder's is partial dimensional collapse. NaN for features that
-    are not all finite (a diverging run).
-    """
-    x = features.double()
-    if not torch.isfinite(x).all():
-        return {"effective_rank": math.nan, "top3_variance": math.nan}
-    singular = torch.linalg.svdvals(x - x.mean(dim=0))
-    share = singular**2 / (singular**2).sum()
-    share = share[share > 0]
-    return {"effective_rank": float(torch.exp(-(share * share.log()).sum())),
-            "top3_variance": float(100.0 * share[:3].sum())}
 
 
 def save_confusion_png(confusion: list[list[int]] | np.ndarray, class_names: tuple[str, ...] | list[str],

@@ -17,11 +17,13 @@ as in the paper. :func:`run_probe_eval` is the whole ``vjepa2 eval probe`` comma
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
+import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -296,19 +298,205 @@ def load_frozen_encoder(spec: str, random_init: bool = False, seed: int = 0):
     return encoder
 
 
-def _summary(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k not in ("confusion", "per_class_accuracy")}
+# ------------------------------------------------------------------------------------------------
+# The report of a probe grid (what ``results.json`` holds)
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeadMetrics:
+    """Validation metrics of one classification head of one probe (accuracies in percent).
+
+    Attributes:
+        count: validation videos scored (the denominator of every accuracy).
+        top1: top-1 accuracy (%).
+        k / top_k: top-``k`` accuracy (%), ``k = min(5, number of classes)``; JSON key ``top{k}``.
+        mean_class_accuracy: mean over the classes with validation videos of their top-1 accuracy (%).
+        recall_at_5: class-mean recall@5 (%), the anticipation metric; JSON key ``recall@5``.
+        per_class_accuracy: top-1 accuracy (%) of each class, None for a class without validation videos.
+            None in the rows of :attr:`ProbeReport.grid` (results.json keeps it for the best probe only).
+        confusion: ``(C, C)`` counts, row = true class, column = predicted class; None like
+            ``per_class_accuracy``.
+        recall_at_5_with_unseen / top1_with_unseen: EPIC-KITCHENS anticipation only, on the action head
+            of the best probe: recall@5 / top-1 (%) counting the validation actions never seen in
+            training as misses (their classes as classes of recall 0). None otherwise.
+    """
+
+    count: int
+    top1: float
+    k: int
+    top_k: float
+    mean_class_accuracy: float
+    recall_at_5: float
+    per_class_accuracy: list[float | None] | None = None
+    confusion: list[list[int]] | None = None
+    recall_at_5_with_unseen: float | None = None
+    top1_with_unseen: float | None = None
+
+    @property
+    def top5(self) -> float | None:
+        """Top-5 accuracy (%); None for a head of fewer than 5 classes."""
+        return self.top_k if self.k == 5 else None
+
+    def summary(self) -> HeadMetrics:
+        """The numbers of a grid row: without the per-class accuracies and the confusion matrix."""
+        return HeadMetrics(self.count, self.top1, self.k, self.top_k, self.mean_class_accuracy, self.recall_at_5)
+
+    def value(self, key: str) -> float:
+        """A metric by its results.json key (``"top1"``, ``"recall@5"``, ...)."""
+        return self.to_json()[key]
+
+    def to_json(self) -> dict:
+        """The results.json entry (keys in the order :func:`classification_metrics` gives them)."""
+        data = {"count": self.count, "top1": self.top1, f"top{self.k}": self.top_k,
+                "mean_class_accuracy": self.mean_class_accuracy, "recall@5": self.recall_at_5}
+        optional = (("per_class_accuracy", self.per_class_accuracy), ("confusion", self.confusion),
+                    ("recall@5_with_unseen", self.recall_at_5_with_unseen), ("top1_with_unseen", self.top1_with_unseen))
+        data.update((key, value) for key, value in optional if value is not None)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> HeadMetrics:
+        """From a results.json entry or the dict of :func:`classification_metrics`."""
+        top_keys = [key for key in data if re.fullmatch(r"top\d+", key) and key != "top1"]
+        k = int(top_keys[0][3:]) if top_keys else 1  # a one-class head has only "top1"
+        return cls(data["count"], data["top1"], k, data[f"top{k}"], data["mean_class_accuracy"], data["recall@5"],
+                   data.get("per_class_accuracy"), data.get("confusion"), data.get("recall@5_with_unseen"),
+                   data.get("top1_with_unseen"))
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One probe of the grid: its hyper-parameters, training loss and validation metrics.
+
+    Attributes:
+        lr: peak learning rate.
+        weight_decay: AdamW weight decay of the weight matrices.
+        train_loss: mean training loss over the last epoch (NaN when training diverged).
+        heads: head name (``"class"``, or ``"verb"`` / ``"noun"`` / ``"action"``) -> its metrics.
+    """
+
+    lr: float
+    weight_decay: float
+    train_loss: float
+    heads: dict[str, HeadMetrics]
+
+    def to_json(self) -> dict:
+        return {"lr": self.lr, "weight_decay": self.weight_decay, "train_loss": self.train_loss,
+                "heads": {name: m.to_json() for name, m in self.heads.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict) -> GridPoint:
+        return cls(data["lr"], data["weight_decay"], data["train_loss"],
+                   {name: HeadMetrics.from_json(m) for name, m in data["heads"].items()})
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    """A data split of the evaluation.
+
+    Attributes:
+        name: the dataset's name (built-in task, list file or annotation file stem).
+        count: videos (samples) in the split.
+        unseen_actions / unseen_action_classes: EPIC-KITCHENS validation only: actions whose (verb,
+            noun) never occurs in training, and how many such (verb, noun) classes; they are not in
+            ``count``. None otherwise.
+    """
+
+    name: str
+    count: int
+    unseen_actions: int | None = None
+    unseen_action_classes: int | None = None
+
+    def to_json(self) -> dict:
+        data = {"name": self.name, "count": self.count}
+        if self.unseen_actions is not None:
+            data["unseen_actions"] = self.unseen_actions
+        if self.unseen_action_classes is not None:
+            data["unseen_action_classes"] = self.unseen_action_classes
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> SplitInfo:
+        return cls(data["name"], data["count"], data.get("unseen_actions"), data.get("unseen_action_classes"))
+
+
+@dataclass(frozen=True)
+class ProbeReport:
+    """What a probe evaluation found: returned by :func:`fit_and_report` and written as ``results.json``.
+
+    Attributes:
+        settings: the command's settings (JSON-ready), recorded as given.
+        train / val: the two splits.
+        classes: head name -> its class names (label ``i`` is ``classes[head][i]``).
+        selection: how the best probe was chosen, in words (e.g. ``"top1 of head 'class' on the
+            validation set"``).
+        best_index: position of the best probe in :attr:`grid`.
+        best_score: its value of the selection metric (%).
+        best: the best probe with every metric (per-class accuracies and confusion matrices included).
+        grid: every probe, lr-major (``GridConfig.hparams`` order), with summary metrics.
+        seconds: wall-clock time of the evaluation (features, training, metrics).
+    """
+
+    settings: dict
+    train: SplitInfo
+    val: SplitInfo
+    classes: dict[str, list[str]]
+    selection: str
+    best_index: int
+    best_score: float
+    best: GridPoint
+    grid: list[GridPoint]
+    seconds: float
+
+    def to_json(self) -> dict:
+        """The content of ``results.json``."""
+        best = {"index": self.best_index, "lr": self.best.lr, "weight_decay": self.best.weight_decay,
+                "train_loss": self.best.train_loss, "score": self.best_score,
+                "heads": {name: m.to_json() for name, m in self.best.heads.items()}}
+        return {"settings": self.settings, "train": self.train.to_json(), "val": self.val.to_json(),
+                "classes": self.classes, "selection": self.selection, "best": best,
+                "grid": [point.to_json() for point in self.grid], "seconds": self.seconds}
+
+    @classmethod
+    def from_json(cls, data: dict) -> ProbeReport:
+        """From the content of a ``results.json``."""
+        best = data["best"]
+        return cls(data["settings"], SplitInfo.from_json(data["train"]), SplitInfo.from_json(data["val"]),
+                   data["classes"], data["selection"], best["index"], best["score"], GridPoint.from_json(best),
+                   [GridPoint.from_json(point) for point in data["grid"]], data["seconds"])
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> ProbeReport:
+        """Read a ``results.json`` written by :func:`fit_and_report`."""
+        return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def write(self, path: str | os.PathLike) -> Path:
+        """Write ``results.json`` (atomically)."""
+        return write_json(self.to_json(), path)
+
+
+def grid_points(scores: list[list[torch.Tensor]], labels: torch.Tensor, grid: GridConfig, train_losses: list[float],
+                head_names: tuple[str, ...]) -> list[GridPoint]:
+    """Every probe's validation metrics (full, per-class included) from its ``scores[p][h]``
+    ``(N, C_h)`` and the ``(N, heads)`` labels."""
+    return [GridPoint(lr, wd, train_losses[p],
+                      {name: HeadMetrics.from_json(classification_metrics(scores[p][h], labels[:, h]))
+                       for h, name in enumerate(head_names)})
+            for p, (lr, wd) in enumerate(grid.hparams)]
 
 
 def fit_and_report(*, train_data: LabelledVideos, val_data: LabelledVideos, fn: FeatureFunction,
                    clips: ClipConfig, probe_cfg: ProbeConfig, grid: GridConfig, seed: int,
                    cache_dir: str | None, cache_dtype: str, encode_batch: int, out: str | os.PathLike,
                    head_names: tuple[str, ...], selection: tuple[str, int], settings: dict,
-                   device: torch.device, progress: bool = True, describe: str = "", whiten: bool = False) -> dict:
+                   device: torch.device, progress: bool = True, describe: str = "",
+                   whiten: bool = False) -> ProbeReport:
     """Features -> probe grid -> validation metrics -> ``results.json``, ``confusion.png``, ``probes.pt``.
 
-    ``selection = (metric, head)`` picks the reported probe (e.g. ``("top1", 0)``); ``whiten``
-    PCA-whitens both splits with training statistics (:class:`WhitenedFeatures`, a diagnostic).
+    ``selection = (metric, head)`` picks the reported probe (e.g. ``("top1", 0)``; the metric by its
+    results.json key); ``whiten`` PCA-whitens both splits with training statistics
+    (:class:`WhitenedFeatures`, a diagnostic).
     """
     out = Path(out)
     started = time.time()
@@ -324,39 +512,30 @@ def fit_and_report(*, train_data: LabelledVideos, val_data: LabelledVideos, fn: 
     probes = ProbeGrid(probe_cfg, grid, seed, device)
     probes.train(train_features, progress, describe)
     scores = probes.scores(val_features, batch_size=max(grid.batch_size, 64))
-    labels = val_features.labels
-    metric, select_head = selection
-    results = []
-    for p, (lr, wd) in enumerate(grid.hparams):
-        heads = {name: classification_metrics(scores[p][h], labels[:, h]) for h, name in enumerate(head_names)}
-        results.append({"lr": lr, "weight_decay": wd, "train_loss": probes.train_losses[p], "heads": heads})
-    values = [r["heads"][head_names[select_head]][metric] for r in results]
+    points = grid_points(scores, val_features.labels, grid, probes.train_losses, head_names)
+    metric, main_head = selection[0], head_names[selection[1]]
+    values = [point.heads[main_head].value(metric) for point in points]
     best = int(np.nanargmax(values)) if not all(math.isnan(v) for v in values) else 0
-    best_heads = results[best]["heads"]
     classes = {name: list(classes) for name, classes in zip(head_names, train_data.head_classes)}
-    report = {
-        "settings": settings,
-        "train": {"name": train_data.name, "count": len(train_data)},
-        "val": {"name": val_data.name, "count": len(val_data)},
-        "classes": classes,
-        "selection": f"{metric} of head '{head_names[select_head]}' on the validation set",
-        "best": {"index": best, "lr": results[best]["lr"], "weight_decay": results[best]["weight_decay"],
-                 "train_loss": results[best]["train_loss"], "score": values[best], "heads": best_heads},
-        "grid": [{**r, "heads": {n: _summary(m) for n, m in r["heads"].items()}} for r in results],
-        "seconds": round(time.time() - started, 1),
-    }
+    report = ProbeReport(
+        settings=settings, train=SplitInfo(train_data.name, len(train_data)),
+        val=SplitInfo(val_data.name, len(val_data)), classes=classes,
+        selection=f"{metric} of head '{main_head}' on the validation set", best_index=best,
+        best_score=values[best], best=points[best],
+        grid=[replace(p, heads={n: m.summary() for n, m in p.heads.items()}) for p in points],
+        seconds=round(time.time() - started, 1))
     out.mkdir(parents=True, exist_ok=True)
-    write_json(report, out / "results.json")
-    main_head = head_names[select_head]
-    save_confusion_png(best_heads[main_head]["confusion"], classes[main_head], out / "confusion.png",
-                       title=f"{describe or val_data.name}: best probe (lr {results[best]['lr']:g}, "
-                             f"wd {results[best]['weight_decay']:g}), top-1 {best_heads[main_head]['top1']:.1f}%")
+    report.write(out / "results.json")
+    best_main = report.best.heads[main_head]
+    save_confusion_png(best_main.confusion, classes[main_head], out / "confusion.png",
+                       title=f"{describe or val_data.name}: best probe (lr {report.best.lr:g}, "
+                             f"wd {report.best.weight_decay:g}), top-1 {best_main.top1:.1f}%")
     save_probes(out / "probes.pt", probes.probes, grid=[{"lr": lr, "weight_decay": wd} for lr, wd in grid.hparams],
                 best=best, heads=list(head_names))
     return report
 
 
-def run_probe_eval(cfg: ProbeEvalConfig, progress: bool = True) -> dict:
+def run_probe_eval(cfg: ProbeEvalConfig, progress: bool = True) -> ProbeReport:
     """The ``vjepa2 eval probe`` command: returns the report also written to ``out/results.json``."""
     check_output_dir(cfg.out)
     device = resolve_device(cfg.device)
@@ -411,6 +590,6 @@ def probe_eval_config(data: dict) -> ProbeEvalConfig:
     return from_dict(ProbeEvalConfig, data)
 
 
-__all__ = ["GridConfig", "ProbeEvalConfig", "ProbeGrid", "check_clip_geometry", "fit_and_report",
-           "load_frozen_encoder", "probe_eval_config", "probe_loss", "resolve_device", "run_probe_eval",
-           "scheduled_lr", "sigmoid_focal_loss", "write_json"]
+__all__ = ["GridConfig", "GridPoint", "HeadMetrics", "ProbeEvalConfig", "ProbeGrid", "ProbeReport", "SplitInfo",
+           "check_clip_geometry", "fit_and_report", "grid_points", "load_frozen_encoder", "probe_eval_config",
+           "probe_loss", "resolve_device", "run_probe_eval", "scheduled_lr", "sigmoid_focal_loss", "write_json"]

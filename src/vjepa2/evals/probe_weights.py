@@ -16,13 +16,14 @@ transformers (``VJEPA2ForVideoClassification``)
     ``pooler.cross_attention_layer.{layer_norm1, cross_attn.{q,k,v}_proj, layer_norm2, mlp.*}``
     (no output projection); ``classifier``. One query, heads = the encoder's, eps = ``layer_norm_eps``.
 
-Conversions are pure ``state_dict -> state_dict`` functions, tested both ways.
+Conversions are pure ``state_dict -> state_dict`` functions, tested both ways: each format is a key
+table (``PUBLIC_PROBE_KEYS``, ``PROBE_TRANSFORMERS_KEYS``) read ours -> theirs by
+:func:`vjepa2.weights.to_foreign` and back by :func:`vjepa2.weights.from_foreign`.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import torch
@@ -30,21 +31,15 @@ import torch
 from vjepa2.config import ConfigError, from_dict
 from vjepa2.files import atomic_torch_save
 from vjepa2.models.probe import AttentiveProbe, ProbeConfig
-from vjepa2.weights import (WeightsError, build_checked, read_transformers_dir, safe_torch_load,
-                            strip_prefixes)
+from vjepa2.weights import (KeyGroup, KeyTable, WeightsError, add_prefix, build_checked, count_indexed, from_foreign,
+                            key_rule, params, prefix_rule, read_transformers_dir, safe_torch_load, strip_prefixes,
+                            to_foreign)
 
 # Public head names by number of heads.
 PUBLIC_HEADS = {1: ("linear",), 3: ("verb_classifier", "noun_classifier", "action_classifier")}
 PUBLIC_NORM_EPS = 1e-5  # nn.LayerNorm's default, what the public probes were trained with
 PUBLIC_HEADS_COUNT = 16
 METADATA_KEY = "vjepa2"
-
-_BLOCK_PARAMS = ("norm1", "norm2", "mlp.fc1", "mlp.fc2")
-
-
-def _count(sd: dict, pattern: str) -> int:
-    found = {int(m.group(1)) for k in sd if (m := re.match(pattern, k))}
-    return max(found) + 1 if found else 0
 
 
 def _public_head_names(sd: dict) -> tuple[str, ...]:
@@ -62,42 +57,60 @@ def _public_head_names(sd: dict) -> tuple[str, ...]:
 # ------------------------------------------------------------------------------------------------
 
 
+# Our probe <-> the public layout (after its ``module.`` prefix): the pooler's blocks keep their
+# names under ``pooler.``; the head names depend on the task (see ``PUBLIC_PROBE_KEYS``).
+_PUBLIC_POOLER_KEYS: KeyTable = (
+    key_rule("query_tokens", "pooler.query_tokens"),  # (1, Q, D)
+    prefix_rule("blocks.", "pooler.blocks."),
+    prefix_rule("cross_block.", "pooler.cross_attention_block."),
+)
+
+# Public head names -> table: ``heads.{i}`` <-> the i-th name; ``("action_classifier",)`` is a
+# public anticipation probe saved with its action head alone (read only; we write it as ``linear``).
+PUBLIC_PROBE_KEYS: dict[tuple[str, ...], KeyTable] = {
+    names: (*_PUBLIC_POOLER_KEYS,
+            *(rule for i, name in enumerate(names) for rule in params(key_rule(f"heads.{i}.{{p}}", f"{name}.{{p}}"))))
+    for names in (*PUBLIC_HEADS.values(), ("action_classifier",))
+}
+
+# Our probe (one query, one head) <-> transformers' VJEPA2ForVideoClassification. Self-attention:
+# fused qkv (3D, D) / (3D,) <-> {q,k,v}_proj (D, D) / (D,); cross-attention: q (D, D) <-> q_proj,
+# fused kv (2D, D) / (2D,) <-> {k,v}_proj. Neither side has a cross-attention output projection.
+_PROBE_NORMS_AND_MLP = (key_rule("norm1.{p}", "layer_norm1.{p}"), key_rule("norm2.{p}", "layer_norm2.{p}"),
+                        key_rule("mlp.fc1.{p}", "mlp.fc1.{p}"), key_rule("mlp.fc2.{p}", "mlp.fc2.{p}"))
+PROBE_TRANSFORMERS_KEYS: KeyTable = (
+    key_rule("query_tokens", "pooler.query_tokens"),  # (1, 1, D)
+    *params(key_rule("heads.0.{p}", "classifier.{p}")),
+    KeyGroup("blocks.{i}.", "pooler.self_attention_layers.{i}.", params(
+        *_PROBE_NORMS_AND_MLP,
+        key_rule("attn.qkv.{p}", ("self_attn.q_proj.{p}", "self_attn.k_proj.{p}", "self_attn.v_proj.{p}")),
+        key_rule("attn.proj.{p}", "self_attn.out_proj.{p}"))),
+    KeyGroup("cross_block.", "pooler.cross_attention_layer.", params(
+        *_PROBE_NORMS_AND_MLP,
+        key_rule("xattn.q.{p}", "cross_attn.q_proj.{p}"),
+        key_rule("xattn.kv.{p}", ("cross_attn.k_proj.{p}", "cross_attn.v_proj.{p}")))),
+)
+
+
 def probe_from_public(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """One public probe state dict (any ``module.`` prefix) -> ours."""
     sd = strip_prefixes(state_dict)
     if "pooler.cross_attention_block.xattn.q.weight" in sd and "pooler.cross_attention_block.norm1.weight" not in sd:
         raise WeightsError("this public probe was built with complete_block=False (cross-attention without "
                            "norms/MLP), which this project does not implement")
-    out = {}
-    for key, value in sd.items():
-        if key.startswith("pooler.query_tokens"):
-            out["query_tokens"] = value
-        elif key.startswith("pooler.blocks."):
-            out[key.removeprefix("pooler.")] = value
-        elif key.startswith("pooler.cross_attention_block."):
-            out["cross_block." + key.removeprefix("pooler.cross_attention_block.")] = value
-    for i, name in enumerate(_public_head_names(sd)):
-        out[f"heads.{i}.weight"], out[f"heads.{i}.bias"] = sd[f"{name}.weight"], sd[f"{name}.bias"]
-    if "query_tokens" not in out:
+    table = PUBLIC_PROBE_KEYS[_public_head_names(sd)]
+    if "pooler.query_tokens" not in sd:
         raise WeightsError(f"not a public probe state dict: no pooler.query_tokens (keys: {sorted(sd)[:6]})")
-    return out
+    return from_foreign(sd, table)
 
 
 def probe_to_public(sd: dict[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
     """Our probe state dict -> the public layout (``prefix`` = ``module.`` as DDP saves it)."""
-    num_heads = _count(sd, r"heads\.(\d+)\.weight")
+    num_heads = count_indexed(sd, r"heads\.(\d+)\.weight")
     if num_heads not in PUBLIC_HEADS:
         raise WeightsError(f"the public format names 1 (classification) or 3 (verb/noun/action) heads; "
                            f"this probe has {num_heads}")
-    out = {"pooler.query_tokens": sd["query_tokens"]}
-    for key, value in sd.items():
-        if key.startswith("blocks."):
-            out["pooler." + key] = value
-        elif key.startswith("cross_block."):
-            out["pooler.cross_attention_block." + key.removeprefix("cross_block.")] = value
-    for i, name in enumerate(PUBLIC_HEADS[num_heads]):
-        out[f"{name}.weight"], out[f"{name}.bias"] = sd[f"heads.{i}.weight"], sd[f"heads.{i}.bias"]
-    return {prefix + k: v for k, v in out.items()}
+    return add_prefix(to_foreign(sd, PUBLIC_PROBE_KEYS[PUBLIC_HEADS[num_heads]]), prefix)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -107,53 +120,16 @@ def probe_to_public(sd: dict[str, torch.Tensor], prefix: str = "module.") -> dic
 
 def probe_from_transformers(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``VJEPA2ForVideoClassification`` keys (``pooler.*``, ``classifier.*``) -> our probe state dict."""
-    sd = state_dict
-    if "pooler.query_tokens" not in sd:
+    if "pooler.query_tokens" not in state_dict:
         raise WeightsError("not a transformers video-classification state dict: no pooler.query_tokens")
-    out = {"query_tokens": sd["pooler.query_tokens"],
-           "heads.0.weight": sd["classifier.weight"], "heads.0.bias": sd["classifier.bias"]}
-    hf_names = {"norm1": "layer_norm1", "norm2": "layer_norm2", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
-    for i in range(_count(sd, r"pooler\.self_attention_layers\.(\d+)\.")):
-        src, dst = f"pooler.self_attention_layers.{i}", f"blocks.{i}"
-        for p in ("weight", "bias"):
-            for ours, theirs in hf_names.items():
-                out[f"{dst}.{ours}.{p}"] = sd[f"{src}.{theirs}.{p}"]
-            out[f"{dst}.attn.qkv.{p}"] = torch.cat([sd[f"{src}.self_attn.{n}_proj.{p}"] for n in "qkv"], dim=0)
-            out[f"{dst}.attn.proj.{p}"] = sd[f"{src}.self_attn.out_proj.{p}"]
-    src = "pooler.cross_attention_layer"
-    for p in ("weight", "bias"):
-        for ours, theirs in hf_names.items():
-            out[f"cross_block.{ours}.{p}"] = sd[f"{src}.{theirs}.{p}"]
-        out[f"cross_block.xattn.q.{p}"] = sd[f"{src}.cross_attn.q_proj.{p}"]
-        out[f"cross_block.xattn.kv.{p}"] = torch.cat([sd[f"{src}.cross_attn.k_proj.{p}"],
-                                                      sd[f"{src}.cross_attn.v_proj.{p}"]], dim=0)
-    return out
+    return from_foreign(state_dict, PROBE_TRANSFORMERS_KEYS)
 
 
 def probe_to_transformers(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Our probe state dict (one query, one head) -> ``VJEPA2ForVideoClassification`` keys."""
-    if sd["query_tokens"].shape[1] != 1 or _count(sd, r"heads\.(\d+)\.weight") != 1:
+    if sd["query_tokens"].shape[1] != 1 or count_indexed(sd, r"heads\.(\d+)\.weight") != 1:
         raise WeightsError("transformers' VJEPA2ForVideoClassification has exactly one query and one head")
-    out = {"pooler.query_tokens": sd["query_tokens"],
-           "classifier.weight": sd["heads.0.weight"], "classifier.bias": sd["heads.0.bias"]}
-    hf_names = {"norm1": "layer_norm1", "norm2": "layer_norm2", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
-    for i in range(_count(sd, r"blocks\.(\d+)\.")):
-        src, dst = f"blocks.{i}", f"pooler.self_attention_layers.{i}"
-        for p in ("weight", "bias"):
-            for ours, theirs in hf_names.items():
-                out[f"{dst}.{theirs}.{p}"] = sd[f"{src}.{ours}.{p}"]
-            q, k, v = sd[f"{src}.attn.qkv.{p}"].chunk(3, dim=0)
-            out[f"{dst}.self_attn.q_proj.{p}"], out[f"{dst}.self_attn.k_proj.{p}"] = q, k
-            out[f"{dst}.self_attn.v_proj.{p}"] = v
-            out[f"{dst}.self_attn.out_proj.{p}"] = sd[f"{src}.attn.proj.{p}"]
-    dst = "pooler.cross_attention_layer"
-    for p in ("weight", "bias"):
-        for ours, theirs in hf_names.items():
-            out[f"{dst}.{theirs}.{p}"] = sd[f"cross_block.{ours}.{p}"]
-        out[f"{dst}.cross_attn.q_proj.{p}"] = sd[f"cross_block.xattn.q.{p}"]
-        k, v = sd[f"cross_block.xattn.kv.{p}"].chunk(2, dim=0)
-        out[f"{dst}.cross_attn.k_proj.{p}"], out[f"{dst}.cross_attn.v_proj.{p}"] = k, v
-    return out
+    return to_foreign(sd, PROBE_TRANSFORMERS_KEYS)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -167,11 +143,11 @@ def infer_probe_config(sd: dict[str, torch.Tensor], heads: int = PUBLIC_HEADS_CO
     if "query_tokens" not in sd:
         raise WeightsError(f"not a probe state dict: no query_tokens (keys: {sorted(sd)[:6]})")
     dim = sd["query_tokens"].shape[-1]
-    num_heads = _count(sd, r"heads\.(\d+)\.weight")
-    return from_dict(ProbeConfig, dict(
-        dim=dim, num_classes=tuple(sd[f"heads.{i}.weight"].shape[0] for i in range(num_heads)),
-        depth=_count(sd, r"blocks\.(\d+)\."), heads=heads, mlp_hidden=sd["cross_block.mlp.fc1.weight"].shape[0],
-        qkv_bias="cross_block.xattn.q.bias" in sd, norm_eps=norm_eps))
+    num_heads = count_indexed(sd, r"heads\.(\d+)\.weight")
+    return from_dict(ProbeConfig, {
+        "dim": dim, "num_classes": tuple(sd[f"heads.{i}.weight"].shape[0] for i in range(num_heads)),
+        "depth": count_indexed(sd, r"blocks\.(\d+)\."), "heads": heads, "mlp_hidden": sd["cross_block.mlp.fc1.weight"].shape[0],
+        "qkv_bias": "cross_block.xattn.q.bias" in sd, "norm_eps": norm_eps})
 
 
 def load_probes(path: str | os.PathLike, heads: int | None = None, norm_eps: float | None = None

@@ -31,7 +31,7 @@ from vjepa2.config import ConfigError, from_dict, to_dict
 from vjepa2.evals.anticipation import HEAD_NAMES, AnticipationFeatures
 from vjepa2.evals.data import ToyVideos
 from vjepa2.evals.features import ClipConfig, EncoderFeatures, build_features
-from vjepa2.evals.metrics import effective_rank
+from vjepa2.train.monitor import effective_rank
 from vjepa2.evals.probe import (GridConfig, fit_and_report, load_frozen_encoder, resolve_device)
 from vjepa2.files import atomic_write_text, check_output_dir, write_json
 from vjepa2.evals.toy import TOY_SSV2_PAIRS, ToyConfig, ToyTask
@@ -108,11 +108,36 @@ def pair_metrics(confusion: list[list[int]]) -> tuple[float, float]:
     return 100.0 * within / total, (100.0 * correct / within if within else float("nan"))
 
 
+@dataclass(frozen=True)
+class ToyProbeScore:
+    """What :func:`probe_toy_task` measured for one encoder on one built-in task.
+
+    Attributes:
+        top1: validation top-1 accuracy (%) of the best probe of the grid.
+        effective_rank: effective rank of the encoder's validation tokens (1 .. D; see
+            :func:`vjepa2.train.monitor.effective_rank`).
+        top3_variance: share (%) of the tokens' variance on their 3 main directions.
+        pair / direction: toy-SSv2 only (None otherwise): :func:`pair_metrics` of the best probe (%).
+    """
+
+    top1: float
+    effective_rank: float
+    top3_variance: float
+    pair: float | None = None
+    direction: float | None = None
+
+    def as_dict(self) -> dict:
+        """``{"top1", "effective_rank", "top3_variance"}`` plus ``"pair"``, ``"direction"`` on toy-SSv2."""
+        data = {"top1": self.top1, "effective_rank": self.effective_rank, "top3_variance": self.top3_variance}
+        if self.pair is not None:
+            data["pair"], data["direction"] = self.pair, self.direction
+        return data
+
+
 def probe_toy_task(encoder, task: str, *, clips: ClipConfig, toy: ToyConfig, grid: GridConfig, seed: int,
-                   out: Path, variant: ProbeVariant = "light", progress: bool = False) -> dict:
-    """Probe a frozen ``encoder`` on the built-in ``task`` (features cached under ``out/features``):
-    ``{"top1", "effective_rank", "top3_variance"}`` plus, on toy-SSv2, ``"pair"`` and ``"direction"``.
-    ``effective_rank``: of the encoder's validation tokens (up to 240 clips)."""
+                   out: Path, variant: ProbeVariant = "light", progress: bool = False) -> ToyProbeScore:
+    """Probe a frozen ``encoder`` on the built-in ``task`` (features cached under ``out/features``);
+    the effective rank is that of the encoder's validation tokens (up to 240 clips)."""
     train, val = (ToyVideos(ToyTask(task, split, toy)) for split in ("train", "val"))
     fn, cache_dir = EncoderFeatures(encoder), str(out / "features")
     report = fit_and_report(
@@ -121,13 +146,12 @@ def probe_toy_task(encoder, task: str, *, clips: ClipConfig, toy: ToyConfig, gri
         cache_dir=cache_dir, cache_dtype="float32", encode_batch=16, out=out / task / variant,
         head_names=("class",), selection=("top1", 0), settings={"task": task, "variant": variant},
         device=next(encoder.parameters()).device, progress=progress, describe=task)
-    metrics = report["best"]["heads"]["class"]
+    metrics = report.best.heads["class"]
     val_features = build_features(val, fn, clips, False, seed, cache_dir, progress=False)
     sample = val_features.get(torch.arange(min(len(val), 240)))  # (M, V, L, D)
-    entry = {"top1": metrics["top1"], **effective_rank(sample.reshape(-1, sample.shape[-1]))}
-    if task == "toy-ssv2":
-        entry["pair"], entry["direction"] = pair_metrics(metrics["confusion"])
-    return entry
+    pair, direction = pair_metrics(metrics.confusion) if task == "toy-ssv2" else (None, None)
+    return ToyProbeScore(metrics.top1, **effective_rank(sample.reshape(-1, sample.shape[-1])), pair=pair,
+                         direction=direction)
 
 
 def pretrain_tiny(cfg: ToyReportConfig, progress: bool) -> tuple[Path, dict]:
@@ -193,19 +217,18 @@ def run_toy_report(cfg: ToyReportConfig, progress: bool = True) -> Path:
                     cache_dir=cache_dir, cache_dtype="float32", encode_batch=16, out=run_dir, head_names=("class",),
                     selection=("top1", 0), settings={"task": task, "row": label, "variant": variant},
                     device=device, progress=progress, describe=f"{task} {label} {variant}", whiten=whiten)
-                metrics = report["best"]["heads"]["class"]
+                metrics = report.best.heads["class"]
                 if variant == "light" and not whiten:  # once per feature set: the cached validation features
                     val_features = build_features(val, fn, clips, False, cfg.seed, cache_dir, progress=False)
                     sample = val_features.get(torch.arange(min(len(val), 240)))  # (M, V, L, D)
                     spread = effective_rank(sample.reshape(-1, sample.shape[-1]))
                 elif whiten:
                     spread = {}
-                entry = {"task": task, "row": label, "variant": variant, "dim": dim, "top1": metrics["top1"],
-                         "top5": metrics.get("top5"), "lr": report["best"]["lr"],
-                         "weight_decay": report["best"]["weight_decay"], "count": metrics["count"],
-                         "dir": str(run_dir), **spread}
+                entry = {"task": task, "row": label, "variant": variant, "dim": dim, "top1": metrics.top1,
+                         "top5": metrics.top5, "lr": report.best.lr, "weight_decay": report.best.weight_decay,
+                         "count": metrics.count, "dir": str(run_dir), **spread}
                 if task == "toy-ssv2":
-                    entry["pair"], entry["direction"] = pair_metrics(metrics["confusion"])
+                    entry["pair"], entry["direction"] = pair_metrics(metrics.confusion)
                 results["probes"].append(entry)
     if cfg.anticipation:
         results["anticipation"] = _anticipation(cfg, checkpoint, device, progress)
@@ -244,10 +267,10 @@ def _anticipation(cfg: ToyReportConfig, checkpoint: Path, device: torch.device, 
             encode_batch=16, out=run_dir, head_names=HEAD_NAMES, selection=("recall@5", 2),
             settings={"task": "toy-anticipation", "row": label}, device=device, progress=progress,
             describe=f"toy-anticipation {label}")
-        heads = report["best"]["heads"]
-        rows.append({"row": label, **{f"{h}_recall5": heads[h]["recall@5"] for h in HEAD_NAMES},
-                     **{f"{h}_top1": heads[h]["top1"] for h in HEAD_NAMES}, "count": heads["action"]["count"],
-                     "lr": report["best"]["lr"], "weight_decay": report["best"]["weight_decay"]})
+        heads = report.best.heads
+        rows.append({"row": label, **{f"{h}_recall5": heads[h].recall_at_5 for h in HEAD_NAMES},
+                     **{f"{h}_top1": heads[h].top1 for h in HEAD_NAMES}, "count": heads["action"].count,
+                     "lr": report.best.lr, "weight_decay": report.best.weight_decay})
     return rows
 
 
@@ -368,4 +391,5 @@ def _find_heading(text: str, title: str) -> int:
     return found.start() if found else -1
 
 
-__all__ = ["ToyReportConfig", "pair_metrics", "render_section", "report_config", "run_toy_report", "write_section"]
+__all__ = ["ToyProbeScore", "ToyReportConfig", "pair_metrics", "probe_toy_task", "render_section", "report_config",
+           "run_toy_report", "write_section"]

@@ -35,15 +35,19 @@ class KVCache:
         return 0 if self.keys is None else self.keys.shape[2]
 
 
+def head_width(dim: int, heads: int) -> int:
+    """Width of one attention head; a width that does not split evenly into ``heads`` is an error."""
+    if dim % heads:
+        raise ValueError(f"width {dim} is not divisible by the number of heads {heads}")
+    return dim // heads
+
+
 class Attention(nn.Module):
     """Self-attention. Parameters: ``qkv`` (dim -> 3*dim, bias) and ``proj`` (dim -> dim)."""
 
     def __init__(self, dim: int, heads: int, qkv_bias: bool = True) -> None:
         super().__init__()
-        if dim % heads:
-            raise ValueError(f"width {dim} is not divisible by the number of heads {heads}")
-        self.heads = heads
-        self.head_dim = dim // heads
+        self.heads, self.head_dim = heads, head_width(dim, heads)
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 

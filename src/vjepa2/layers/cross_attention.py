@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vjepa2.layers.attention import head_width
 from vjepa2.layers.mlp import MLP
 
 
@@ -20,10 +21,7 @@ class CrossAttention(nn.Module):
 
     def __init__(self, dim: int, heads: int, qkv_bias: bool = True) -> None:
         super().__init__()
-        if dim % heads:
-            raise ValueError(f"width {dim} is not divisible by the number of heads {heads}")
-        self.heads = heads
-        self.head_dim = dim // heads
+        self.heads, self.head_dim = heads, head_width(dim, heads)
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
 

@@ -1,4 +1,4 @@
-"""V-JEPA 2-AC: the action-conditioned predictor (a latent world model, SPEC section 8).
+"""V-JEPA 2-AC: the action-conditioned predictor (a latent world model; arXiv 2506.09985, V-JEPA 2-AC).
 
 Each time step ``t`` contributes ``[action_t, state_t, (extrinsics_t,) frame tokens_t]`` to one
 sequence; attention is *block-causal* (a token of step ``t`` sees every token of steps ``<= t``),

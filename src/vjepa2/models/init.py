@@ -1,4 +1,5 @@
-"""Weight initialisation shared by all transformer models (SPEC section 1)."""
+"""Weight initialisation shared by all transformer models: truncated normal (std 0.02), output
+projections rescaled by depth, as in the public release."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The attentive probe of frozen evaluation (SPEC section 7).
+"""The attentive probe of frozen evaluation (arXiv 2506.09985: 4 blocks, the last with cross-attention queries).
 
 ``AttentiveProbe`` reads the tokens ``(B, N, D)`` of a frozen encoder (several segments' tokens
 concatenated along ``N``) and returns one logit vector per learnable query:

@@ -15,8 +15,8 @@ import os
 import random
 import re
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch

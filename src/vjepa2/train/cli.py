@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import sys
 
+from vjepa2.cli import load_command_config, print_config
 from vjepa2.config import ConfigError
 
 
@@ -41,20 +42,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from vjepa2.train.config import load_pretrain_config
 
-    try:
-        cfg = load_pretrain_config(args.config, args.overrides)
-    except ConfigError as err:
-        print(f"vjepa2 pretrain: config error: {err}", file=sys.stderr)
+    cfg = load_command_config("pretrain", load_pretrain_config, args.config, args.overrides)
+    if cfg is None:
         return 2
     if args.out:
         cfg = dataclasses.replace(cfg, output_dir=args.out)
     if args.print_config:
-        import yaml
-
-        from vjepa2.config import to_dict
-
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
-        return 0
+        return print_config(cfg)
     from vjepa2.train.guard import TrainingDiverged
     from vjepa2.train.pretrain import pretrain
 

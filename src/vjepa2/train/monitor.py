@@ -1,4 +1,5 @@
-"""Feedback of a training run: a progress bar, a CSV log, TensorBoard scalars, a loss-curve PNG.
+"""Feedback of a training run: a progress bar, a CSV log, TensorBoard scalars, a loss-curve PNG,
+and the collapse monitor (effective rank of the target features).
 
 Rows are keyed by ``step`` = the number of completed optimiser steps (1 for the first step).
 Only the main process (rank 0) writes; the others get a silent monitor. On resume at ``start_step``
@@ -15,9 +16,13 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from vjepa2.files import atomic_write_text
+from vjepa2.train import distributed as dist_utils
 
 
 def _format(value) -> str:
@@ -142,3 +147,44 @@ def plot_curve(csv_path: str | os.PathLike, png_path: str | os.PathLike, column:
     ax.set_title(f"{column} ({Path(csv_path).parent.name})")
     ax.grid(alpha=0.3)
     return save_png(fig, png_path, tight=True)
+
+
+def effective_rank(features: torch.Tensor) -> dict:
+    """Spread of a set of feature vectors ``(M, D)`` over their dimensions.
+
+    Returns ``effective_rank`` = exp(entropy of the normalised PCA variances) (1 = all variance on
+    one direction, D = spread evenly) and ``top3_variance`` = share of the 3 largest, in percent.
+    A low value next to a random encoder's is partial dimensional collapse. NaN for features that
+    are not all finite (a diverging run).
+    """
+    x = features.double()
+    if not torch.isfinite(x).all():
+        return {"effective_rank": math.nan, "top3_variance": math.nan}
+    singular = torch.linalg.svdvals(x - x.mean(dim=0))
+    share = singular**2 / (singular**2).sum()
+    share = share[share > 0]
+    return {"effective_rank": float(torch.exp(-(share * share.log()).sum())),
+            "top3_variance": float(100.0 * share[:3].sum())}
+
+
+@torch.no_grad()
+def target_feature_rank(model: nn.Module, clips: torch.Tensor) -> float:
+    """Collapse monitor: effective rank of the target encoder's layer-normed features of ``clips``
+    ``(B, 3, T, H, W)`` over all ``B * N`` tokens (see :func:`effective_rank`).
+
+    1 means every token sits on one direction; the width ``D`` means the variance is spread evenly.
+    ``std`` (the other monitor) misses *partial* collapse, where a few directions (e.g. the clip's
+    colour) carry nearly all the variance and the probe can barely read the rest.
+    """
+    jepa = dist_utils.unwrap(model)
+    # FSDP2 gathers the root's own parameters (patch embedding, norms) only in the root's forward.
+    sharded_root = hasattr(model, "unshard")
+    if sharded_root:
+        model.unshard()
+    try:
+        h = jepa.target_encoder(clips)
+    finally:
+        if sharded_root:
+            model.reshard()
+    h = F.layer_norm(h.float(), (h.size(-1),))
+    return effective_rank(h.flatten(0, 1))["effective_rank"]

@@ -17,21 +17,33 @@ from vjepa2.train.config import PhaseConfig, PretrainConfig
 
 
 @dataclass(frozen=True)
+class LrSegment:
+    """A stretch of ``iterations`` steps with one learning-rate shape, for schedules without clip
+    shapes (AC training); ``lr_schedule``, ``lr_start`` and ``lr_end`` as in :class:`PhaseConfig`."""
+
+    name: str
+    iterations: int
+    lr_schedule: str = "constant"
+    lr_start: float | None = None
+    lr_end: float | None = None
+
+
+@dataclass(frozen=True)
 class PhasePosition:
     """Step ``step`` is step ``step_in_phase`` of phase number ``index`` (``phase``)."""
 
     index: int
-    phase: PhaseConfig
+    phase: PhaseConfig | LrSegment
     start: int
     step_in_phase: int
 
 
-def phase_starts(phases: list[PhaseConfig]) -> list[int]:
+def phase_starts(phases: list[PhaseConfig | LrSegment]) -> list[int]:
     """Global step at which each phase begins: ``[0, n0, n0 + n1, ...]`` (one entry per phase)."""
     return [0, *accumulate(p.iterations for p in phases)][:-1]
 
 
-def phase_at(phases: list[PhaseConfig], step: int) -> PhasePosition:
+def phase_at(phases: list[PhaseConfig | LrSegment], step: int) -> PhasePosition:
     """The phase that global ``step`` belongs to; raises past the end of the schedule."""
     total = sum(p.iterations for p in phases)
     if not 0 <= step < total:
@@ -41,7 +53,7 @@ def phase_at(phases: list[PhaseConfig], step: int) -> PhasePosition:
     return PhasePosition(index, phases[index], starts[index], step - starts[index])
 
 
-def phase_lr(phase: PhaseConfig, peak_lr: float, step_in_phase: int) -> float:
+def phase_lr(phase: PhaseConfig | LrSegment, peak_lr: float, step_in_phase: int) -> float:
     """Learning rate at step ``step_in_phase`` of ``phase`` (see :class:`PhaseConfig`)."""
     progress = step_in_phase / phase.iterations
     if phase.lr_schedule == "constant":

@@ -1,4 +1,9 @@
-"""World-model commands: ``vjepa2 collect``, ``vjepa2 train-ac``, ``vjepa2 eval-ac``."""
+"""World-model commands: ``vjepa2 collect``, ``vjepa2 train-ac``, ``vjepa2 eval-ac``, ``vjepa2 plan-eval``.
+
+The parsers and what each command does with its arguments; the work is done by plain functions of
+:mod:`~vjepa2.world_model.collect`, :mod:`~vjepa2.world_model.train`,
+:mod:`~vjepa2.world_model.evaluate` and :mod:`~vjepa2.world_model.plan_eval`.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,27 @@ import argparse
 import sys
 from pathlib import Path
 
+from vjepa2.cli import load_command_config, print_config
 from vjepa2.world_model import collect
 
 
 def add_parser(subparsers) -> None:
-    collect.add_parser(subparsers)
+    """Add ``collect``, ``train-ac`` and ``eval-ac`` to ``subparsers``."""
+    p = subparsers.add_parser("collect", help="write random-action trajectories from the toy world or a Gymnasium env",
+                              description=collect.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", default="toy-push", help="toy-push, or gym:<EnvId> for a Gymnasium env (default toy-push)")
+    p.add_argument("--episodes", type=int, required=True, help="number of trajectories")
+    p.add_argument("--steps", type=int, required=True, help="actions per trajectory (frames = steps + 1)")
+    p.add_argument("--out", required=True, help="output directory (one sub-directory per episode)")
+    p.add_argument("--size", type=int, default=64, help="frame size in pixels (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i (default 0)")
+    p.add_argument("--repeat-prob", type=float, default=0.8,
+                   help="toy-push: probability of repeating the previous random action (default 0.8)")
+    p.add_argument("--block-bias", type=float, default=0.5,
+                   help="toy-push: probability that a new random action heads roughly towards the block (default 0.5)")
+    p.add_argument("--video", action="store_true", help="store frames.mp4 (lossy h264) instead of PNG frames")
+    p.add_argument("--overwrite", action="store_true", help="re-record episodes that already exist")
+    p.set_defaults(func=_collect)
 
     p = subparsers.add_parser(
         "train-ac", help="train the action-conditioned predictor (V-JEPA 2-AC) on trajectories",
@@ -46,24 +67,57 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=_evaluate)
 
 
+def add_plan_eval_parser(subparsers) -> None:
+    """Add ``plan-eval`` to ``subparsers``."""
+    from vjepa2.world_model import plan_eval
+
+    p = subparsers.add_parser("plan-eval", help="success rate of latent planning (CEM + MPC) toward goal images, "
+                                                "with random- and zero-action baselines",
+                              description=plan_eval.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="train-ac output directory or checkpoint file (the world model)")
+    p.add_argument("--env", help="toy-push (default) or gym:<gymnasium id>")
+    p.add_argument("--task", choices=["reach", "push", "state"], help="toy-push: reach or push; gym: state")
+    p.add_argument("--pairs", type=int, help="start/goal pairs (default 50)")
+    p.add_argument("--out", default="runs/plan-eval", help="output directory (default runs/plan-eval)")
+    p.add_argument("--config", help="YAML file with the settings (see PlanEvalConfig)")
+    p.add_argument("--device", default="cpu", help="torch device of the world model (default cpu)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="dotted overrides, e.g. planner.samples=200 planner.iterations=5 mpc.steps_per_goal=20")
+    p.set_defaults(func=_plan_eval)
+
+
+def _collect(args: argparse.Namespace) -> int:
+    try:
+        source = collect.make_source(args.env, size=args.size, repeat_prob=args.repeat_prob,
+                                     block_bias=args.block_bias)
+    except (ValueError, ImportError) as err:
+        print(f"vjepa2 collect: {err}", file=sys.stderr)
+        return 2
+    try:
+        paths = collect.collect(source, args.out, args.episodes, args.steps, seed=args.seed, video=args.video,
+                                overwrite=args.overwrite)
+    except ValueError as err:
+        print(f"vjepa2 collect: {err}", file=sys.stderr)
+        return 2
+    finally:
+        source.close()
+    print(f"wrote {len(paths)} trajectories to {args.out}")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from vjepa2.config import ConfigError
-    from vjepa2.world_model.train_ac import load_ac_config
+    from vjepa2.world_model.config import load_ac_config
 
-    try:
-        cfg = load_ac_config(args.config, args.overrides, **{"data.trajectories": args.data, "output_dir": args.out})
-    except ConfigError as err:
-        print(f"vjepa2 train-ac: config error: {err}", file=sys.stderr)
+    cfg = load_command_config("train-ac", load_ac_config, args.config, args.overrides,
+                              **{"data.trajectories": args.data, "output_dir": args.out})
+    if cfg is None:
         return 2
     if args.print_config:
-        import yaml
-
-        from vjepa2.config import to_dict
-
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
-        return 0
+        return print_config(cfg)
     from vjepa2.train.guard import TrainingDiverged
-    from vjepa2.world_model.train_ac import train_ac
+    from vjepa2.world_model.train import train_ac
 
     try:
         train_ac(cfg, resume=args.resume)
@@ -76,8 +130,9 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from vjepa2.data.trajectories import TrajectoryError
     from vjepa2.weights import WeightsError
+    from vjepa2.world_model.evaluate import format_errors, rollout_errors
     from vjepa2.world_model.features import build_feature_cache
-    from vjepa2.world_model.train_ac import format_errors, load_world_model, rollout_errors
+    from vjepa2.world_model.model import load_world_model
 
     try:
         world = load_world_model(args.run)
@@ -89,7 +144,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             print(f"skipped {skipped.path}: {skipped.reason}")
         state_update = None
         if not args.recorded_states:
-            from vjepa2.data.trajectories import apply_action
+            from vjepa2.data.poses import apply_action
 
             state_update = apply_action
         errors = rollout_errors(world.predictor, features.files, args.horizons, stride=args.stride,
@@ -117,3 +172,28 @@ def _training_data(run_dir: Path) -> str:
     if not config.is_file():
         raise ValueError(f"{run_dir}: no config.yaml to find the training data; pass --bank DIR")
     return yaml.safe_load(config.read_text())["data"]["trajectories"]
+
+
+def _plan_eval(args: argparse.Namespace) -> int:
+    from vjepa2.world_model.plan_eval import load_plan_eval_config, plan_eval
+
+    cfg = load_command_config("plan-eval", load_plan_eval_config, args.config, args.overrides,
+                              env=args.env, task=args.task, pairs=args.pairs)
+    if cfg is None:
+        return 2
+    if args.print_config:
+        return print_config(cfg)
+    from vjepa2.files import check_output_dir
+    from vjepa2.weights import WeightsError
+    from vjepa2.world_model.model import load_world_model
+
+    try:
+        check_output_dir(args.out)
+        world = load_world_model(args.run).to(args.device)
+        report = plan_eval(world, cfg, args.out)
+    except (WeightsError, ValueError, FileNotFoundError, ImportError) as err:
+        print(f"vjepa2 plan-eval: {err}", file=sys.stderr)
+        return 1
+    print(report.markdown())
+    print("wrote " + ", ".join(report.files))
+    return 0

@@ -20,12 +20,9 @@ touch it).
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,66 +30,17 @@ from tqdm.auto import tqdm
 
 from vjepa2.data.trajectories import write_trajectory
 from vjepa2.files import OutputPathError, check_output_dir, write_json
-from vjepa2.world_model.envs.toy_push import ToyPushConfig, ToyPushEnv, robot_from_xy
+from vjepa2.world_model.envs.toy_push import ToyPushConfig, ToyPushSource
 
+#: Frame rate recorded for a source that reports none (e.g. a Gymnasium env without ``render_fps``).
 DEFAULT_FPS = 10.0
-
-
-class ToyPushSource:
-    """An episode source over :class:`ToyPushEnv` with the sticky random policy."""
-
-    def __init__(self, config: ToyPushConfig | None = None, repeat_prob: float = 0.8, block_bias: float = 0.5) -> None:
-        if not 0.0 <= repeat_prob < 1.0:
-            raise ValueError(f"repeat_prob must be in [0, 1), got {repeat_prob}")
-        if not 0.0 <= block_bias <= 1.0:
-            raise ValueError(f"block_bias must be in [0, 1], got {block_bias}")
-        self.env = ToyPushEnv(config)
-        self.repeat_prob = repeat_prob
-        self.block_bias = block_bias
-        self._previous: np.ndarray | None = None
-        self.fps = DEFAULT_FPS
-
-    def reset(self, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
-        frame, info = self.env.reset(seed=seed)
-        self._previous = None
-        return frame, self.env.robot_state(), {"env_states": info["state"]}
-
-    def sample_action(self, rng: np.random.Generator) -> np.ndarray:
-        if self._previous is None or rng.random() >= self.repeat_prob:
-            if rng.random() < self.block_bias:
-                self._previous = self._towards_block(rng)
-            else:
-                self._previous = self.env.sample_action(rng)
-        return self._previous
-
-    def _towards_block(self, rng: np.random.Generator) -> np.ndarray:
-        """A random-length step roughly (+-0.5 rad) towards the block centre."""
-        state = self.env.get_state()
-        offset = state[2:4] - state[:2]
-        heading = np.arctan2(offset[1], offset[0]) + rng.normal(0.0, 0.5)
-        length = rng.uniform(0.3, 1.0) * self.env.config.max_step
-        return np.clip(length * np.array([np.cos(heading), np.sin(heading)]), self.env.action_low, self.env.action_high)
-
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict, bool]:
-        frame, _, _, _, info = self.env.step(action)
-        return frame, self.env.robot_state(), {"env_states": info["state"]}, False
-
-    def stored_action(self, action: np.ndarray) -> np.ndarray:
-        clipped = np.clip(action, self.env.action_low, self.env.action_high)
-        return robot_from_xy(clipped).astype(np.float32)
-
-    def describe(self) -> dict:
-        return {"env": "toy-push", "toy_push": dataclasses.asdict(self.env.config), "repeat_prob": self.repeat_prob,
-                "block_bias": self.block_bias}
-
-    def close(self) -> None:
-        self.env.close()
 
 
 def record_episode(source, steps: int, seed: int) -> dict:
     """Run one random-action episode of up to ``steps`` actions; returns the arrays to write.
 
-    ``source`` is a :class:`ToyPushSource` or :class:`~vjepa2.world_model.envs.gym_adapter.GymSource`.
+    ``source`` is a :class:`~vjepa2.world_model.envs.toy_push.ToyPushSource` or
+    :class:`~vjepa2.world_model.envs.gym_adapter.GymSource`.
     """
     rng = np.random.default_rng(seed)
     frame, state, extra = source.reset(seed)
@@ -178,39 +126,3 @@ def _check_same_collection(out: Path, description: dict, overwrite: bool) -> Non
     for stale in sorted(out.glob("episode_*")):
         if stale.is_dir() and int(stale.name.split("_")[-1]) >= description["episodes"]:
             shutil.rmtree(stale)
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("collect", help="write random-action trajectories from the toy world or a Gymnasium env",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--env", default="toy-push", help="toy-push, or gym:<EnvId> for a Gymnasium env (default toy-push)")
-    p.add_argument("--episodes", type=int, required=True, help="number of trajectories")
-    p.add_argument("--steps", type=int, required=True, help="actions per trajectory (frames = steps + 1)")
-    p.add_argument("--out", required=True, help="output directory (one sub-directory per episode)")
-    p.add_argument("--size", type=int, default=64, help="frame size in pixels (default 64)")
-    p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i (default 0)")
-    p.add_argument("--repeat-prob", type=float, default=0.8,
-                   help="toy-push: probability of repeating the previous random action (default 0.8)")
-    p.add_argument("--block-bias", type=float, default=0.5,
-                   help="toy-push: probability that a new random action heads roughly towards the block (default 0.5)")
-    p.add_argument("--video", action="store_true", help="store frames.mp4 (lossy h264) instead of PNG frames")
-    p.add_argument("--overwrite", action="store_true", help="re-record episodes that already exist")
-    p.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    try:
-        source = make_source(args.env, size=args.size, repeat_prob=args.repeat_prob, block_bias=args.block_bias)
-    except (ValueError, ImportError) as err:
-        print(f"vjepa2 collect: {err}", file=sys.stderr)
-        return 2
-    try:
-        paths = collect(source, args.out, args.episodes, args.steps, seed=args.seed, video=args.video,
-                        overwrite=args.overwrite)
-    except ValueError as err:
-        print(f"vjepa2 collect: {err}", file=sys.stderr)
-        return 2
-    finally:
-        source.close()
-    print(f"wrote {len(paths)} trajectories to {args.out}")
-    return 0

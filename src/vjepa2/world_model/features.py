@@ -1,7 +1,7 @@
 """Frozen-encoder features of trajectory frames, cached on disk so AC training never re-runs the encoder.
 
 Each frame is encoded on its own: the frame is duplicated into one tubelet (a ``tubelet_size``-frame
-clip), giving ``H' x W'`` tokens per frame (SPEC section 8). Frames are resized (short side) and
+clip), giving ``H' x W'`` tokens per frame (arXiv 2506.09985, V-JEPA 2-AC). Frames are resized (short side) and
 centre-cropped to ``img_size``, ImageNet-normalised.
 
 Cache layout: ``<cache_dir>/<encoder fingerprint>/<trajectory key>.safetensors`` holding

@@ -15,7 +15,7 @@ one is pursued (the paper's pick-and-place switches sub-goals on a schedule in t
 The environment is anything with ``observe() -> (frame (H, W, 3) uint8, state (S,))`` and
 ``act(action (A,))`` taking model-space actions; the world model anything with
 ``encode(frames uint8 (T, H, W, 3)) -> (T, N, D)`` layer-normed latents (e.g.
-:class:`vjepa2.world_model.train_ac.WorldModel`).
+:class:`vjepa2.world_model.model.WorldModel`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -139,6 +139,26 @@ class MPCEpisode:
         return self.seconds / max(len(self.actions), 1)
 
 
+@dataclass(frozen=True)
+class Observation:
+    """One observation of the control loop, as the planner's context takes it.
+
+    Attributes:
+        latent: the world model's ``(N, D)`` latent of the observed frame.
+        state: the ``(S,)`` float32 state observed with it.
+        action: the ``(A,)`` model-space action executed after it; None until one is.
+    """
+
+    latent: torch.Tensor
+    state: torch.Tensor
+    action: torch.Tensor | None = None
+
+
+def encode_observation(world: LatentEncoder, frame: np.ndarray, state: np.ndarray) -> Observation:
+    """Encode an observed ``(H, W, 3)`` uint8 frame and its ``(S,)`` state (no action yet)."""
+    return Observation(world.encode(frame[None])[0], torch.as_tensor(state, dtype=torch.float32))
+
+
 def latent_distance(latent: torch.Tensor, goal: torch.Tensor) -> float:
     """Mean L1 distance between two ``(N, D)`` latents (the planner's energy on observed frames)."""
     return float((latent.float() - goal.float()).abs().mean())
@@ -165,16 +185,15 @@ def run_mpc(world: LatentEncoder, planner: LatentPlanner, env: ControlEnv, goals
     episode = MPCEpisode()
     frame, state = env.observe()
     episode.frames.append(frame)
-    # The last `context_frames` observations with the actions between them: (latent, state, action after it).
-    history: deque = deque(maxlen=cfg.context_frames)
-    history.append([world.encode(frame[None])[0], torch.as_tensor(state, dtype=torch.float32), None])
+    # The last `context_frames` observations with the actions executed between them.
+    history: deque[Observation] = deque([encode_observation(world, frame, state)], maxlen=cfg.context_frames)
     plan_calls = 0
     for index, goal in enumerate(goals):
         goal_latent = world.encode(goal.image[None])[0]
         budget = cfg.steps_per_goal if goal.max_steps is None else goal.max_steps
         outcome = GoalOutcome(goal.name or f"goal {index}", False, "budget", 0)
         while True:
-            outcome.energies.append(latent_distance(history[-1][0], goal_latent))
+            outcome.energies.append(latent_distance(history[-1].latent, goal_latent))
             if goal.reached is not None and goal.reached():
                 outcome.reached, outcome.reason = True, "success"
                 break
@@ -184,9 +203,9 @@ def run_mpc(world: LatentEncoder, planner: LatentPlanner, env: ControlEnv, goals
             if outcome.steps >= budget:
                 break
             past = list(history)
-            frames = torch.stack([h[0] for h in past])
-            states = torch.stack([h[1] for h in past])
-            past_actions = torch.stack([h[2] for h in past[:-1]]) if len(past) > 1 else None
+            frames = torch.stack([h.latent for h in past])
+            states = torch.stack([h.state for h in past])
+            past_actions = torch.stack([h.action for h in past[:-1]]) if len(past) > 1 else None
             plan = planner.plan(frames, states, goal_latent, past_actions=past_actions, seed=cfg.seed + plan_calls)
             plan_calls += 1
             episode.plan_seconds.append(plan.seconds)
@@ -194,9 +213,9 @@ def run_mpc(world: LatentEncoder, planner: LatentPlanner, env: ControlEnv, goals
             for action in plan.actions[:min(cfg.execute, budget - outcome.steps)]:
                 action = action.detach().cpu().float()
                 env.act(action.numpy())
-                history[-1][2] = action
+                history[-1] = replace(history[-1], action=action)
                 frame, state = env.observe()
-                history.append([world.encode(frame[None])[0], torch.as_tensor(state, dtype=torch.float32), None])
+                history.append(encode_observation(world, frame, state))
                 episode.frames.append(frame)
                 episode.actions.append(action.numpy())
                 episode.goal_of_step.append(index)

@@ -28,10 +28,8 @@ goal) and ``plan-<task>-landscape.png`` (energy over a grid of first actions, ch
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +40,8 @@ import torch
 from tqdm.auto import tqdm
 
 from vjepa2.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
-from vjepa2.files import atomic_write_text, check_output_dir
+from vjepa2.files import atomic_write_text
+from vjepa2.world_model.envs.control import GymControl, ToyPushControl, make_control
 from vjepa2.world_model.mpc import Goal, MPCConfig, run_mpc
 from vjepa2.world_model.planner import CEMConfig, LatentPlanner, PlanResult, cem, make_constraint
 
@@ -132,136 +131,10 @@ def load_plan_eval_config(path: str | None = None, overrides=(), **top_level) ->
     return from_dict(PlanEvalConfig, apply_overrides(data, overrides))
 
 
-# ------------------------------------------------------------------------------------------------
-# Environments under control: the toy world and Gymnasium envs behind one interface
-# ------------------------------------------------------------------------------------------------
-
-
-class ToyPushControl:
-    """The toy world for planning: model actions are 7-D robot vectors ``(dx, dy, 0, ...)``,
-    states the 7-D robot state; success and distances use the true world state ``(5,)``."""
-
-    action_dims = (0, 1)
-    labels = ("dx", "dy")
-
-    def __init__(self, cfg: PlanEvalConfig) -> None:
-        from vjepa2.world_model.collect import ToyPushSource
-        from vjepa2.world_model.envs.toy_push import ToyPushConfig
-
-        tolerance = {} if cfg.success_tolerance is None else {"reach_tolerance": cfg.success_tolerance,
-                                                              "push_tolerance": cfg.success_tolerance}
-        self.source = ToyPushSource(ToyPushConfig(size=cfg.size, task=cfg.task, **tolerance),
-                                    repeat_prob=cfg.repeat_prob, block_bias=cfg.block_bias)
-        self.env = self.source.env
-        self.task = cfg.task
-        self.low, self.high = self.env.action_low.copy(), self.env.action_high.copy()
-        self.model_action_dim = 7
-        self._frame: np.ndarray | None = None
-        self._state: np.ndarray | None = None
-
-    def reset(self, seed: int) -> None:
-        self._frame, self._state, _ = self.source.reset(seed)
-
-    def observe(self) -> tuple[np.ndarray, np.ndarray]:
-        return self._frame, self._state
-
-    def step_env(self, env_action: np.ndarray) -> None:
-        self._frame, self._state, _, _ = self.source.step(np.asarray(env_action, dtype=np.float64))
-
-    def act(self, action: np.ndarray) -> None:
-        from vjepa2.world_model.envs.toy_push import action_from_robot
-
-        self.step_env(action_from_robot(np.asarray(action)))
-
-    def exploration_action(self, rng: np.random.Generator) -> np.ndarray:
-        """The collect policy's next action (env space): what made the training data and the goals."""
-        return self.source.sample_action(rng)
-
-    def uniform_action(self, rng: np.random.Generator) -> np.ndarray:
-        return self.env.sample_action(rng)
-
-    def zero_action(self) -> np.ndarray:
-        return np.zeros(2)
-
-    def true_state(self) -> np.ndarray:
-        return self.env.get_state()
-
-    def success(self, goal: np.ndarray) -> bool:
-        return self.env.success(goal, self.task)
-
-    def distance(self, goal: np.ndarray) -> float:
-        state = self.env.get_state()
-        part = slice(0, 2) if self.task == "reach" else slice(2, 4)
-        return float(np.linalg.norm(state[part] - goal[part]))
-
-    def reference_action(self, goal: np.ndarray) -> np.ndarray:
-        """The planned entries ``(dx, dy)`` that move the effector straight at its goal position."""
-        return np.clip(goal[:2] - self.env.get_state()[:2], self.low, self.high)
-
-
-class GymControl:
-    """A Gymnasium env (via :class:`~vjepa2.world_model.envs.gym_adapter.GymSource`) for planning:
-    model actions are the env's actions, states its observations; success = state within
-    ``success_tolerance`` of the goal state. Once the env reports the end of an episode, further
-    actions are ignored (the state stays where the episode ended)."""
-
-    action_dims = None
-    labels = ("action[0]", "action[1]")
-
-    def __init__(self, cfg: PlanEvalConfig, source=None) -> None:
-        if source is None:
-            from vjepa2.world_model.envs.gym_adapter import GymSource
-
-            source = GymSource.make(cfg.env[4:], size=cfg.size)
-        self.source = source
-        self.tolerance = float(cfg.success_tolerance)
-        self.low, self.high = source.low.copy(), source.high.copy()
-        self.model_action_dim = int(source.low.size)
-        self._frame = self._state = None
-        self._done = False
-
-    def reset(self, seed: int) -> None:
-        self._frame, self._state, _ = self.source.reset(seed)
-        self._done = False
-
-    def observe(self) -> tuple[np.ndarray, np.ndarray]:
-        return self._frame, self._state
-
-    def step_env(self, env_action: np.ndarray) -> None:
-        if self._done:
-            return
-        self._frame, self._state, _, self._done = self.source.step(
-            np.asarray(env_action, dtype=self.source.env.action_space.dtype).reshape(self.low.shape))
-
-    def act(self, action: np.ndarray) -> None:
-        self.step_env(action)
-
-    def exploration_action(self, rng: np.random.Generator) -> np.ndarray:
-        return self.source.sample_action(rng)
-
-    uniform_action = exploration_action
-
-    def zero_action(self) -> np.ndarray:
-        return np.zeros_like(self.low)
-
-    def true_state(self) -> np.ndarray:
-        return np.asarray(self._state, dtype=np.float64).copy()
-
-    def success(self, goal: np.ndarray) -> bool:
-        return self.distance(goal) < self.tolerance
-
-    def distance(self, goal: np.ndarray) -> float:
-        return float(np.linalg.norm(np.asarray(self._state, dtype=np.float64) - goal))
-
-    def reference_action(self, goal: np.ndarray) -> None:
-        return None
-
-
-def make_control(cfg: PlanEvalConfig, source=None):
-    """The env of ``cfg`` (``source``: an already built Gymnasium episode source, e.g. in tests)."""
-    if cfg.env == "toy-push":
-        return ToyPushControl(cfg)
-    return GymControl(cfg, source)
+def control_for(cfg: PlanEvalConfig, source=None) -> ToyPushControl | GymControl:
+    """The env of ``cfg`` under control (``source``: an already built Gymnasium episode source, e.g. in tests)."""
+    return make_control(cfg.env, cfg.task, size=cfg.size, repeat_prob=cfg.repeat_prob, block_bias=cfg.block_bias,
+                        success_tolerance=cfg.success_tolerance, source=source)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -478,12 +351,12 @@ def draw_landscape(control, pair: Pair, world, planner: LatentPlanner, cfg: Plan
 def plan_eval(world, cfg: PlanEvalConfig, out: str | Path | None = None, source=None,
               progress: bool = True) -> PlanEvalReport:
     """Run the evaluation of ``cfg`` with ``world`` (``encode`` + ``predictor``, e.g. a
-    :class:`~vjepa2.world_model.train_ac.WorldModel`); write the table, JSON and pictures to ``out``.
+    :class:`~vjepa2.world_model.model.WorldModel`); write the table, JSON and pictures to ``out``.
 
     Args:
         source: a ready Gymnasium episode source (for ``gym:`` envs built by the caller, e.g. a test env).
     """
-    control = make_control(cfg, source)
+    control = control_for(cfg, source)
     check_world(world, control)
     planner = LatentPlanner(world.predictor, resolve_planner_config(cfg.planner, control))
     pairs, skipped = make_pairs(control, cfg)
@@ -533,51 +406,3 @@ def _draw_episode(episode, pair: Pair, result: EpisodeResult, stem: Path, task: 
     strip = episode_strip(episode.frames, pair.goal_image, stem.with_suffix(".png"), title=title)
     gif = episode_gif(episode.frames, pair.goal_image, stem.with_suffix(".gif"))
     return [str(strip), str(gif)]
-
-
-# ------------------------------------------------------------------------------------------------
-# Command line
-# ------------------------------------------------------------------------------------------------
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("plan-eval", help="success rate of latent planning (CEM + MPC) toward goal images, "
-                                                "with random- and zero-action baselines",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, help="train-ac output directory or checkpoint file (the world model)")
-    p.add_argument("--env", help="toy-push (default) or gym:<gymnasium id>")
-    p.add_argument("--task", choices=["reach", "push", "state"], help="toy-push: reach or push; gym: state")
-    p.add_argument("--pairs", type=int, help="start/goal pairs (default 50)")
-    p.add_argument("--out", default="runs/plan-eval", help="output directory (default runs/plan-eval)")
-    p.add_argument("--config", help="YAML file with the settings (see PlanEvalConfig)")
-    p.add_argument("--device", default="cpu", help="torch device of the world model (default cpu)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="dotted overrides, e.g. planner.samples=200 planner.iterations=5 mpc.steps_per_goal=20")
-    p.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_plan_eval_config(args.config, args.overrides, env=args.env, task=args.task, pairs=args.pairs)
-    except ConfigError as err:
-        print(f"vjepa2 plan-eval: config error: {err}", file=sys.stderr)
-        return 2
-    if args.print_config:
-        import yaml
-
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
-        return 0
-    from vjepa2.weights import WeightsError
-    from vjepa2.world_model.train_ac import load_world_model
-
-    try:
-        check_output_dir(args.out)
-        world = load_world_model(args.run).to(args.device)
-        report = plan_eval(world, cfg, args.out)
-    except (WeightsError, ValueError, FileNotFoundError, ImportError) as err:
-        print(f"vjepa2 plan-eval: {err}", file=sys.stderr)
-        return 1
-    print(report.markdown())
-    print("wrote " + ", ".join(report.files))
-    return 0

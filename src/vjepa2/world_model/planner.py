@@ -1,4 +1,4 @@
-"""Planning in latent space with the Cross-Entropy Method (CEM), SPEC section 9.
+"""Planning in latent space with the Cross-Entropy Method (CEM), as V-JEPA 2-AC plans (arXiv 2506.09985).
 
 The planner searches for the action sequence whose imagined outcome is closest to a goal image:
 
@@ -44,6 +44,7 @@ import torch
 
 from vjepa2 import precision
 from vjepa2.config import ConfigError, from_dict
+from vjepa2.data.poses import apply_action
 from vjepa2.models.ac_predictor import ACCache, ACPredictor
 
 EnergyFn = Callable[[torch.Tensor], torch.Tensor]
@@ -56,7 +57,8 @@ EnergyFn = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class CEMConfig:
-    """Cross-Entropy Method settings; the defaults are the paper's (SPEC section 9).
+    """Cross-Entropy Method settings; the defaults are the paper's (arXiv 2506.09985: 800 samples,
+    10 iterations, the 10 best kept).
 
     Attributes:
         samples / iterations / elites: candidates per iteration, iterations, candidates kept.
@@ -73,7 +75,7 @@ class CEMConfig:
             over the imagined steps.
         select: return the final ``mean`` or the ``best`` sample seen.
         imagined_states: states of imagined steps: ``integrate`` them from the actions
-            (:func:`vjepa2.data.trajectories.apply_action`, needs state and action of the same
+            (:func:`vjepa2.data.poses.apply_action`, needs state and action of the same
             width), ``hold`` the last observed state, or ``auto`` (integrate when widths match).
         dtype: ``fp32`` or ``bf16`` (autocast of the world-model rollout; energies in fp32).
         deduplicate: score each distinct candidate once. Projection maps every Gaussian draw
@@ -413,8 +415,6 @@ class LatentPlanner:
                               f"(use hold)")
         if mode == "hold" or (mode == "auto" and not same_width):
             return lambda state, action: state
-        from vjepa2.data.trajectories import apply_action
-
         return apply_action
 
     def _autocast(self):

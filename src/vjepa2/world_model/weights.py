@@ -3,8 +3,10 @@
 The public AC checkpoint stores the predictor under ``predictor`` with ``module.`` / ``backbone.``
 prefixes and the names ``predictor_embed``, ``action_encoder``, ``state_encoder``,
 ``extrinsics_encoder``, ``predictor_blocks.N.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}``,
-``predictor_norm``, ``predictor_proj`` (SPEC section 8). Our module names are the same, so the
-conversion is prefix handling; the shared helpers live in :mod:`vjepa2.weights`.
+``predictor_norm``, ``predictor_proj`` (the V-JEPA 2-AC predictor of arXiv 2506.09985). Our module
+names are the same, so the conversion is prefix handling only (no key table is needed): ours ->
+public adds ``module.backbone.``; public -> ours strips ``module.`` / ``backbone.`` in any order and
+checks that the AC-specific tensors are there. The shared helpers live in :mod:`vjepa2.weights`.
 """
 
 from __future__ import annotations
@@ -47,13 +49,13 @@ def infer_ac_predictor_config(sd: dict[str, torch.Tensor], **overrides) -> ACPre
     public size of that width, else head width 64. ``img_size`` (the reference grid) defaults to 256."""
     sd = ac_predictor_from_public(sd)
     dim, enc_dim = sd["predictor_embed.weight"].shape
-    fields = dict(
-        enc_dim=enc_dim, dim=dim, depth=count_indexed(sd, r"predictor_blocks\.(\d+)\."),
-        heads=overrides["heads"] if "heads" in overrides else heads_for_width(dim),
-        mlp_hidden=sd["predictor_blocks.0.mlp.fc1.weight"].shape[0],
-        action_dim=sd["action_encoder.weight"].shape[1], state_dim=sd["state_encoder.weight"].shape[1],
-        qkv_bias="predictor_blocks.0.attn.qkv.bias" in sd,
-    )
+    fields = {
+        "enc_dim": enc_dim, "dim": dim, "depth": count_indexed(sd, r"predictor_blocks\.(\d+)\."),
+        "heads": overrides["heads"] if "heads" in overrides else heads_for_width(dim),
+        "mlp_hidden": sd["predictor_blocks.0.mlp.fc1.weight"].shape[0],
+        "action_dim": sd["action_encoder.weight"].shape[1], "state_dim": sd["state_encoder.weight"].shape[1],
+        "qkv_bias": "predictor_blocks.0.attn.qkv.bias" in sd,
+    }
     if "extrinsics_encoder.weight" in sd:
         fields["extrinsics_dim"] = sd["extrinsics_encoder.weight"].shape[1]
     fields.update(overrides)

@@ -1,1 +1,2 @@
-"""Environments to collect trajectories from: the built-in ``toy-push`` world and any Gymnasium env."""
+"""Environments to collect trajectories from and to plan in: the built-in ``toy-push`` world and any
+Gymnasium env (:mod:`.control` puts both behind the interface the planner drives)."""

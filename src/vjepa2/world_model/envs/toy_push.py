@@ -19,12 +19,14 @@ Robot convention: the AC predictor's default 7-D state/action is (xyz, 3 Euler a
 effector only (proprioception, as a robot knows its own pose but not the block's) — and actions
 as ``(dx, dy, 0, 0, 0, 0, 0)``; :func:`action_from_robot` maps a 7-D action back. The block pose
 is recorded separately (``env_states.npy`` in collected trajectories) for success tests.
+
+:class:`ToyPushSource` is the env with the random policy that ``vjepa2 collect`` records.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -34,6 +36,8 @@ from vjepa2.config import ConfigError
 
 STATE_NAMES = ("effector_x", "effector_y", "block_x", "block_y", "block_angle")
 ROBOT_DIM = 7
+#: Frame rate recorded with collected toy-push trajectories.
+FPS = 10.0
 
 TABLE_RGB = np.array([196, 170, 132], dtype=np.float32)
 BLOCK_RGB = np.array([40, 88, 200], dtype=np.float32)
@@ -283,6 +287,60 @@ class ToyPushEnv:
     def _info(self, contact: bool) -> dict:
         return {"state": self.get_state(), "robot_state": self.robot_state(), "contact": contact,
                 "steps": self._steps}
+
+
+class ToyPushSource:
+    """An episode source (``reset``/``step``/``sample_action``, as ``vjepa2 collect`` records) over
+    :class:`ToyPushEnv` with the sticky random policy: each step keeps the previous action with
+    probability ``repeat_prob``, otherwise draws a new one -- uniform in the action box, or with
+    probability ``block_bias`` a random-length step roughly towards the block."""
+
+    def __init__(self, config: ToyPushConfig | None = None, repeat_prob: float = 0.8, block_bias: float = 0.5) -> None:
+        if not 0.0 <= repeat_prob < 1.0:
+            raise ValueError(f"repeat_prob must be in [0, 1), got {repeat_prob}")
+        if not 0.0 <= block_bias <= 1.0:
+            raise ValueError(f"block_bias must be in [0, 1], got {block_bias}")
+        self.env = ToyPushEnv(config)
+        self.repeat_prob = repeat_prob
+        self.block_bias = block_bias
+        self._previous: np.ndarray | None = None
+        self.fps = FPS
+
+    def reset(self, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
+        frame, info = self.env.reset(seed=seed)
+        self._previous = None
+        return frame, self.env.robot_state(), {"env_states": info["state"]}
+
+    def sample_action(self, rng: np.random.Generator) -> np.ndarray:
+        if self._previous is None or rng.random() >= self.repeat_prob:
+            if rng.random() < self.block_bias:
+                self._previous = self._towards_block(rng)
+            else:
+                self._previous = self.env.sample_action(rng)
+        return self._previous
+
+    def _towards_block(self, rng: np.random.Generator) -> np.ndarray:
+        """A random-length step roughly (+-0.5 rad) towards the block centre."""
+        state = self.env.get_state()
+        offset = state[2:4] - state[:2]
+        heading = np.arctan2(offset[1], offset[0]) + rng.normal(0.0, 0.5)
+        length = rng.uniform(0.3, 1.0) * self.env.config.max_step
+        return np.clip(length * np.array([np.cos(heading), np.sin(heading)]), self.env.action_low, self.env.action_high)
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict, bool]:
+        frame, _, _, _, info = self.env.step(action)
+        return frame, self.env.robot_state(), {"env_states": info["state"]}, False
+
+    def stored_action(self, action: np.ndarray) -> np.ndarray:
+        clipped = np.clip(action, self.env.action_low, self.env.action_high)
+        return robot_from_xy(clipped).astype(np.float32)
+
+    def describe(self) -> dict:
+        return {"env": "toy-push", "toy_push": asdict(self.env.config), "repeat_prob": self.repeat_prob,
+                "block_bias": self.block_bias}
+
+    def close(self) -> None:
+        self.env.close()
 
 
 # ---------------------------------------------------------------------------------------------------
