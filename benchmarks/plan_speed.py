@@ -113,7 +113,7 @@ def main() -> None:
         state[0, :3] = torch.tensor([0.4, 0.0, 0.2])
         for horizon in args.horizons:
             cfg = dict(samples=args.samples, iterations=args.iterations, elites=args.elites, horizon=horizon,
-                       constraint="box", radius=RADIUS, action_dims=CONTROLLED, seed=0)
+                       constraint="box", radius=RADIUS, init_std=1.0, action_dims=CONTROLLED, seed=0)
             planners = {
                 "cache": LatentPlanner(predictor, cem_config(**cfg, deduplicate=False)),
                 "fp32": LatentPlanner(predictor, cem_config(**cfg)),

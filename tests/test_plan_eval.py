@@ -15,9 +15,9 @@ from vjepa2.models.ac_predictor import ACPredictor, ac_predictor_config
 from vjepa2.world_model.envs.toy_push import robot_from_xy
 from vjepa2.world_model.model import WorldModel
 from vjepa2.world_model.mpc import mpc_config
-from vjepa2.world_model.plan_eval import (control_for, load_plan_eval_config, make_pairs, plan_eval, run_baseline,
-                                          run_planner)
-from vjepa2.world_model.planner import PlanResult, cem_config
+from vjepa2.world_model.plan_eval import (control_for, load_plan_eval_config, make_pairs, plan_eval,
+                                          resolve_planner_config, run_baseline, run_planner)
+from vjepa2.world_model.planner import LatentPlanner, PlanResult, cem_config
 
 FAST = ["planner.samples=16", "planner.iterations=2", "planner.elites=4", "mpc.steps_per_goal=4"]
 
@@ -109,6 +109,55 @@ def test_plan_eval_works_through_the_gymnasium_adapter(tmp_path):
     assert (tmp_path / "plan-eval-state.md").is_file() and (tmp_path / "plan-state-landscape.png").is_file()
     with pytest.raises(ValueError, match="2-D actions and 2-D states"):
         plan_eval(tiny_world(), cfg, None, source=source, progress=False)
+
+
+def make_position_env(low=100.0, high=600.0):
+    """A Gymnasium env whose actions are absolute positions in a wide, offset box (as in PushT):
+    the dot jumps to the commanded position."""
+    gymnasium = pytest.importorskip("gymnasium")
+
+    class PositionEnv(gymnasium.Env):
+        metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+        def __init__(self, render_mode="rgb_array"):
+            self.render_mode = render_mode
+            self.action_space = gymnasium.spaces.Box(low, high, (2,), np.float32)
+            self.observation_space = gymnasium.spaces.Box(low, high, (2,), np.float32)
+            self.pos = np.full(2, (low + high) / 2, np.float32)
+
+        def reset(self, seed=None, options=None):
+            super().reset(seed=seed)
+            self.pos = self.np_random.uniform(low, high, 2).astype(np.float32)
+            return self.pos.copy(), {}
+
+        def step(self, action):
+            self.pos = np.clip(np.asarray(action, np.float32), low, high)
+            return self.pos.copy(), 0.0, False, False, {}
+
+        def render(self):
+            img = np.zeros((32, 32, 3), np.uint8)
+            x, y = ((self.pos - low) / (high - low) * 31).astype(int)
+            img[y, x] = 255
+            return img
+
+    return PositionEnv()
+
+
+def test_planning_searches_a_wide_offset_action_box(tmp_path):
+    """Actions in [100, 600]: CEM plans inside the env's box from its centre, so the executed
+    actions spread over the box (the paper's start, mean 0 / std 1, would put them all in a corner)."""
+    from vjepa2.world_model.envs.gym_adapter import GymSource
+
+    source = GymSource(make_position_env(), size=32, name="Position")
+    cfg = load_plan_eval_config(None, FAST + ["success_tolerance=1.0", "pictures=0"], env="gym:Position", pairs=2,
+                                size=32, goal_steps=2)
+    report = plan_eval(tiny_world(action_dim=2, state_dim=2), cfg, None, source=source, progress=False)
+    assert report.config["planner"]["low"] == [100.0, 100.0] and report.config["planner"]["high"] == [600.0, 600.0]
+    control, world = control_for(cfg, source), tiny_world(action_dim=2, state_dim=2)
+    planner = LatentPlanner(world.predictor, resolve_planner_config(cfg.planner, control))
+    _, episode = run_planner(control, make_pairs(control, cfg)[0][0], world, planner, mpc_config(steps_per_goal=4))
+    actions = np.stack(episode.actions)
+    assert ((actions >= 100) & (actions <= 600)).all() and not (actions == 100).all()
 
 
 def test_config_errors_are_early_and_named():

@@ -13,7 +13,7 @@ from vjepa2.config import ConfigError
 from vjepa2.data.poses import apply_action
 from vjepa2.models.ac_predictor import ACPredictor, ac_predictor_config, normalize_latents
 from vjepa2.world_model.planner import (BoxConstraint, L1BallConstraint, LatentPlanner, cem, cem_config,
-                                        make_constraint)
+                                        fit_to_action_bounds, make_constraint)
 
 
 def l1_projection_float64(x: np.ndarray, radius: float) -> np.ndarray:
@@ -94,7 +94,8 @@ def test_deduplication_scores_each_distinct_candidate_once_and_changes_nothing()
             return ((actions - target) ** 2).sum(dim=(1, 2))
         return fn
 
-    results = {d: cem(energy(d), 2, cem_config(samples=200, iterations=4, constraint="box", deduplicate=d))
+    results = {d: cem(energy(d), 2, cem_config(samples=200, iterations=4, constraint="box", init_std=1.0,
+                                                  deduplicate=d))
                for d in (True, False)}
     torch.testing.assert_close(results[True].actions, results[False].actions)
     torch.testing.assert_close(results[True].actions, torch.tensor([[0.075, -0.075]]), atol=1e-4, rtol=0)
@@ -173,7 +174,8 @@ def test_config_errors_name_the_key():
     with pytest.raises(ConfigError, match="low and high"):
         cem_config(constraint="box", low=(0.0,))
     with pytest.raises(ConfigError, match="constraint: box"):
-        cem_config(low=(-1.0,), high=(1.0,))
+        cem_config(low=(-1.0,), high=(1.0,), constraint="l1_ball")
+    assert isinstance(make_constraint(cem_config(low=(-1.0,), high=(1.0,)), 1), BoxConstraint)  # auto: a box
     with pytest.raises(ConfigError, match="did you mean samples"):
         cem_config(sample=10)
     with pytest.raises(ConfigError, match="momentum_mean"):
@@ -277,3 +279,33 @@ def test_planner_rejects_mismatched_inputs():
         planner.plan(frames[:1], torch.zeros(1, 3), frames[:1])
     plan = planner.plan(frames, torch.zeros(2, 3), frames[0], past_actions=torch.zeros(1, 2))
     assert plan.actions.shape == (1, 2)
+
+
+def test_cem_searches_the_whole_of_a_wide_offset_action_box():
+    """Actions that are absolute positions in [100, 600] (a Gymnasium Box): the planner starts at the
+    box's centre with its width as std. Started at the paper's mean 0 / std 1 every candidate
+    would sit in the corner (100, 100)."""
+    target = torch.tensor([520.0, 140.0])
+    cfg = fit_to_action_bounds(cem_config(samples=64, iterations=8, elites=8), (100.0, 100.0), (600.0, 600.0))
+    assert cfg.low == (100.0, 100.0) and make_constraint(cfg, 2).grid_bounds()[1].tolist() == [600.0, 600.0]
+    seen = []
+
+    def energy(actions):
+        seen.append(actions)
+        return (actions[:, 0] - target).abs().sum(-1)
+
+    result = cem(energy, 2, cfg)
+    assert (result.actions[0] - target).abs().max() < 20
+    first = seen[0][:, 0]  # the first iteration's candidates spread over the whole box
+    assert (first.amin(0) < 200).all() and (first.amax(0) > 500).all() and ((first > 100) & (first < 600)).any()
+
+
+def test_an_unbounded_action_space_keeps_the_paper_ball_and_says_so():
+    said = []
+    cfg = fit_to_action_bounds(cem_config(), (-math.inf, -1.0), (math.inf, 1.0), warn=said.append)
+    assert cfg.low is None and isinstance(make_constraint(cfg, 2), L1BallConstraint)
+    assert "unbounded" in said[0] and "planner.low" in said[0]
+    with pytest.raises(ConfigError, match="finite"):
+        cem_config(low=(0.0, -math.inf), high=(1.0, 1.0))
+    explicit = fit_to_action_bounds(cem_config(constraint="l1_ball"), (100.0,), (600.0,))
+    assert explicit.low is None  # a constraint the user chose is kept

@@ -277,3 +277,20 @@ def test_rms_scale_ignores_constant_columns():
     values = torch.tensor([[0.1, 0.0, 5.0], [-0.1, 0.0, 5.0], [0.1, 0.0, 5.0]])
     assert rms_scale(values) == pytest.approx(10.0)
     assert rms_scale(torch.zeros(4, 3)) == 1.0
+
+
+def test_eval_ac_states_follow_what_the_actions_are():
+    """Integrating states from actions holds only where actions are state deltas (same width);
+    elsewhere (e.g. actions that are positions, states that are observations) eval-ac uses the
+    recorded states and says so."""
+    from vjepa2.world_model.evaluate import imagined_states
+
+    update, said = imagined_states("auto", state_dim=7, action_dim=7)
+    assert update is apply_action and "integrated" in said
+    update, said = imagined_states("auto", state_dim=5, action_dim=2)
+    assert update is None and "recorded" in said
+    hold, _ = imagined_states("hold", 5, 2)
+    state = torch.randn(3, 5)
+    assert torch.equal(hold(state, torch.randn(3, 2)), state)
+    with pytest.raises(ValueError, match="--states recorded"):
+        imagined_states("integrate", 5, 2)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from vjepa2.cli import load_command_config, print_config
 from vjepa2.world_model import collect
+from vjepa2.world_model.evaluate import STATE_MODES
 
 
 def add_parser(subparsers) -> None:
@@ -57,9 +58,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--horizons", type=int, nargs="+", default=[1, 2, 4, 8], help="steps ahead (default 1 2 4 8)")
     p.add_argument("--stride", type=int, default=1, help="distance between window starts (default 1)")
     p.add_argument("--cache", help="feature cache directory (default <run>/features)")
-    p.add_argument("--recorded-states", action="store_true",
-                   help="feed the recorded states of the imagined steps (default: integrate them from the actions "
-                        "with the pose7/delta convention, as a planner must)")
+    p.add_argument("--states", choices=STATE_MODES, default="auto",
+                   help="states of the imagined steps: integrate them from the actions (where actions are state "
+                        "deltas, as for toy-push and DROID; what a planner must do), the recorded ones, or hold the "
+                        "first; auto (default) integrates where actions and states have the same width, else "
+                        "uses the recorded states")
+    p.add_argument("--recorded-states", dest="states", action="store_const", const="recorded",
+                   help=argparse.SUPPRESS)  # the older spelling of --states recorded
     p.add_argument("--strip", metavar="PNG", help="also draw real frames above imagined ones decoded by nearest "
                                                   "neighbour (first held-out trajectory, longest horizon)")
     p.add_argument("--bank", help="trajectories whose frames decode the imagined latents for --strip "
@@ -130,7 +135,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from vjepa2.data.trajectories import TrajectoryError
     from vjepa2.weights import WeightsError
-    from vjepa2.world_model.evaluate import format_errors, rollout_errors
+    from vjepa2.world_model.evaluate import format_errors, imagined_states, rollout_errors
     from vjepa2.world_model.features import build_feature_cache
     from vjepa2.world_model.model import load_world_model
 
@@ -142,14 +147,11 @@ def _evaluate(args: argparse.Namespace) -> int:
                                        min_steps=max(args.horizons) + 1)
         for skipped in features.skipped:
             print(f"skipped {skipped.path}: {skipped.reason}")
-        state_update = None
-        if not args.recorded_states:
-            from vjepa2.data.poses import apply_action
-
-            state_update = apply_action
+        pcfg = world.predictor.config
+        state_update, states_said = imagined_states(args.states, pcfg.state_dim, pcfg.action_dim)
         errors = rollout_errors(world.predictor, features.files, args.horizons, stride=args.stride,
                                 state_update=state_update)
-        print(f"{len(features.files)} trajectories, checkpoint {world.checkpoint}")
+        print(f"{len(features.files)} trajectories, checkpoint {world.checkpoint}; imagined steps take {states_said}")
         print(format_errors(errors))
         if args.strip:
             from vjepa2.world_model.strip import LatentBank, nearest_neighbour_strip

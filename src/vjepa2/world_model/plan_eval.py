@@ -43,7 +43,7 @@ from vjepa2.config import ConfigError, apply_overrides, from_dict, load_yaml, to
 from vjepa2.files import atomic_write_text
 from vjepa2.world_model.envs.control import GymControl, ToyPushControl, make_control
 from vjepa2.world_model.mpc import Goal, MPCConfig, run_mpc
-from vjepa2.world_model.planner import CEMConfig, LatentPlanner, PlanResult, cem, make_constraint
+from vjepa2.world_model.planner import CEMConfig, LatentPlanner, PlanResult, cem, fit_to_action_bounds, make_constraint
 
 BASELINES = ("random", "zero")
 METHODS = (*BASELINES, "oracle")
@@ -300,13 +300,11 @@ def summarize(method: str, results: list[EpisodeResult]) -> MethodSummary:
 
 
 def resolve_planner_config(cfg: CEMConfig, control) -> CEMConfig:
-    """Fill the env's controlled action entries and, for a box without bounds, the env's bounds."""
-    changes: dict = {}
+    """The env's controlled action entries and, unless the config sets a constraint of its own, the
+    env's action bounds as CEM's box (see :func:`~vjepa2.world_model.planner.fit_to_action_bounds`)."""
     if cfg.action_dims is None and control.action_dims is not None:
-        changes["action_dims"] = tuple(control.action_dims)
-    if cfg.constraint == "box" and cfg.low is None:
-        changes["low"], changes["high"] = tuple(map(float, control.low)), tuple(map(float, control.high))
-    return from_dict(CEMConfig, {**dataclasses.asdict(cfg), **changes}) if changes else cfg
+        cfg = from_dict(CEMConfig, {**dataclasses.asdict(cfg), "action_dims": tuple(control.action_dims)})
+    return fit_to_action_bounds(cfg, control.low, control.high)
 
 
 def check_world(world, control) -> None:

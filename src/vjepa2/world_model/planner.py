@@ -33,6 +33,7 @@ applies to the controlled entries only.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -63,13 +64,16 @@ class CEMConfig:
     Attributes:
         samples / iterations / elites: candidates per iteration, iterations, candidates kept.
         horizon: actions per planned sequence ``H``.
-        init_mean / init_std: the initial Gaussian of every action entry.
+        init_mean / init_std: the initial Gaussian of every action entry; null (default) = from
+            the constraint: a box's centre and width, or the paper's 0 and 1 for the L1 ball.
         momentum_mean / momentum_std: weight of the old mean/std in each update (0 = jump to the
             elites' statistics). 0.15 is the public release's value.
-        constraint: ``l1_ball`` (each step's action has L1 norm <= ``radius``; the paper's 0.075 m)
-            or ``box`` (each entry within ``[low, high]``, or ``[-radius, radius]`` if not given).
+        constraint: ``l1_ball`` (each step's action has L1 norm <= ``radius``; the paper's 0.075 m),
+            ``box`` (each entry within ``[low, high]``, or ``[-radius, radius]`` if not given), or
+            ``auto`` (default): ``box`` where ``low``/``high`` are given (e.g. an env's action
+            bounds, see :func:`fit_to_action_bounds`), else ``l1_ball``.
         radius: the L1-ball radius, or the box half-width when ``low``/``high`` are not set.
-        low / high: per-entry box bounds ``(P,)`` (``constraint: box`` only).
+        low / high: per-entry box bounds ``(P,)`` (``constraint: box`` or ``auto``).
         action_dims: the model-action entries the planner controls (None: all of them).
         energy: ``final`` = distance of the last imagined latent to the goal; ``sum`` = summed
             over the imagined steps.
@@ -90,11 +94,11 @@ class CEMConfig:
     iterations: int = 10
     elites: int = 10
     horizon: int = 1
-    init_mean: float = 0.0
-    init_std: float = 1.0
+    init_mean: float | None = None
+    init_std: float | None = None
     momentum_mean: float = 0.15
     momentum_std: float = 0.15
-    constraint: Literal["l1_ball", "box"] = "l1_ball"
+    constraint: Literal["auto", "l1_ball", "box"] = "auto"
     radius: float = 0.075
     low: tuple[float, ...] | None = None
     high: tuple[float, ...] | None = None
@@ -112,8 +116,10 @@ class CEMConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.elites > self.samples:
             raise ConfigError(f"elites={self.elites} exceeds samples={self.samples}")
-        if self.init_std < 0 or not math.isfinite(self.init_std):
-            raise ConfigError(f"init_std must be a finite number >= 0, got {self.init_std}")
+        if self.init_std is not None and (self.init_std < 0 or not math.isfinite(self.init_std)):
+            raise ConfigError(f"init_std must be a finite number >= 0 or null (from the constraint), got {self.init_std}")
+        if self.init_mean is not None and not math.isfinite(self.init_mean):
+            raise ConfigError(f"init_mean must be finite or null (from the constraint), got {self.init_mean}")
         for name in ("momentum_mean", "momentum_std"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
@@ -122,10 +128,13 @@ class CEMConfig:
         if (self.low is None) != (self.high is None):
             raise ConfigError("give both low and high (a box), or neither")
         if self.low is not None:
-            if self.constraint != "box":
+            if self.constraint == "l1_ball":
                 raise ConfigError(f"low/high describe a box but constraint={self.constraint!r}; set constraint: box")
             if len(self.low) != len(self.high):
                 raise ConfigError(f"low has {len(self.low)} entries but high has {len(self.high)}")
+            if not all(math.isfinite(v) for v in (*self.low, *self.high)):
+                raise ConfigError(f"low/high must be finite, got low={list(self.low)}, high={list(self.high)}; for "
+                                  f"an unbounded action space give the range the actions take")
             bad = [i for i, (lo, hi) in enumerate(zip(self.low, self.high)) if not lo <= hi]
             if bad:
                 raise ConfigError(f"low > high at entries {bad}: low={list(self.low)}, high={list(self.high)}")
@@ -140,6 +149,23 @@ class CEMConfig:
 def cem_config(**overrides) -> CEMConfig:
     """A validated :class:`CEMConfig` (unknown keys raise :class:`ConfigError`)."""
     return from_dict(CEMConfig, overrides)
+
+
+def fit_to_action_bounds(config: CEMConfig, low, high, warn=print) -> CEMConfig:
+    """``config`` planning inside an env's action bounds ``low``/``high`` ``(P,)`` (e.g. a Gymnasium
+    ``Box``): with ``constraint`` ``auto`` or ``box`` and no bounds of its own, the box becomes the
+    env's, so CEM starts at its centre (std: the box's width) and never leaves it. Unbounded
+    (infinite) bounds leave ``config`` as it is and say so through ``warn``."""
+    if config.constraint == "l1_ball" or config.low is not None:
+        return config
+    low, high = tuple(map(float, low)), tuple(map(float, high))
+    if not all(math.isfinite(v) for v in (*low, *high)):
+        warn(f"the action space is unbounded (low={list(low)}, high={list(high)}): planning in "
+             + (f"an L1 ball of radius {config.radius} around 0 (CEM mean 0, std 1)"
+                if config.constraint == "auto" else f"the box [-{config.radius}, {config.radius}]")
+             + "; give planner.low / planner.high the range the actions take")
+        return config
+    return from_dict(CEMConfig, {**dataclasses.asdict(config), "low": low, "high": high})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -164,6 +190,13 @@ class BoxConstraint:
 
     def grid_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.low, self.high
+
+    def centre_and_spread(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(P,)`` CEM's default initial mean and std: the box's centre and its width. About 60 % of
+        first draws land on the box's faces (full moves) and the rest inside; on toy-push this start
+        planned best of half-width, width, twice the width and the paper's std 1 (docs/results.md,
+        "Planning", CEM's start)."""
+        return (self.low + self.high) / 2, self.high - self.low
 
 
 class L1BallConstraint:
@@ -200,10 +233,15 @@ class L1BallConstraint:
         r = torch.full((self.dims,), self.radius)
         return -r, r
 
+    def centre_and_spread(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(P,)`` CEM's default initial mean and std: the paper's 0 and 1 (most first draws land
+        on the ball's surface, a bang-bang start)."""
+        return torch.zeros(self.dims), torch.ones(self.dims)
+
 
 def make_constraint(config: CEMConfig, dims: int) -> BoxConstraint | L1BallConstraint:
     """The constraint of ``config`` over ``dims`` planned entries."""
-    if config.constraint == "l1_ball":
+    if config.constraint == "l1_ball" or (config.constraint == "auto" and config.low is None):
         return L1BallConstraint(config.radius, dims)
     if config.low is not None:
         if len(config.low) != dims:
@@ -280,8 +318,9 @@ def cem(energy_fn: EnergyFn, action_dim: int, config: CEMConfig | None = None, s
     constraint = make_constraint(cfg, action_dim)
     generator = torch.Generator().manual_seed(cfg.seed if seed is None else int(seed))
     shape = (cfg.horizon, action_dim)
-    mean = torch.full(shape, float(cfg.init_mean))
-    std = torch.full(shape, float(cfg.init_std))
+    centre, spread = constraint.centre_and_spread()
+    mean = centre.expand(shape).clone() if cfg.init_mean is None else torch.full(shape, float(cfg.init_mean))
+    std = spread.expand(shape).clone() if cfg.init_std is None else torch.full(shape, float(cfg.init_std))
     best_energy, best_actions = math.inf, constraint.project(mean)
     history = []
     for _ in range(cfg.iterations):
