@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import struct
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +27,13 @@ from typing import Iterable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from vjepa2 import precision
 from vjepa2.data.transforms import EvalTransform
 from vjepa2.data.video import ClipInfo, VideoReadError, read_clip, write_video
 from vjepa2.files import OutputPathError, atomic_write, check_output_file
 from vjepa2.models import SIZES, VisionEncoder, encoder_config
+from vjepa2.progress import progress_bar, progress_write
 
 FORMAT = "vjepa2-embeddings/1"
 RANDOM_PREFIX = "random:"
@@ -235,7 +234,7 @@ def embed_videos(paths: Iterable[str | os.PathLike], encoder: VisionEncoder, out
         pending.clear()
 
     with SafetensorsStreamWriter(out) as writer:
-        bar = tqdm(list(zip(keys, paths)), desc="embed", unit="video", disable=not progress)
+        bar = progress_bar(list(zip(keys, paths)), desc="embed", unit="video", disable=not progress)
         for key, path in bar:
             bar.set_postfix_str(path.name[-40:], refresh=False)
             try:
@@ -243,7 +242,7 @@ def embed_videos(paths: Iterable[str | os.PathLike], encoder: VisionEncoder, out
             except Exception as err:  # one bad file must not cost the features of all the others
                 reason = err.reason if isinstance(err, VideoReadError) else f"{type(err).__name__}: {err}"
                 report.failed[str(path)] = reason
-                tqdm.write(f"skipped {path}: {reason}", file=sys.stderr)
+                progress_write(f"skipped {path}: {reason}")
                 continue
             pending.append((key, path, transform(clip), info))
             if len(pending) == batch_size:

@@ -345,10 +345,11 @@ def load_trajectories(root: str | os.PathLike, min_steps: int = 2, fps: float | 
                       convention: Convention = "auto", progress: bool = True) -> tuple[list[Trajectory], list[Skipped]]:
     """Read every trajectory under ``root``; those with fewer than ``min_steps`` frames (after
     resampling) are skipped and returned with the reason, never silently dropped."""
-    from tqdm.auto import tqdm
+    from vjepa2.progress import progress_bar
 
     kept, skipped = [], []
-    for path in tqdm(find_trajectories(root), desc="reading trajectories", disable=not progress, unit="traj"):
+    for path in progress_bar(find_trajectories(root), desc="reading trajectories", disable=not progress,
+                             unit="traj"):
         traj = read_trajectory(path, fps=fps, convention=convention)
         if len(traj) < min_steps:
             skipped.append(Skipped(path, f"{len(traj)} steps{f' at {fps} fps' if fps else ''} < {min_steps} needed"))

@@ -35,9 +35,9 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from vjepa2.config import ConfigError
+from vjepa2.progress import progress_bar
 from vjepa2.data.transforms import EvalTransform, TrainTransform, spatial_views
 from vjepa2.embed import SafetensorsStreamWriter
 from vjepa2.evals.data import LabelledVideos, labels_tensor
@@ -305,8 +305,8 @@ def write_feature_cache(path: str | os.PathLike, dataset: LabelledVideos, fn: Fe
     clips_per_video = (clips.train_views if training else clips.views) * clips.segments
     per_batch = max(1, batch_clips // clips_per_video)
     with SafetensorsStreamWriter(path) as writer:
-        bar = tqdm(range(len(dataset)), desc=f"features {describe or dataset.name}", unit="video",
-                   disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(range(len(dataset)), desc=f"features {describe or dataset.name}", unit="video",
+                           disable=not progress)
         pending: list[tuple[int, torch.Tensor]] = []
 
         def flush() -> None:

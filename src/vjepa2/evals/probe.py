@@ -21,7 +21,6 @@ import json
 import math
 import os
 import re
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,7 +29,6 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from vjepa2.config import ConfigError, from_dict, to_dict
 from vjepa2.evals.data import LabelledVideos, ToyVideos, open_lists
@@ -41,6 +39,7 @@ from vjepa2.evals.probe_weights import save_probes
 from vjepa2.evals.toy import ToyConfig, ToyTask
 from vjepa2.files import check_output_dir, write_json
 from vjepa2.models.probe import AttentiveProbe, ProbeConfig, ProbeVariant, probe_config
+from vjepa2.progress import progress_bar, progress_write
 
 LossKind = Literal["cross_entropy", "focal"]
 
@@ -165,8 +164,8 @@ class ProbeGrid:
         step = 0
         for probe in self.probes:
             probe.train()
-        bar = tqdm(range(grid.epochs), desc=f"probes {describe}".strip(), unit="epoch", disable=not progress,
-                   dynamic_ncols=True)
+        bar = progress_bar(range(grid.epochs), desc=f"probes {describe}".strip(), unit="epoch",
+                           disable=not progress)
         for _ in bar:
             order = torch.randperm(n, generator=generator)
             views = torch.randint(features.num_views, (n,), generator=generator)
@@ -186,7 +185,7 @@ class ProbeGrid:
             epoch_loss /= n
             if not torch.isfinite(epoch_loss).all():
                 bad = [self.grid.hparams[i] for i in range(len(self.probes)) if not math.isfinite(epoch_loss[i])]
-                tqdm.write(f"warning: non-finite training loss for (lr, wd) = {bad}", file=sys.stderr)
+                progress_write(f"warning: non-finite training loss for (lr, wd) = {bad}")
             bar.set_postfix_str(f"loss min {float(epoch_loss.nan_to_num(float('inf')).min()):.3f}", refresh=False)
         self.train_losses = epoch_loss.tolist()
         return self.train_losses
@@ -500,7 +499,7 @@ def fit_and_report(*, train_data: LabelledVideos, val_data: LabelledVideos, fn: 
     """
     out = Path(out)
     started = time.time()
-    log = (lambda msg: tqdm.write(msg, file=sys.stderr)) if progress else None
+    log = progress_write if progress else None
     train_features = build_features(train_data, fn, clips, True, seed, cache_dir, cache_dtype, encode_batch,
                                     progress, f"{describe} train".strip(), log)
     val_features = build_features(val_data, fn, clips, False, seed, cache_dir, cache_dtype, encode_batch,

@@ -169,9 +169,8 @@ def export_toy_dataset(name: str, out: str | os.PathLike, config: ToyConfig | No
     Returns:
         ``{"train": path, "val": path, "classes": path}``.
     """
-    from tqdm import tqdm
-
     from vjepa2.data.video import write_video
+    from vjepa2.progress import progress_bar
 
     if size % 2:
         raise ConfigError(f"--size {size} must be even (H.264 video stores even frame sizes)")
@@ -182,7 +181,7 @@ def export_toy_dataset(name: str, out: str | os.PathLike, config: ToyConfig | No
     for split in SPLITS:
         task = ToyTask(name, split, config)
         lines = []
-        for i in tqdm(range(len(task)), desc=f"{name} {split}", unit="video", disable=not progress):
+        for i in progress_bar(range(len(task)), desc=f"{name} {split}", unit="video", disable=not progress):
             relative = f"{split}/{i:05d}.mp4"
             write_video(out / relative, task.render(i, frames, size), fps=fps)
             label = task.label(i)

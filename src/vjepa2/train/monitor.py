@@ -13,14 +13,13 @@ import csv
 import io
 import math
 import os
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
+from vjepa2 import progress
 from vjepa2.files import atomic_write_text
 from vjepa2.train import distributed as dist_utils
 
@@ -53,8 +52,8 @@ class RunMonitor:
         self.csv_path = self.out_dir / "log.csv"
         self._tb = None
         self._csv = None
-        self.bar = tqdm(total=total_steps, initial=start_step, desc=desc, unit="step", dynamic_ncols=True,
-                        disable=not (enabled and progress_bar), file=sys.stderr)
+        self.bar = progress.progress_bar(total=total_steps, initial=start_step, desc=desc, unit="step",
+                                         disable=not (enabled and progress_bar))
         if not enabled:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -84,7 +83,7 @@ class RunMonitor:
     def write(self, message: str) -> None:
         """Print a line above the progress bar (main process only)."""
         if self.enabled:
-            tqdm.write(message, file=sys.stderr)
+            progress.progress_write(message)
 
     def advance(self, steps: int = 1, **postfix) -> None:
         """Move the bar; ``postfix`` values (loss, lr, clips/s...) are shown next to it."""

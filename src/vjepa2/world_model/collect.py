@@ -26,10 +26,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from vjepa2.data.trajectories import write_trajectory
 from vjepa2.files import OutputPathError, check_output_dir, write_json
+from vjepa2.progress import progress_bar
 from vjepa2.world_model.envs.toy_push import ToyPushConfig, ToyPushSource
 
 #: Frame rate recorded for a source that reports none (e.g. a Gymnasium env without ``render_fps``).
@@ -93,7 +93,8 @@ def collect(source, out: str | os.PathLike, episodes: int, steps: int, seed: int
     out.mkdir(parents=True, exist_ok=True)
     write_json(description, out / "collect.json")
     written = []
-    for index in tqdm(range(episodes), desc=f"collecting {description['env']}", unit="episode", disable=not progress):
+    for index in progress_bar(range(episodes), desc=f"collecting {description['env']}", unit="episode",
+                              disable=not progress):
         target = episode_dir(out, index)
         if target.exists() and not overwrite:
             written.append(target)

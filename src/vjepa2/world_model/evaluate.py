@@ -51,7 +51,7 @@ def rollout_errors(predictor: ACPredictor, files: list[Path], horizons=(1, 2, 4,
     :func:`~vjepa2.data.trajectories.apply_action`), or from the recordings when it is None (then
     the shuffled rows keep the true states). Returns ``{"model": {k: err}, "shuffled": ..., "copy": ...}``.
     """
-    from tqdm.auto import tqdm
+    from vjepa2.progress import progress_bar
 
     horizons = sorted(horizons)
     longest = horizons[-1]
@@ -62,7 +62,8 @@ def rollout_errors(predictor: ACPredictor, files: list[Path], horizons=(1, 2, 4,
         raise ValueError(f"no trajectory is longer than {longest} steps")
     predictor = predictor.eval()
     device = next(predictor.parameters()).device
-    for i in tqdm(range(0, len(starts), batch_size), desc="rollout errors", disable=not progress):
+    for i in progress_bar(range(0, len(starts), batch_size), desc="rollout errors", unit="batch",
+                          disable=not progress):
         windows = [read_features(f, s, s + longest + 1) for f, s in starts[i:i + batch_size]]
         h = normalize_latents(torch.stack([w["features"] for w in windows]).float().to(device))
         actions = torch.stack([w["actions"] for w in windows]).to(device)[:, :longest]

@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from vjepa2.files import atomic_path
 from vjepa2 import precision
@@ -38,6 +37,7 @@ from vjepa2.data.trajectories import (Convention, Skipped, Trajectory, Trajector
                                      read_trajectory)
 from vjepa2.data.video import VideoReadError
 from vjepa2.data.transforms import center_crop, normalize, resize_short_side
+from vjepa2.progress import progress_bar
 from vjepa2.models.encoder import VisionEncoder
 
 FORMAT = "vjepa2-ac-features/1"
@@ -164,7 +164,7 @@ def build_feature_cache(root: str | os.PathLike, encoder: VisionEncoder, cache_d
     directory.mkdir(parents=True, exist_ok=True)
     files, skipped = [], []
     paths = find_trajectories(root)
-    for path in tqdm(paths, desc="encoding trajectories", unit="traj", disable=not progress):
+    for path in progress_bar(paths, desc="encoding trajectories", unit="traj", disable=not progress):
         target = directory / f"{trajectory_key(path, fps)}.safetensors"
         signature = source_signature(path)
         if target.is_file():

@@ -37,10 +37,10 @@ from typing import Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from vjepa2.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
 from vjepa2.files import atomic_write_text
+from vjepa2.progress import progress_bar
 from vjepa2.world_model.envs.control import GymControl, ToyPushControl, make_control
 from vjepa2.world_model.mpc import Goal, MPCConfig, run_mpc
 from vjepa2.world_model.planner import CEMConfig, LatentPlanner, PlanResult, cem, fit_to_action_bounds, make_constraint
@@ -366,7 +366,7 @@ def plan_eval(world, cfg: PlanEvalConfig, out: str | Path | None = None, source=
     oracle = SimulatorPlanner(control, world, planner.config) if "oracle" in cfg.baselines else None
     results: dict[str, list[EpisodeResult]] = {m: [] for m in methods}
     files: list[str] = []
-    bar = tqdm(pairs, desc=f"plan-eval {task}", unit="pair", disable=not progress)
+    bar = progress_bar(pairs, desc=f"plan-eval {task}", unit="pair", disable=not progress)
     for index, pair in enumerate(bar):
         result, episode = run_planner(control, pair, world, planner, cfg.mpc)
         results["planner"].append(result)
