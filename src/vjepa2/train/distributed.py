@@ -182,3 +182,19 @@ def broadcast_object(obj, src: int = 0):
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+def full_state_dicts(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Unsharded CPU ``(model, optimizer)`` state dicts with parameter-name keys (full on rank 0)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_full_state_dicts(model: nn.Module, optimizer: torch.optim.Optimizer, model_sd: dict, optim_sd: dict) -> None:
+    """Load unsharded ``(model, optimizer)`` state dicts (as :func:`full_state_dicts` gives) into a
+    wrapped or plain model, strictly; every process loads the same full dicts."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd,
+                   options=StateDictOptions(full_state_dict=True, strict=True))

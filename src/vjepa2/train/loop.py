@@ -226,20 +226,6 @@ def _count_non_finite(report: StepReport, step: int, counters: Counters, limit: 
     stop_if_diverged(counters.nonfinite_in_a_row, limit, step, checkpoints, env.is_main)
 
 
-def _full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-    """Unsharded CPU ``(model, optimizer)`` state dicts with parameter-name keys (full on rank 0)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-
-    return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-
-def _load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer, model_sd: dict, optim_sd: dict) -> None:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
-    set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd,
-                   options=StateDictOptions(full_state_dict=True, strict=True))
-
-
 def _restore(trainer: Trainer, cfg, resume: bool, checkpoints: CheckpointDir, env: dist_utils.DistEnv,
              say) -> tuple[int, Counters]:
     """Load the newest valid checkpoint into model and optimiser (``--resume``): ``(step, counters)``.
@@ -263,7 +249,8 @@ def _restore(trainer: Trainer, cfg, resume: bool, checkpoints: CheckpointDir, en
     state = found[1] if found else torch.load(found_path, map_location="cpu", weights_only=True, mmap=True)
     train_state = state[TRAIN_STATE_KEY]
     check_same_model(train_state["config"], to_dict(cfg), found_path)
-    _load_full_state(trainer.training_model, trainer.optimizer, trainer.model_state(state), state["opt"])
+    dist_utils.load_full_state_dicts(trainer.training_model, trainer.optimizer, trainer.model_state(state),
+                                     state["opt"])
     rng = train_state["rng"]
     if len(rng) == env.world_size:
         restore_rng_state(rng[env.rank])
@@ -285,7 +272,7 @@ def _save(trainer: Trainer, cfg, checkpoints: CheckpointDir, env: dist_utils.Dis
     The trainer's payload holds the public release's keys (so that its loaders read the file);
     everything an exact resume needs beyond that sits under :data:`TRAIN_STATE_KEY`.
     """
-    model_sd, optim_sd = _full_state(trainer.training_model, trainer.optimizer)
+    model_sd, optim_sd = dist_utils.full_state_dicts(trainer.training_model, trainer.optimizer)
     rng = dist_utils.all_gather_objects(capture_rng_state())
     path = None
     if env.is_main:
