@@ -284,7 +284,10 @@ class PretrainTrainer:
         self.columns = (["step", "phase", "loss", "loss_avg"] + mask_columns
                         + ["loss_reg", "lr", "ema_momentum", "grad_norm", "target_std", "target_rank", "clips_per_s",
                            "nonfinite_total", "files_skipped", "elapsed_s"])
-        self.summary = RunSummary(Path(cfg.output_dir), 0, 0)
+        # What the run summary adds to the loop's: the last collapse monitors, the files skipped.
+        self.target_std: float | None = None
+        self.target_rank: float | None = None
+        self.skipped_files: list[tuple[int, str, str]] = []
         self.loaders, self.rank_clips = None, None  # rank_clips: the collapse monitor's fixed batch
 
     def begin(self, start_step: int, counters: loop.Counters, monitor: RunMonitor) -> None:
@@ -310,14 +313,14 @@ class PretrainTrainer:
         result = train_step(self.training_model, self.optimizer, micro_batches, lr=lr, momentum=momentum, cfg=cfg,
                             device=env.device, noise=noise_generators(cfg, step, env),
                             sketch=sketch_generator(cfg, step, env))
-        self.summary.target_std = result.target_std
+        self.target_std = result.target_std
         row = {**{f"loss_mask{i}": v for i, v in enumerate(result.mask_losses)}, "loss_reg": result.regularizer,
                "ema_momentum": momentum, "target_std": result.target_std}
         return loop.StepReport(result.loss, result.finite, result.grad_norm, lr, cfg.phase_batch_size(where.phase), row)
 
     def log_values(self) -> dict:
-        self.summary.target_rank = target_feature_rank(self.training_model, self.rank_clips.to(self.env.device))
-        return {"target_rank": self.summary.target_rank}
+        self.target_rank = target_feature_rank(self.training_model, self.rank_clips.to(self.env.device))
+        return {"target_rank": self.target_rank}
 
     def checkpoint_payload(self, model_state: dict, step: int, where) -> dict:
         """The public release's keys (``encoder``, ``target_encoder``, ``predictor`` with
@@ -345,7 +348,7 @@ class PretrainTrainer:
         with open(Path(self.cfg.output_dir) / "skipped_files.tsv", "a") as f:
             for path, reason in skipped:
                 f.write(f"{step + 1}\t{path}\t{reason}\n")
-                self.summary.skipped_files.append((step + 1, path, reason))
+                self.skipped_files.append((step + 1, path, reason))
                 self.monitor.write(f"step {step + 1}: skipped {path}: {reason}")
 
 
@@ -378,7 +381,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> RunSummary:
     finally:
         torch.set_num_threads(threads)
         dist_utils.shutdown()
-    summary = RunSummary(**{**vars(trainer.summary), **vars(run)})
+    summary = RunSummary(**vars(run), target_std=trainer.target_std, target_rank=trainer.target_rank,
+                         skipped_files=trainer.skipped_files)
     if env.is_main:
         print(format_summary(summary))
     return summary
