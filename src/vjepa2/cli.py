@@ -26,6 +26,13 @@ COMMAND_PARSERS: list[str] = [
 ]
 
 
+def add_config_arguments(parser: argparse.ArgumentParser, overrides_example: str) -> None:
+    """``--print-config`` and the positional ``KEY=VALUE`` overrides of a config-driven command
+    (read back by :func:`load_command_config` / :func:`print_config`)."""
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"dotted overrides, e.g. {overrides_example}")
+
+
 def load_command_config(command: str, load, *args, **kwargs):
     """``load(*args, **kwargs)`` (a config loader); on a config error print one line naming
     ``command`` and return None (the command then exits with status 2)."""

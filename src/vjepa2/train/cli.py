@@ -15,7 +15,7 @@ import argparse
 import dataclasses
 import sys
 
-from vjepa2.cli import load_command_config, print_config
+from vjepa2.cli import add_config_arguments, load_command_config, print_config
 from vjepa2.config import ConfigError
 
 
@@ -30,11 +30,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest valid checkpoint in the output directory "
                              "(starts from step 0 if there is none)")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved config as YAML and exit without training")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="dotted overrides, e.g. optim.lr=1e-4 batch_size=16 phases.main.iterations=200 "
-                             "(phases are addressed by name)")
+    add_config_arguments(parser, "optim.lr=1e-4 batch_size=16 phases.main.iterations=200 (phases are addressed "
+                                 "by name)")
     parser.set_defaults(func=run)
     return parser
 

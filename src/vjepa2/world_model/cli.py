@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vjepa2.cli import load_command_config, print_config
+from vjepa2.cli import add_config_arguments, load_command_config, print_config
 from vjepa2.world_model import collect
 from vjepa2.world_model.evaluate import STATE_MODES
 
@@ -44,9 +44,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--config", help="YAML file with the run's settings (defaults: tiny CPU run)")
     p.add_argument("--out", help="output directory (sets output_dir; default runs/ac)")
     p.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in --out")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="dotted overrides, e.g. schedule.iterations=300 encoder.weights=random:small loss.rollout_steps=3")
+    add_config_arguments(p, "schedule.iterations=300 encoder.weights=random:small loss.rollout_steps=3")
     p.set_defaults(func=_train)
 
     p = subparsers.add_parser(
@@ -86,9 +84,7 @@ def add_plan_eval_parser(subparsers) -> None:
     p.add_argument("--out", default="runs/plan-eval", help="output directory (default runs/plan-eval)")
     p.add_argument("--config", help="YAML file with the settings (see PlanEvalConfig)")
     p.add_argument("--device", default="cpu", help="torch device of the world model (default cpu)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="dotted overrides, e.g. planner.samples=200 planner.iterations=5 mpc.steps_per_goal=20")
+    add_config_arguments(p, "planner.samples=200 planner.iterations=5 mpc.steps_per_goal=20")
     p.set_defaults(func=_plan_eval)
 
 
