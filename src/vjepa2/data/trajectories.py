@@ -74,8 +74,12 @@ def resample_actions(states: np.ndarray, actions: np.ndarray, indices: np.ndarra
 
     Each is the composition of the original actions over the skipped interval (integrated from
     the state at its start with :func:`apply_action`, then differenced), which is exact for both
-    conventions; for ``delta`` it is the sum.
+    conventions; for ``delta`` it is the sum. Actions that are not state changes (a width other
+    than the state's, e.g. a LeRobot dataset's joint targets) cannot be composed: each interval
+    keeps its last command, the one in force when the next kept frame is shown.
     """
+    if len(indices) > 1 and actions.shape[1] != states.shape[1]:
+        return actions[indices[1:] - 1].astype(np.float32)
     out = []
     for begin, end in zip(indices[:-1], indices[1:]):
         state = states[begin].astype(np.float64)

@@ -31,6 +31,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--block-bias", type=float, default=0.5,
                    help="toy-push: probability that a new random action heads roughly towards the block (default 0.5)")
     p.add_argument("--video", action="store_true", help="store frames.mp4 (lossy h264) instead of PNG frames")
+    p.add_argument("--format", choices=["folders", "lerobot"], default="folders",
+                   help="folders: one trajectory folder per episode (default); lerobot: a LeRobot v3.0 dataset")
     p.add_argument("--overwrite", action="store_true", help="re-record episodes that already exist")
     p.set_defaults(func=_collect)
 
@@ -40,7 +42,8 @@ def add_parser(subparsers) -> None:
                     "teacher-forcing + rollout L1 loss. Example: vjepa2 train-ac --data data/toy_push --out runs/ac "
                     "schedule.iterations=300 model.depth=2",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="directory of trajectories (sets data.trajectories)")
+    p.add_argument("--data", help="directory of trajectories or a LeRobot v3.0/v2.1 dataset (sets data.trajectories; "
+                                  "data.camera/state/action pick its streams)")
     p.add_argument("--config", help="YAML file with the run's settings (defaults: tiny CPU run)")
     p.add_argument("--out", help="output directory (sets output_dir; default runs/ac)")
     p.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in --out")
@@ -52,7 +55,8 @@ def add_parser(subparsers) -> None:
         description="Roll a trained AC predictor out from every window of held-out trajectories and compare "
                     "its latents with the true ones, next to the copy-the-current-latent baseline.")
     p.add_argument("--run", required=True, help="train-ac output directory or checkpoint file")
-    p.add_argument("--data", required=True, help="held-out trajectories (encoded into the run's feature cache)")
+    p.add_argument("--data", required=True, help="held-out trajectories or a LeRobot dataset (encoded into the run's "
+                                                 "feature cache; its camera/state/action streams as in training)")
     p.add_argument("--horizons", type=int, nargs="+", default=[1, 2, 4, 8], help="steps ahead (default 1 2 4 8)")
     p.add_argument("--stride", type=int, default=1, help="distance between window starts (default 1)")
     p.add_argument("--cache", help="feature cache directory (default <run>/features)")
@@ -96,14 +100,19 @@ def _collect(args: argparse.Namespace) -> int:
         print(f"vjepa2 collect: {err}", file=sys.stderr)
         return 2
     try:
-        paths = collect.collect(source, args.out, args.episodes, args.steps, seed=args.seed, video=args.video,
-                                overwrite=args.overwrite)
-    except ValueError as err:
+        if args.format == "lerobot":
+            collect.collect_lerobot(source, args.out, args.episodes, args.steps, seed=args.seed,
+                                    overwrite=args.overwrite)
+        else:
+            collect.collect(source, args.out, args.episodes, args.steps, seed=args.seed, video=args.video,
+                            overwrite=args.overwrite)
+    except (ValueError, FileExistsError, ImportError) as err:
         print(f"vjepa2 collect: {err}", file=sys.stderr)
         return 2
     finally:
         source.close()
-    print(f"wrote {len(paths)} trajectories to {args.out}")
+    what = "a LeRobot v3.0 dataset" if args.format == "lerobot" else "trajectory folders"
+    print(f"wrote {args.episodes} episodes to {args.out} ({what})")
     return 0
 
 
@@ -122,7 +131,7 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         train_ac(cfg, resume=args.resume)
-    except (ConfigError, FileExistsError, FileNotFoundError, TrainingDiverged, ValueError) as err:
+    except (ConfigError, FileExistsError, FileNotFoundError, ImportError, TrainingDiverged, ValueError) as err:
         print(f"vjepa2 train-ac: {err}", file=sys.stderr)
         return 2 if isinstance(err, ConfigError) else 1
     return 0
@@ -140,7 +149,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         run_dir = Path(args.run) if Path(args.run).is_dir() else world.checkpoint.parent.parent
         cache = Path(args.cache) if args.cache else run_dir / "features"
         features = build_feature_cache(args.data, world.encoder, cache, img_size=world.img_size, fps=world.fps,
-                                       min_steps=max(args.horizons) + 1)
+                                       min_steps=max(args.horizons) + 1, streams=world.streams)
         for skipped in features.skipped:
             print(f"skipped {skipped.path}: {skipped.reason}")
         pcfg = world.predictor.config
@@ -153,11 +162,11 @@ def _evaluate(args: argparse.Namespace) -> int:
             from vjepa2.world_model.strip import LatentBank, nearest_neighbour_strip
 
             bank = build_feature_cache(args.bank or _training_data(run_dir), world.encoder, cache,
-                                       img_size=world.img_size, fps=world.fps)
+                                       img_size=world.img_size, fps=world.fps, streams=world.streams)
             path = nearest_neighbour_strip(world.predictor, LatentBank(bank.files), features.files[0], 0,
                                            max(args.horizons), args.strip)
             print(f"image strip: {path}")
-    except (WeightsError, TrajectoryError, ValueError, FileNotFoundError) as err:
+    except (WeightsError, TrajectoryError, ValueError, FileNotFoundError, ImportError) as err:
         print(f"vjepa2 eval-ac: {err}", file=sys.stderr)
         return 1
     return 0

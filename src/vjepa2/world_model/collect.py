@@ -7,8 +7,10 @@
 
 Episode ``i`` is seeded with ``seed + i`` and written to ``OUT/episode_<i>/`` (``steps`` actions,
 ``steps + 1`` frames); existing episodes are kept, so an interrupted collection resumes where it
-stopped. For toy-push the stored states/actions use the 7-D robot convention (effector
-``(x, y, 0, 0, 0, 0, 0)``; see :mod:`vjepa2.world_model.envs.toy_push`) and ``env_states.npy``
+stopped. ``--format lerobot`` writes a LeRobot v3.0 dataset instead (:mod:`vjepa2.data.lerobot_write`:
+one parquet and one h264 mp4 for all episodes, readable by LeRobot's tools and by ``vjepa2 train-ac``),
+built aside and moved into place at the end. For toy-push the stored states/actions use the 7-D
+robot convention (effector ``(x, y, 0, 0, 0, 0, 0)``; see :mod:`vjepa2.world_model.envs.toy_push`) and ``env_states.npy``
 holds the full ``(T, 5)`` world state for success tests.
 
 The toy-push random policy is *sticky*: each step keeps the previous action with probability
@@ -106,6 +108,30 @@ def collect(source, out: str | os.PathLike, episodes: int, steps: int, seed: int
                          overwrite=overwrite)
         written.append(target)
     return written
+
+
+def collect_lerobot(source, out: str | os.PathLike, episodes: int, steps: int, seed: int = 0,
+                    overwrite: bool = False, progress: bool = True) -> Path:
+    """Write ``episodes`` random-action episodes to ``out`` as a LeRobot v3.0 dataset; returns ``out``.
+
+    The task string of every episode is ``"<env>: random actions"``; the settings are kept in
+    ``meta/vjepa2_collect.json``. An existing non-empty ``out`` is refused unless ``overwrite``.
+    """
+    from vjepa2.data.lerobot_write import LeRobotWriter
+
+    if episodes < 1 or steps < 1:
+        raise ValueError(f"episodes and steps must be >= 1, got episodes={episodes}, steps={steps}")
+    out = check_output_dir(out)
+    fps = source.fps or DEFAULT_FPS
+    description = {**source.describe(), "episodes": episodes, "steps": steps, "seed": seed, "fps": fps}
+    with LeRobotWriter(out, fps, robot_type=description["env"], overwrite=overwrite) as writer:
+        for index in progress_bar(range(episodes), desc=f"collecting {description['env']}", unit="episode",
+                                  disable=not progress):
+            data = record_episode(source, steps, seed + index)
+            writer.add_episode(data["frames"], data["states"], data["actions"],
+                               task=f"{description['env']}: random actions", extras=data["extras"])
+        (writer.tmp / "meta" / "vjepa2_collect.json").write_text(json.dumps(description, indent=2) + "\n")
+    return out
 
 
 def _check_same_collection(out: Path, description: dict, overwrite: bool) -> None:

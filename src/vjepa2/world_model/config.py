@@ -10,6 +10,7 @@ from typing import Literal
 import torch
 
 from vjepa2.config import ConfigError, from_dict
+from vjepa2.data.lerobot import Streams
 from vjepa2.models.ac_predictor import ACPredictorConfig, ac_predictor_config
 from vjepa2.models.sizes import SIZES
 from vjepa2.train.config import CheckpointConfig, DistributedConfig, LogConfig, OptimConfig
@@ -21,10 +22,14 @@ STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": 
 
 @dataclass(frozen=True)
 class ACDataConfig:
-    """Trajectories (our format or DROID episodes, see :mod:`vjepa2.data.trajectories`) and clips.
+    """Trajectories (our format, DROID episodes, or a LeRobot v3.0 / v2.1 dataset; see
+    :mod:`vjepa2.data.sources`) and clips.
 
     ``clip_steps`` frames per training clip; shorter trajectories are skipped and reported.
     ``cache_dir``: where encoded features are kept (default ``<output_dir>/features``).
+    ``camera`` / ``state`` / ``action``: which streams of a LeRobot dataset make the trajectory
+    (:class:`vjepa2.data.lerobot.Streams`: a video key or its last part; state keys joined by ``+``;
+    an action key or ``derive``); ``camera`` also picks DROID's ``left`` / ``right`` camera.
     """
 
     trajectories: str = ""
@@ -32,6 +37,13 @@ class ACDataConfig:
     clip_steps: int = 4
     cache_dir: str | None = None
     convention: Literal["auto", "pose7", "delta"] = "auto"
+    camera: str | None = None
+    state: str | None = None
+    action: str | None = None
+
+    @property
+    def streams(self) -> Streams:
+        return Streams(camera=self.camera, state=self.state, action=self.action)
 
     def validate(self) -> None:
         if self.clip_steps < 2:

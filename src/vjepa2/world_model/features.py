@@ -9,7 +9,8 @@ Cache layout: ``<cache_dir>/<encoder fingerprint>/<trajectory key>.safetensors``
 - ``features`` ``(T, H'*W', D)`` raw encoder outputs (layer-norm them with
   :func:`vjepa2.models.ac_predictor.normalize_latents` before use, as training does),
 - ``states`` ``(T, S)``, ``actions`` ``(T-1, A)`` and ``extra.<name>`` per-step extras,
-- metadata: the source directory, a signature of its files (size + mtime), fps, grid, encoder info.
+- metadata: the source (a directory, or a LeRobot episode; :mod:`vjepa2.data.sources`), the streams
+  read, a signature of its files (size + mtime), fps, grid, encoder info.
 
 The fingerprint hashes the encoder config, its weights and the preprocessing, so a different
 encoder never reads another's features; the signature makes an edited trajectory re-encode. Files
@@ -33,8 +34,9 @@ from safetensors.torch import save_file
 
 from vjepa2.files import atomic_path
 from vjepa2 import precision
-from vjepa2.data.trajectories import (Convention, Skipped, Trajectory, TrajectoryError, find_trajectories,
-                                     read_trajectory)
+from vjepa2.data.lerobot import Streams, split_episode_source
+from vjepa2.data.sources import find_sources, read_source, source_signature
+from vjepa2.data.trajectories import Convention, Skipped, Trajectory, TrajectoryError
 from vjepa2.data.video import VideoReadError
 from vjepa2.data.transforms import center_crop, normalize, resize_short_side
 from vjepa2.progress import progress_bar
@@ -88,20 +90,12 @@ def encoder_fingerprint(encoder: VisionEncoder, img_size: int) -> str:
     return digest.hexdigest()[:16]
 
 
-def source_signature(path: Path) -> str:
-    """Digest of the names, sizes and modification times of every file of a trajectory directory."""
-    entries = []
-    for p in sorted(path.rglob("*")):
-        if p.is_file():
-            st = p.stat()
-            entries.append(f"{p.relative_to(path)}:{st.st_size}:{st.st_mtime_ns}")
-    return hashlib.sha1("\n".join(entries).encode()).hexdigest()
-
-
-def trajectory_key(path: Path, fps: float | None) -> str:
-    """File-name-safe key: the directory name plus a digest of its full path and the fps."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", path.name)[:60] or "trajectory"
-    digest = hashlib.sha1(f"{path.resolve()}|{fps}".encode()).hexdigest()[:10]
+def trajectory_key(name: str, source: str, fps: float | None, streams: Streams = Streams()) -> str:
+    """File-name-safe key: the trajectory's name plus a digest of its source, the fps and the streams."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:60] or "trajectory"
+    if split_episode_source(source) is None:
+        source = str(Path(source).resolve())
+    digest = hashlib.sha1(f"{source}|{fps}|{streams}".encode()).hexdigest()[:10]
     return f"{safe}-{digest}"
 
 
@@ -136,6 +130,12 @@ def feature_metadata(path: str | os.PathLike) -> dict:
         return json.loads(f.metadata()["vjepa2"])
 
 
+def read_cached_source(path: str | os.PathLike) -> Trajectory:
+    """The trajectory a cached feature file was encoded from (same source, fps and streams)."""
+    meta = feature_metadata(path)
+    return read_source(meta["source"], fps=meta.get("fps"), streams=Streams(**meta.get("streams", {})))
+
+
 def _save_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
     with atomic_path(path) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"vjepa2": json.dumps(metadata)})
@@ -145,8 +145,12 @@ def build_feature_cache(root: str | os.PathLike, encoder: VisionEncoder, cache_d
                         img_size: int, fps: float | None = None, min_steps: int = 2,
                         convention: Convention = "auto", batch_size: int = 32, dtype: str = "fp32",
                         store_dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-                        progress: bool = True, encoder_info: dict | None = None) -> FeatureSet:
+                        progress: bool = True, encoder_info: dict | None = None,
+                        streams: Streams = Streams()) -> FeatureSet:
     """Encode every trajectory under ``root`` not cached yet (or changed since) into ``cache_dir``.
+
+    ``root`` is a folder of trajectories or a LeRobot dataset (:mod:`vjepa2.data.sources`); a
+    trajectory that cannot be read is skipped and listed with the reason, never fatal.
 
     Trajectories with fewer than ``min_steps`` frames at ``fps`` are skipped and listed in the
     result (``FeatureSet.skipped``) with the reason.
@@ -157,16 +161,22 @@ def build_feature_cache(root: str | os.PathLike, encoder: VisionEncoder, cache_d
         fps: resample trajectories to this rate first (None: recorded rate).
         store_dtype: dtype of the stored features (float16/bfloat16 halve the disk use).
         encoder_info: extra JSON stored with each file (e.g. how to rebuild the encoder).
+        streams: camera / state / action streams of LeRobot datasets (and the DROID camera).
     """
     encoder = encoder.eval().to(device)
     fingerprint = encoder_fingerprint(encoder, img_size)
     directory = Path(cache_dir) / fingerprint
     directory.mkdir(parents=True, exist_ok=True)
     files, skipped = [], []
-    paths = find_trajectories(root)
-    for path in progress_bar(paths, desc="encoding trajectories", unit="traj", disable=not progress):
-        target = directory / f"{trajectory_key(path, fps)}.safetensors"
-        signature = source_signature(path)
+    sources = find_sources(root, streams)
+    for entry in progress_bar(sources, desc="encoding trajectories", unit="traj", disable=not progress):
+        path = entry.source
+        target = directory / f"{trajectory_key(entry.name, path, fps, streams)}.safetensors"
+        try:
+            signature = source_signature(path)
+        except (TrajectoryError, OSError, ValueError) as err:
+            skipped.append(Skipped(Path(path), f"unreadable: {str(err).splitlines()[0][:300]}"))
+            continue
         if target.is_file():
             try:
                 meta = feature_metadata(target)
@@ -176,20 +186,26 @@ def build_feature_cache(root: str | os.PathLike, encoder: VisionEncoder, cache_d
                 files.append(target)
                 continue
         try:
-            traj = read_trajectory(path, fps=fps, convention=convention)
+            traj = read_source(path, fps=fps, convention=convention, streams=streams)
         except (TrajectoryError, VideoReadError, OSError, ValueError) as err:  # one bad episode never stops a run
-            skipped.append(Skipped(path, f"unreadable: {str(err).splitlines()[0][:300]}"))
+            skipped.append(Skipped(Path(path), f"unreadable: {str(err).splitlines()[0][:300]}"))
             continue
         if len(traj) < min_steps:
-            skipped.append(Skipped(path, f"{len(traj)} steps{f' at {fps} fps' if fps else ''} < {min_steps} needed"))
+            at = f" at {fps} fps" if fps else ""
+            skipped.append(Skipped(Path(path), f"{len(traj)} steps{at} < {min_steps} needed"))
             continue
         features = encode_frames(encoder, traj.frames, img_size, batch_size=batch_size, dtype=dtype, device=device)
         _save_atomic(target, _tensors(traj, features.to(store_dtype)), {
-            "format": FORMAT, "source": str(path.resolve()), "name": traj.name, "signature": signature,
+            "format": FORMAT, "source": _resolved(path), "streams": dataclasses.asdict(streams), "name": traj.name,
+            "signature": signature,
             "fps": traj.fps, "length": len(traj), "grid": _grid(encoder, img_size), "img_size": img_size,
             "encoder_fingerprint": fingerprint, "encoder": encoder_info or {}, "meta": traj.meta})
         files.append(target)
     return FeatureSet(files=files, skipped=skipped, directory=directory, fingerprint=fingerprint)
+
+
+def _resolved(source: str) -> str:
+    return source if split_episode_source(source) is not None else str(Path(source).resolve())
 
 
 def _grid(encoder: VisionEncoder, img_size: int) -> list[int]:

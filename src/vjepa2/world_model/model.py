@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from vjepa2.config import ConfigError, from_dict
+from vjepa2.data.lerobot import Streams
 from vjepa2.models.ac_predictor import ACPredictor, normalize_latents
 from vjepa2.models.encoder import VisionEncoder
 from vjepa2.train.checkpoint import CheckpointDir
@@ -45,6 +46,7 @@ class WorldModel:
     img_size: int
     checkpoint: Path
     fps: float | None = None
+    streams: Streams = Streams()
 
     @torch.no_grad()
     def encode(self, frames, batch_size: int = 64, dtype: str = "fp32") -> torch.Tensor:
@@ -78,4 +80,5 @@ def load_world_model(path: str | Path) -> WorldModel:
     if recorded and encoder_fingerprint(encoder, enc_cfg.img_size) != recorded:
         raise WeightsError(f"{path}: the encoder {enc_cfg.weights!r} is not the one this predictor was trained on "
                            f"(fingerprint differs); restore that encoder file")
-    return WorldModel(encoder, predictor.eval(), enc_cfg.img_size, path, fps=meta.get("fps"))
+    return WorldModel(encoder, predictor.eval(), enc_cfg.img_size, path, fps=meta.get("fps"),
+                      streams=Streams(**meta.get("streams", {})))

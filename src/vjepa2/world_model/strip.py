@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vjepa2.data.trajectories import read_trajectory
 from vjepa2.models.ac_predictor import ACPredictor, normalize_latents
-from vjepa2.world_model.features import feature_metadata, read_features
+from vjepa2.world_model.features import read_cached_source, read_features
 
 
 class LatentBank:
@@ -46,8 +45,7 @@ class LatentBank:
     def frame(self, file_index: int, step: int) -> np.ndarray:
         """``(H, W, 3)`` uint8 frame ``step`` of bank trajectory ``file_index``."""
         if file_index not in self._frames:
-            meta = feature_metadata(self.files[file_index])
-            self._frames[file_index] = read_trajectory(meta["source"], fps=meta.get("fps")).frames
+            self._frames[file_index] = read_cached_source(self.files[file_index]).frames
         return self._frames[file_index][step]
 
 
@@ -65,8 +63,7 @@ def nearest_neighbour_strip(predictor: ACPredictor, bank: LatentBank, query: Pat
     device = next(predictor.parameters()).device
     imagined = predictor.eval().rollout(h[:, :1].to(device), window["actions"][None, :horizon].to(device),
                                         window["states"][None, :horizon].to(device))[0].cpu()
-    meta = feature_metadata(query)
-    real = read_trajectory(meta["source"], fps=meta.get("fps")).frames[start:start + horizon + 1]
+    real = read_cached_source(query).frames[start:start + horizon + 1]
     decoded = [bank.frame(*ij) for ij in bank.nearest(imagined, exclude_file=query)]
     fig, axes = plt.subplots(2, horizon + 1, figsize=(1.6 * (horizon + 1), 3.6), dpi=100)
     for k in range(horizon + 1):

@@ -185,7 +185,7 @@ def prepare_features(cfg: ACTrainConfig, encoder: VisionEncoder, device: torch.d
                                fps=cfg.data.fps, min_steps=cfg.data.clip_steps, convention=cfg.data.convention,
                                batch_size=cfg.encoder.batch_size, dtype=cfg.encoder.dtype,
                                store_dtype=STORE_DTYPES[cfg.encoder.store_dtype], device=device, progress=progress,
-                               encoder_info=dataclasses.asdict(cfg.encoder))
+                               encoder_info=dataclasses.asdict(cfg.encoder), streams=cfg.data.streams)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -267,7 +267,8 @@ class ACTrainer:
         return {"predictor": add_prefix(predictor_sd),
                 METADATA_KEY: {"ac_predictor_config": dataclasses.asdict(self.predictor.config),
                                "encoder": dataclasses.asdict(cfg.encoder),
-                               "encoder_fingerprint": self.features.fingerprint, "fps": cfg.data.fps}}
+                               "encoder_fingerprint": self.features.fingerprint, "fps": cfg.data.fps,
+                               "streams": dataclasses.asdict(cfg.data.streams)}}
 
     def model_state(self, checkpoint: dict) -> dict:
         return {f"predictor.{k}": v for k, v in strip_prefixes(checkpoint["predictor"]).items()}
