@@ -162,7 +162,7 @@ def test_missing_unexpected_and_mismatched_keys_are_named(tmp_path):
     torch.save({"target_encoder": sd}, tmp_path / "shape.pt")
     with pytest.raises(WeightsError, match=r"norm.weight: checkpoint \(7,\)"):
         vjepa2.load_encoder(tmp_path / "shape.pt")
-    with pytest.raises(WeightsError, match="no 'target_encoder' entry"):
+    with pytest.raises(WeightsError, match="no 'target_encoder' or 'ema_encoder' entry"):
         torch.save({"encoder": enc.state_dict(), "opt": {}}, tmp_path / "k.pt")
         vjepa2.load_encoder(tmp_path / "k.pt")
     with pytest.raises(WeightsError, match="no such file"):

@@ -116,7 +116,7 @@ def add_embed_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "embed", help="encode videos into token features and pooled vectors (safetensors)",
         description="Encode videos (or directories of videos; images count as one-frame videos) with a "
-                    "V-JEPA 2 encoder. Writes per-video token features (N, D) and their mean (D,) into "
+                    "V-JEPA 2 or 2.1 encoder. Writes per-video token features (N, D) and their mean (D,) into "
                     "one safetensors file. Unreadable files are reported and skipped; the exit code is 1 "
                     "if any file failed.")
     parser.add_argument("inputs", nargs="*", metavar="VIDEO_OR_DIR", help="video/image files or directories")
@@ -135,6 +135,9 @@ def add_embed_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of a random:<size> encoder (default 0)")
     parser.add_argument("--demo", action="store_true",
                         help="embed a synthetic video written on the fly (default weights random:tiny)")
+    parser.add_argument("--hierarchical", action="store_true",
+                        help="V-JEPA 2.1 weights: write the four normalised levels concatenated (N, 4D) instead of "
+                             "the last (N, D)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run_embed)
 
@@ -178,7 +181,7 @@ def _embed(args: argparse.Namespace, paths: list[Path], weights: str) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise embed.EmbedError("--device cuda: CUDA is not available on this machine; use --device cpu")
-    encoder = embed.build_encoder(weights, seed=args.seed)
+    encoder = embed.build_encoder(weights, seed=args.seed, hierarchical=args.hierarchical)
     settings = {"weights": weights, "seed": args.seed if weights.startswith(embed.RANDOM_PREFIX) else None}
     report = embed.embed_videos(paths, encoder, args.out, frames=args.frames, size=args.size, fps=args.fps,
                                 dtype=args.dtype, batch_size=args.batch_size, device=device, settings=settings,

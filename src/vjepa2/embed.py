@@ -33,6 +33,7 @@ from vjepa2.data.transforms import EvalTransform
 from vjepa2.data.video import ClipInfo, VideoReadError, read_clip, write_video
 from vjepa2.files import OutputPathError, atomic_write, check_output_file
 from vjepa2.models import SIZES, VisionEncoder, encoder_config
+from vjepa2.models.vjepa2_1 import VisionEncoder21
 from vjepa2.progress import progress_bar, progress_write
 
 FORMAT = "vjepa2-embeddings/1"
@@ -142,10 +143,13 @@ def video_keys(paths: list[Path]) -> list[str]:
     return [p.resolve().relative_to(root).as_posix() for p in paths]
 
 
-def build_encoder(weights: str, seed: int = 0) -> VisionEncoder:
+def build_encoder(weights: str, seed: int = 0, hierarchical: bool = False) -> VisionEncoder:
     """The encoder named by ``weights``: ``random:<size>`` (seeded random init, e.g. ``random:tiny``)
-    or a checkpoint path / transformers directory read by :func:`vjepa2.weights.load_encoder`.
+    or a checkpoint path / transformers directory read by :func:`vjepa2.weights.load_encoder`
+    (V-JEPA 2 or 2.1). ``hierarchical``: a 2.1 encoder's four levels concatenated ``(N, 4D)``.
     Returned in eval mode."""
+    if hierarchical and weights.startswith(RANDOM_PREFIX):
+        raise EmbedError("--hierarchical needs V-JEPA 2.1 weights, not a random V-JEPA 2 encoder")
     if weights.startswith(RANDOM_PREFIX):
         size = weights[len(RANDOM_PREFIX):]
         if size not in SIZES:
@@ -162,7 +166,13 @@ def build_encoder(weights: str, seed: int = 0) -> VisionEncoder:
         raise EmbedError(f"--weights {weights}: no such file or directory (give a checkpoint .pt/.pth, a "
                          f"transformers directory, or random:<size> for a random encoder)")
     try:
-        return load_encoder(weights, key="target_encoder").eval()
+        encoder = load_encoder(weights)
+        if hierarchical:
+            if not isinstance(encoder, VisionEncoder21):
+                raise EmbedError(f"--hierarchical: {weights} holds a V-JEPA 2 encoder; hierarchical outputs are "
+                                 f"a V-JEPA 2.1 feature")
+            encoder = load_encoder(weights, output="hierarchical")
+        return encoder.eval()
     except WeightsError as err:
         raise EmbedError(str(err)) from None
 
@@ -203,7 +213,8 @@ def embed_videos(paths: Iterable[str | os.PathLike], encoder: VisionEncoder, out
     device = torch.device(device)
     config = encoder.config
     check_options(frames, size, fps, out)
-    if frames % config.tubelet_size:
+    image_tokens = isinstance(encoder, VisionEncoder21) and frames == 1  # 2.1 has an image tokenizer
+    if frames % config.tubelet_size and not image_tokens:
         raise EmbedError(f"--frames {frames} must be a multiple of the encoder's tubelet size {config.tubelet_size}")
     if size % config.patch_size:
         raise EmbedError(f"--size {size} must be a multiple of the encoder's patch size {config.patch_size}")

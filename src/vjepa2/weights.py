@@ -39,6 +39,7 @@ from vjepa2.files import atomic_path, atomic_torch_save, atomic_write_text
 from vjepa2.models.encoder import VisionEncoder
 from vjepa2.models.predictor import Predictor
 from vjepa2.models.sizes import SIZES, EncoderConfig, PredictorConfig
+from vjepa2.models.vjepa2_1 import Encoder21Config, Predictor21, Predictor21Config, VisionEncoder21
 
 PUBLIC_PREFIX = "module.backbone."
 # Key of our own metadata inside a public-layout checkpoint (model configs, RoPE mode, ...).
@@ -304,6 +305,44 @@ def infer_encoder_config(sd: dict[str, torch.Tensor], **overrides) -> EncoderCon
     return from_dict(EncoderConfig, fields)
 
 
+def is_vjepa2_1(sd: dict[str, torch.Tensor]) -> bool:
+    """A V-JEPA 2.1 encoder or predictor state dict (its keys: ``norms_block``, ``patch_embed_img``,
+    modality embeddings, ``predictor_proj_context``)."""
+    marks = ("norms_block.0.weight", "patch_embed_img.proj.weight", "video_mod_embed", "predictor_proj_context.weight")
+    return any(mark in sd for mark in marks)
+
+
+def infer_encoder21_config(sd: dict[str, torch.Tensor], **overrides) -> Encoder21Config:
+    """V-JEPA 2.1 encoder config from tensor shapes (as :func:`infer_encoder_config`, plus the levels)."""
+    base = dataclasses.asdict(infer_encoder_config(sd, **{k: v for k, v in overrides.items()
+                                                          if k in EncoderConfig.__dataclass_fields__}))
+    base.update(img_size=Encoder21Config.img_size, num_frames=Encoder21Config.num_frames,
+                position="rope_rotary", levels=count_indexed(sd, r"norms_block\.(\d+)\."))
+    base.update(overrides)
+    return from_dict(Encoder21Config, base)
+
+
+def infer_predictor21_config(sd: dict[str, torch.Tensor], **overrides) -> Predictor21Config:
+    """V-JEPA 2.1 predictor config from tensor shapes: a Linear input embedding reads one level, an
+    MLP (``predictor_embed.0`` / ``.2``) ``levels * D``; the output width gives ``out_dim``."""
+    if "predictor_embed.0.weight" in sd:
+        enc_dim, inputs = sd["predictor_embed.0.weight"].shape
+        dim, levels = sd["predictor_embed.2.weight"].shape[0], inputs // enc_dim
+    elif "predictor_embed.weight" in sd:
+        (dim, enc_dim), levels = sd["predictor_embed.weight"].shape, 1
+    else:
+        raise WeightsError(f"not a predictor state dict: no predictor_embed (first keys: {sorted(sd)[:5]})")
+    fields = {"enc_dim": enc_dim, "dim": dim, "levels": levels,
+              "out_dim": sd["predictor_proj.weight"].shape[0] // levels,
+              "depth": count_indexed(sd, r"predictor_blocks\.(\d+)\."),
+              "heads": overrides.get("heads") or (12 if dim == 384 else heads_for_width(dim)),
+              "mlp_hidden": sd["predictor_blocks.0.mlp.fc1.weight"].shape[0],
+              "num_mask_tokens": max(count_indexed(sd, r"mask_tokens\.(\d+)$"), 1),
+              "qkv_bias": "predictor_blocks.0.attn.qkv.bias" in sd}
+    fields.update(overrides)
+    return from_dict(Predictor21Config, fields)
+
+
 def infer_predictor_config(sd: dict[str, torch.Tensor], **overrides) -> PredictorConfig:
     """Predictor config from our-layout tensor shapes."""
     if "predictor_embed.weight" not in sd:
@@ -464,14 +503,24 @@ def build_checked(model_class: Callable[[object], nn.Module], config, sd: dict[s
     return model
 
 
-def select_state_dict(checkpoint: dict, key: str, path: Path) -> dict:
-    """The sub-dict ``key`` of a release checkpoint, or the checkpoint itself if it is a flat state dict."""
-    if key in checkpoint and isinstance(checkpoint[key], dict):
-        return checkpoint[key]
+#: Where release checkpoints keep the encoder to evaluate, in order of preference (V-JEPA 2 and
+#: 2.1 ViT-g/G: the EMA ``target_encoder``; 2.1 ViT-B/L, distilled: ``ema_encoder``). The online
+#: ``encoder`` is taken only when asked for by name.
+ENCODER_KEYS = ("target_encoder", "ema_encoder")
+
+
+def select_state_dict(checkpoint: dict, key: str | tuple[str, ...], path: Path) -> dict:
+    """The sub-dict ``key`` (the first present of several) of a release checkpoint, or the
+    checkpoint itself if it is a flat state dict."""
+    keys = key if isinstance(key, tuple) else (key,)
+    for name in keys:
+        if isinstance(checkpoint.get(name), dict):
+            return checkpoint[name]
     if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
         return checkpoint  # a bare state dict
     available = [k for k, v in checkpoint.items() if isinstance(v, dict)]
-    raise WeightsError(f"{path}: no '{key}' entry in the checkpoint; it holds {available}. "
+    wanted = " or ".join(f"'{name}'" for name in keys)
+    raise WeightsError(f"{path}: no {wanted} entry in the checkpoint; it holds {available}. "
                        f"Pick one with key=...")
 
 
@@ -497,6 +546,13 @@ _ENCODER = _ModelFormat("encoder", VisionEncoder, EncoderConfig, encoder_from_pu
                         infer_encoder_config, 0)
 _PREDICTOR = _ModelFormat("predictor", Predictor, PredictorConfig, predictor_from_public,
                           predictor_from_transformers, infer_predictor_config, 1)
+# V-JEPA 2.1 (public layout only: transformers has no 2.1 model yet).
+_VERSION_2_1 = {
+    "encoder": dataclasses.replace(_ENCODER, model=VisionEncoder21, config=Encoder21Config,
+                                   infer_config=infer_encoder21_config),
+    "predictor": dataclasses.replace(_PREDICTOR, model=Predictor21, config=Predictor21Config,
+                                     infer_config=infer_predictor21_config),
+}
 
 
 def _load_model(fmt: _ModelFormat, path: str | os.PathLike, key: str, config, overrides: dict) -> nn.Module:
@@ -511,6 +567,7 @@ def _load_model(fmt: _ModelFormat, path: str | os.PathLike, key: str, config, ov
     else:
         checkpoint = safe_torch_load(path)
         sd = fmt.from_public(select_state_dict(checkpoint, key, path))
+        fmt = _VERSION_2_1[fmt.name] if is_vjepa2_1(sd) else fmt
         fields, config_source = _metadata(checkpoint).get(f"{fmt.name}_config"), path
     if config is None:
         try:
@@ -521,28 +578,31 @@ def _load_model(fmt: _ModelFormat, path: str | os.PathLike, key: str, config, ov
     return build_checked(fmt.model, config, sd, fmt.name, path).eval()
 
 
-def load_encoder(path: str | os.PathLike, key: str = "target_encoder", config: EncoderConfig | None = None,
-                 **config_overrides) -> VisionEncoder:
-    """Load a V-JEPA 2 encoder in eval mode.
+def load_encoder(path: str | os.PathLike, key: str | tuple[str, ...] = ENCODER_KEYS,
+                 config: EncoderConfig | None = None, **config_overrides) -> VisionEncoder | VisionEncoder21:
+    """Load a V-JEPA 2 or 2.1 encoder in eval mode (the version is read from the tensor names).
 
     Args:
         path: a public-release checkpoint (``.pt``/``.pth`` dict with ``encoder`` /
-            ``target_encoder`` / ``predictor``), a bare encoder state dict file, or a
-            ``transformers`` directory (``config.json`` + ``model.safetensors``).
-        key: which encoder of a release checkpoint (``target_encoder`` = the EMA encoder the paper
-            evaluates, or ``encoder``). Ignored for ``transformers`` directories.
+            ``target_encoder`` / ``ema_encoder`` / ``predictor``), a bare encoder state dict file,
+            or a ``transformers`` directory (``config.json`` + ``model.safetensors``; V-JEPA 2 only).
+        key: which encoder of a release checkpoint, or several to take the first present of
+            (default: ``target_encoder``, the EMA encoder the paper evaluates, then 2.1's distilled
+            ``ema_encoder``, then ``encoder``). Ignored for ``transformers`` directories.
         config: the encoder config; inferred from tensor shapes (and our metadata) when omitted.
-        config_overrides: fields to change in the inferred config (e.g. ``img_size=384``).
+        config_overrides: fields to change in the inferred config (e.g. ``img_size=384``; for 2.1
+            ``output="hierarchical"`` returns the four levels concatenated).
 
     Returns:
-        :class:`~vjepa2.models.VisionEncoder` in eval mode.
+        :class:`~vjepa2.models.VisionEncoder`, or
+        :class:`~vjepa2.models.vjepa2_1.VisionEncoder21` for a 2.1 checkpoint, in eval mode.
     """
     return _load_model(_ENCODER, path, key, config, config_overrides)
 
 
 def load_predictor(path: str | os.PathLike, key: str = "predictor", config: PredictorConfig | None = None,
-                   **config_overrides) -> Predictor:
-    """Load a V-JEPA 2 predictor in eval mode (same path kinds as :func:`load_encoder`).
+                   **config_overrides) -> Predictor | Predictor21:
+    """Load a V-JEPA 2 or 2.1 predictor in eval mode (same path kinds as :func:`load_encoder`).
 
     The public predictor computes RoPE positions on its configured grid (``img_size / 16``), which
     the weights do not record: pass ``img_size=384`` for the 384 px models (default 256).

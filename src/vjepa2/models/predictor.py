@@ -63,22 +63,7 @@ class Predictor(nn.Module):
             ``(B, Nt, enc_dim)``.
         """
         B, Nc, _ = context_tokens.shape
-        context_idx = check_indices(context_idx, B, None, "context_idx")
-        target_idx = check_indices(target_idx, B, None, "target_idx")
-        if grid is None:
-            _, h, w = self.config.grid
-            last = max(int(context_idx.max()), int(target_idx.max()) if target_idx.numel() else 0)
-            grid = (last // (h * w) + 1, h, w)
-        elif len(grid) != 3:
-            raise ValueError(f"grid must be (T', H', W'), got {grid}")
-        else:
-            num_tokens = grid[0] * grid[1] * grid[2]
-            check_indices(context_idx, B, num_tokens, "context_idx")
-            check_indices(target_idx, B, num_tokens, "target_idx")
-        if context_idx.shape[1] != Nc:
-            raise ValueError(f"context_idx has {context_idx.shape[1]} indices for {Nc} context tokens")
-        if not 0 <= mask_index < len(self.mask_tokens):
-            raise ValueError(f"mask_index={mask_index} but the predictor has {len(self.mask_tokens)} mask tokens")
+        context_idx, target_idx, grid = self.check_inputs(context_idx, target_idx, (B, Nc), mask_index, grid)
         context = self.predictor_embed(context_tokens)
         targets = self.mask_tokens[mask_index].to(context.dtype).expand(B, target_idx.shape[1], -1)
         if self.pos_table is not None:
@@ -95,6 +80,30 @@ class Predictor(nn.Module):
         x = self.run_blocks(x, indices, grid)
         x = gather_tokens(x, torch.argsort(order, dim=1))[:, Nc:]
         return self.predictor_proj(x)
+
+    def check_inputs(self, context_idx: torch.Tensor, target_idx: torch.Tensor, context_shape: tuple[int, int],
+                     mask_index: int, grid: tuple[int, int, int] | None
+                     ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int, int]]:
+        """Validated ``(B, Nc)`` / ``(B, Nt)`` indices for ``context_shape = (B, Nc)`` context tokens, and
+        the token grid they refer to (see :meth:`forward`)."""
+        B, num_context = context_shape
+        context_idx = check_indices(context_idx, B, None, "context_idx")
+        target_idx = check_indices(target_idx, B, None, "target_idx")
+        if grid is None:
+            _, h, w = self.config.grid
+            last = max(int(context_idx.max()), int(target_idx.max()) if target_idx.numel() else 0)
+            grid = (last // (h * w) + 1, h, w)
+        elif len(grid) != 3:
+            raise ValueError(f"grid must be (T', H', W'), got {grid}")
+        else:
+            num_tokens = grid[0] * grid[1] * grid[2]
+            check_indices(context_idx, B, num_tokens, "context_idx")
+            check_indices(target_idx, B, num_tokens, "target_idx")
+        if context_idx.shape[1] != num_context:
+            raise ValueError(f"context_idx has {context_idx.shape[1]} indices for {num_context} context tokens")
+        if not 0 <= mask_index < len(self.mask_tokens):
+            raise ValueError(f"mask_index={mask_index} but the predictor has {len(self.mask_tokens)} mask tokens")
+        return context_idx, target_idx, grid
 
     def forward_dense(
         self,
