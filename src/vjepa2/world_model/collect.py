@@ -11,8 +11,7 @@ stopped. ``--format lerobot`` writes a LeRobot v3.0 dataset instead (:mod:`vjepa
 one parquet and one h264 mp4 for all episodes, readable by LeRobot's tools and by ``vjepa2 train-ac``),
 built aside and moved into place at the end. For toy-push the stored states/actions use the 7-D
 robot convention (effector ``(x, y, 0, 0, 0, 0, 0)``; see :mod:`vjepa2.world_model.envs.toy_push`)
-and ``env_states.npy``
-holds the full ``(T, 5)`` world state for success tests.
+and ``env_states.npy`` holds the full ``(T, 5)`` world state for success tests.
 
 The toy-push random policy is *sticky*: each step keeps the previous action with probability
 ``repeat_prob``, otherwise draws a new one — uniform in the action box, or with probability
