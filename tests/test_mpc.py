@@ -42,7 +42,7 @@ class GreedyPlanner:
         self.speed = speed
         self.calls = []
 
-    def plan(self, frames, states, goal, past_actions=None, seed=None):
+    def plan(self, frames, states, goal, past_actions=None, seed=None, goal_state=None):
         self.calls.append({"frames": frames.clone(), "past_actions": past_actions, "seed": seed})
         direction = float(torch.sign(goal - frames[-1]).flatten()[0])
         actions = torch.full((self.config.horizon, 1), direction * self.speed)

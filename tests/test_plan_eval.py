@@ -83,7 +83,7 @@ def test_the_control_loop_maps_model_actions_to_the_toy_world():
         def __init__(self, goal):
             self.goal = goal
 
-        def plan(self, frames, states, goal, past_actions=None, seed=None):
+        def plan(self, frames, states, goal, past_actions=None, seed=None, goal_state=None):
             step = torch.as_tensor(robot_from_xy(control.reference_action(self.goal)), dtype=torch.float32)[None]
             return PlanResult(step, step[:, :2], 0.0, 0.0, [], 0.0)
 

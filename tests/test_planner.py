@@ -309,3 +309,37 @@ def test_an_unbounded_action_space_keeps_the_paper_ball_and_says_so():
         cem_config(low=(0.0, -math.inf), high=(1.0, 1.0))
     explicit = fit_to_action_bounds(cem_config(constraint="l1_ball"), (100.0,), (600.0,))
     assert explicit.low is None  # a constraint the user chose is kept
+
+
+def test_the_state_term_steers_the_plan_to_the_goal_state():
+    """With a random world model (its latents carry no information) and a heavy state term, the plan
+    is the one whose integrated final state lands on the goal's observed state."""
+    predictor = tiny_predictor()
+    g = torch.Generator().manual_seed(4)
+    frames, goal = normalize_latents(torch.randn(1, 4, 32, generator=g)), normalize_latents(torch.randn(4, 32, generator=g))
+    start, goal_state = torch.zeros(1, 7), torch.tensor([0.1, -0.05, 0, 0, 0, 0, 0])
+    cfg = dict(samples=128, iterations=6, elites=8, horizon=2, action_dims=(0, 1), low=(-0.075, -0.075),
+               high=(0.075, 0.075), state_dims=(0, 1), seed=0)
+    plan = LatentPlanner(predictor, cem_config(**cfg, state_weight=100.0)).plan(frames, start, goal,
+                                                                                goal_state=goal_state)
+    reached = plan.actions.sum(dim=0)[:2]  # toy-push style deltas: the final state is their sum
+    assert (reached - goal_state[:2]).abs().max() < 0.01
+    latent_only = LatentPlanner(predictor, cem_config(**cfg)).plan(frames, start, goal, goal_state=goal_state)
+    assert (latent_only.actions.sum(dim=0)[:2] - goal_state[:2]).abs().max() > 0.02  # the term is what did it
+    with pytest.raises(ValueError, match="goal's state"):
+        LatentPlanner(predictor, cem_config(**cfg, state_weight=1.0)).plan(frames, start, goal)
+
+
+def test_absolute_position_actions_set_the_imagined_state():
+    from vjepa2.data.poses import set_to_target
+
+    state, action = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0]]), torch.tensor([[7.0, 8.0]])
+    assert set_to_target(state, action).tolist() == [[7.0, 8.0, 3.0, 4.0, 5.0]]
+    predictor = tiny_predictor(action_dim=2, state_dim=5)
+    with pytest.raises(ConfigError, match="held"):  # a state term on held states could never change
+        LatentPlanner(predictor, cem_config(state_weight=1.0))
+    planner = LatentPlanner(predictor, cem_config(state_weight=1.0, imagined_states="target", horizon=2,
+                                                  state_dims=(0, 1)))
+    context = planner.context(normalize_latents(torch.randn(1, 4, 32)), state)
+    finals = planner.final_states(context, torch.tensor([[[1.0, 1.0], [7.0, 8.0]]]))
+    assert finals.tolist() == [[7.0, 8.0, 3.0, 4.0, 5.0]]

@@ -86,6 +86,16 @@ def actions_from_states(states, convention: Convention = "auto"):
     return _back(delta, was_numpy)
 
 
+def set_to_target(state, action):
+    """The state after an absolute position command: the first ``A`` entries of ``state (..., S)``
+    become ``action (..., A)``, the rest are held (``A <= S``)."""
+    s, was_numpy = _as_tensor(state)
+    a, _ = _as_tensor(action)
+    if a.shape[-1] > s.shape[-1]:
+        raise ValueError(f"a {a.shape[-1]}-D target cannot set a {s.shape[-1]}-D state")
+    return _back(torch.cat((a.to(s.dtype), s[..., a.shape[-1]:]), dim=-1), was_numpy)
+
+
 def apply_action(state, action, convention: Convention = "auto"):
     """The state after ``action``: ``(..., S), (..., S) -> (..., S)``; inverse of :func:`actions_from_states`.
 

@@ -85,13 +85,15 @@ def mpc_config(**overrides) -> MPCConfig:
 
 @dataclass
 class Goal:
-    """One (sub-)goal: its image, its step budget (None: ``MPCConfig.steps_per_goal``) and
-    optionally the true success test, called after every observation."""
+    """One (sub-)goal: its image, its step budget (None: ``MPCConfig.steps_per_goal``),
+    optionally the true success test (called after every observation) and the state observed at
+    the goal (``(S,)``, for a planner energy with a state term, ``CEMConfig.state_weight``)."""
 
     image: np.ndarray
     max_steps: int | None = None
     reached: Callable[[], bool] | None = None
     name: str = ""
+    state: np.ndarray | None = None
 
 
 @dataclass
@@ -190,6 +192,7 @@ def run_mpc(world: LatentEncoder, planner: LatentPlanner, env: ControlEnv, goals
     plan_calls = 0
     for index, goal in enumerate(goals):
         goal_latent = world.encode(goal.image[None])[0]
+        goal_state = None if goal.state is None else torch.as_tensor(goal.state, dtype=torch.float32)
         budget = cfg.steps_per_goal if goal.max_steps is None else goal.max_steps
         outcome = GoalOutcome(goal.name or f"goal {index}", False, "budget", 0)
         while True:
@@ -206,7 +209,9 @@ def run_mpc(world: LatentEncoder, planner: LatentPlanner, env: ControlEnv, goals
             frames = torch.stack([h.latent for h in past])
             states = torch.stack([h.state for h in past])
             past_actions = torch.stack([h.action for h in past[:-1]]) if len(past) > 1 else None
-            plan = planner.plan(frames, states, goal_latent, past_actions=past_actions, seed=cfg.seed + plan_calls)
+            extra = {} if goal_state is None else {"goal_state": goal_state}  # planners without a state term
+            plan = planner.plan(frames, states, goal_latent, past_actions=past_actions, seed=cfg.seed + plan_calls,
+                                **extra)
             plan_calls += 1
             episode.plan_seconds.append(plan.seconds)
             episode.energies.append(plan.energy)

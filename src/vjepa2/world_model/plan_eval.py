@@ -144,12 +144,15 @@ def control_for(cfg: PlanEvalConfig, source=None) -> ToyPushControl | GymControl
 
 @dataclass
 class Pair:
-    """A start (``reset(seed)``) and the goal reached by the random actions replayed from it."""
+    """A start (``reset(seed)``) and the goal reached by the random actions replayed from it:
+    its image, its true state (for success tests) and the state the world model observes there
+    (``goal_observed``, for a planner energy with a state term)."""
 
     seed: int
     goal_image: np.ndarray
     goal_state: np.ndarray
     start_distance: float
+    goal_observed: np.ndarray | None = None
 
 
 def make_pairs(control, cfg: PlanEvalConfig) -> tuple[list[Pair], list[int]]:
@@ -161,12 +164,13 @@ def make_pairs(control, cfg: PlanEvalConfig) -> tuple[list[Pair], list[int]]:
         rng = np.random.default_rng(seed)
         for _ in range(cfg.goal_steps):
             control.step_env(control.exploration_action(rng))
-        goal_image, goal_state = control.observe()[0].copy(), control.true_state()
+        (goal_image, observed), goal_state = control.observe(), control.true_state()
+        goal_image, observed = goal_image.copy(), np.array(observed, dtype=np.float32)
         control.reset(seed)
         if control.success(goal_state):
             skipped.append(seed)
             continue
-        pairs.append(Pair(seed, goal_image, goal_state, control.distance(goal_state)))
+        pairs.append(Pair(seed, goal_image, goal_state, control.distance(goal_state), observed))
         if len(pairs) == cfg.pairs:
             return pairs, skipped
     raise ValueError(f"only {len(pairs)} of {cfg.pairs} pairs in {attempts} seeds have a goal that differs from "
@@ -200,7 +204,8 @@ def run_baseline(control, pair: Pair, method: str, budget: int) -> EpisodeResult
 def run_planner(control, pair: Pair, world, planner, mpc: MPCConfig, method: str = "planner"):
     """Model-predictive control from the pair's start toward its goal image; returns (result, episode)."""
     control.reset(pair.seed)
-    goal = Goal(pair.goal_image, reached=lambda: control.success(pair.goal_state), name=f"seed {pair.seed}")
+    goal = Goal(pair.goal_image, reached=lambda: control.success(pair.goal_state), name=f"seed {pair.seed}",
+                state=pair.goal_observed)
     episode = run_mpc(world, planner, control, [goal], mpc)
     result = EpisodeResult(method, pair.seed, episode.success, control.distance(pair.goal_state),
                            len(episode.actions), episode.seconds)
@@ -211,34 +216,45 @@ class SimulatorPlanner:
     """The ``oracle`` baseline: :func:`~vjepa2.world_model.planner.cem` with the same settings as
     the latent planner, but each candidate is played in the true toy-push dynamics from the current
     state, its frames are rendered and encoded, and the energy is the mean L1 between those
-    latents and the goal latent (last step, or summed over steps, as ``config.energy`` says)."""
+    latents and the goal latent (last step, or summed over steps, as ``config.energy`` says), plus
+    the same state term as the planner's (``state_weight``) on the true final robot state."""
 
     def __init__(self, control: ToyPushControl, world, config: CEMConfig) -> None:
         self.control, self.world, self.config = control, world, config
         self.model_action_dim = control.model_action_dim
 
-    def plan(self, frames, states, goal, past_actions=None, seed=None) -> PlanResult:
+    def plan(self, frames, states, goal, past_actions=None, seed=None, goal_state=None) -> PlanResult:
         env = self.control.env
         start_state, started = env.get_state(), time.perf_counter()
         dims = list(self.config.action_dims)
 
         def energy(planned: torch.Tensor) -> torch.Tensor:  # (S, H, P) -> (S,)
-            rendered = []
+            rendered, final_states = [], []
             for sequence in planned.double().numpy():
                 env.set_state(start_state)
                 for action in sequence:
                     env.step(action)
                     rendered.append(env.render())
+                final_states.append(env.robot_state())
             env.set_state(start_state)
             latents = self.world.encode(np.stack(rendered)).view(*planned.shape[:2], *goal.shape)
             per_step = (latents - goal).abs().mean(dim=(-2, -1))
-            return per_step[:, -1] if self.config.energy == "final" else per_step.sum(dim=1)
+            energies = per_step[:, -1] if self.config.energy == "final" else per_step.sum(dim=1)
+            return energies + self.state_term(np.stack(final_states), goal_state)
 
         result = cem(energy, len(dims), self.config, seed=seed)
         actions = torch.zeros(self.config.horizon, self.model_action_dim)
         actions[:, dims] = result.actions
         return PlanResult(actions, result.actions, result.energy, result.best_energy, result.history,
                           time.perf_counter() - started)
+
+    def state_term(self, final_states: np.ndarray, goal_state: torch.Tensor | None) -> torch.Tensor:
+        """``(S,)`` the weighted L1 between the candidates' final robot states ``(S, S_dim)`` and the goal's."""
+        if self.config.state_weight == 0 or goal_state is None:
+            return torch.zeros(len(final_states))
+        dims = list(self.config.state_dims) if self.config.state_dims is not None else slice(None)
+        gap = torch.as_tensor(final_states, dtype=torch.float32)[:, dims] - goal_state.float()[dims]
+        return self.config.state_weight * gap.abs().mean(dim=-1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -328,7 +344,8 @@ def draw_landscape(control, pair: Pair, world, planner: LatentPlanner, cfg: Plan
     frame, state = control.observe()
     latents = world.encode(np.stack([frame, pair.goal_image]))
     frames, states, goal = latents[:1], torch.as_tensor(state, dtype=torch.float32)[None], latents[1]
-    plan = planner.plan(frames, states, goal, seed=cfg.mpc.seed)
+    goal_state = None if pair.goal_observed is None else torch.as_tensor(pair.goal_observed)
+    plan = planner.plan(frames, states, goal, seed=cfg.mpc.seed, goal_state=goal_state)
     constraint = make_constraint(planner.config, planner.planned_dim)
     low, high = (b[:2].numpy() for b in constraint.grid_bounds())
     xs, ys = np.linspace(low[0], high[0], cfg.landscape_grid), np.linspace(low[1], high[1], cfg.landscape_grid)
@@ -336,7 +353,8 @@ def draw_landscape(control, pair: Pair, world, planner: LatentPlanner, cfg: Plan
     grid[:] = plan.planned[0]  # entries beyond the first two stay at the plan's values
     grid[:, 0] = torch.as_tensor(np.tile(xs, len(ys)), dtype=torch.float32)
     grid[:, 1] = torch.as_tensor(np.repeat(ys, len(xs)), dtype=torch.float32)
-    energies = planner.landscape(frames, states, goal, grid, later_actions=plan.planned[1:]).numpy()
+    energies = planner.landscape(frames, states, goal, grid, later_actions=plan.planned[1:],
+                                 goal_state=goal_state).numpy()
     outside = constraint.violation(grid).numpy() > 1e-9  # points the planner may not choose
     energies = np.where(outside, np.nan, energies).reshape(len(ys), len(xs))
     reference = control.reference_action(pair.goal_state)

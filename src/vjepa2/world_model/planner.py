@@ -45,7 +45,7 @@ import torch
 
 from vjepa2 import precision
 from vjepa2.config import ConfigError, from_dict
-from vjepa2.data.poses import apply_action
+from vjepa2.data.poses import apply_action, set_to_target
 from vjepa2.models.ac_predictor import ACCache, ACPredictor
 
 EnergyFn = Callable[[torch.Tensor], torch.Tensor]
@@ -80,7 +80,14 @@ class CEMConfig:
         select: return the final ``mean`` or the ``best`` sample seen.
         imagined_states: states of imagined steps: ``integrate`` them from the actions
             (:func:`vjepa2.data.poses.apply_action`, needs state and action of the same
-            width), ``hold`` the last observed state, or ``auto`` (integrate when widths match).
+            width), ``target`` (the action is the next value of the first ``A`` state entries,
+            as under absolute position control, e.g. PushT), ``hold`` the last observed state, or
+            ``auto`` (integrate when widths match, else hold).
+        state_weight: weight of the proprioceptive term of the energy (0, the paper's energy: latents
+            only): ``state_weight * mean |s_H[state_dims] - goal_state[state_dims]|`` between the
+            last imagined state and the goal's observed state (jepa-wms, arXiv 2512.24497, studies
+            this choice). Needs imagined states that move (not ``hold``) and a goal state.
+        state_dims: the state entries of that term (None: all).
         dtype: ``fp32`` or ``bf16`` (autocast of the world-model rollout; energies in fp32).
         deduplicate: score each distinct candidate once. Projection maps every Gaussian draw
             beyond the constraint to its edge, and with the paper's std 1 against a radius of
@@ -105,7 +112,9 @@ class CEMConfig:
     action_dims: tuple[int, ...] | None = None
     energy: Literal["final", "sum"] = "final"
     select: Literal["mean", "best"] = "mean"
-    imagined_states: Literal["auto", "integrate", "hold"] = "auto"
+    imagined_states: Literal["auto", "integrate", "target", "hold"] = "auto"
+    state_weight: float = 0.0
+    state_dims: tuple[int, ...] | None = None
     dtype: Literal["fp32", "bf16"] = "fp32"
     deduplicate: bool = True
     seed: int = 0
@@ -144,6 +153,10 @@ class CEMConfig:
         if self.action_dims is not None:
             if not self.action_dims or len(set(self.action_dims)) != len(self.action_dims) or min(self.action_dims) < 0:
                 raise ConfigError(f"action_dims must be distinct indices >= 0, got {list(self.action_dims)}")
+        if not (self.state_weight >= 0 and math.isfinite(self.state_weight)):
+            raise ConfigError(f"state_weight must be a finite number >= 0, got {self.state_weight}")
+        if self.state_dims is not None and (not self.state_dims or min(self.state_dims) < 0):
+            raise ConfigError(f"state_dims must be indices >= 0 or null (all), got {list(self.state_dims)}")
 
 
 def cem_config(**overrides) -> CEMConfig:
@@ -451,10 +464,18 @@ class LatentPlanner:
         if mode == "integrate" and not same_width:
             raise ConfigError(f"imagined_states=integrate needs states and actions of the same width; the "
                               f"predictor has {pcfg.state_dim}-D states and {pcfg.action_dim}-D actions "
-                              f"(use hold)")
-        if mode == "hold" or (mode == "auto" and not same_width):
+                              f"(use target or hold)")
+        if mode == "target" and pcfg.action_dim > pcfg.state_dim:
+            raise ConfigError(f"imagined_states=target sets the first {pcfg.action_dim} state entries to the action, "
+                              f"but the states have only {pcfg.state_dim}")
+        holds = mode == "hold" or (mode == "auto" and not same_width)
+        if holds and self.config.state_weight > 0:
+            raise ConfigError("state_weight > 0 compares imagined states with the goal's, but imagined states are "
+                              "held (the actions are not state deltas); set imagined_states=target if actions are "
+                              "absolute positions of the first state entries, or state_weight=0")
+        if holds:
             return lambda state, action: state
-        return apply_action
+        return set_to_target if mode == "target" else apply_action
 
     def _autocast(self):
         return precision.autocast(next(self.predictor.parameters()).device, self.config.dtype)
@@ -489,23 +510,40 @@ class LatentPlanner:
             return self.predictor.rollout(frames, actions.to(frames.device).float(), states,
                                           state_update=self.state_update, grid=context.grid, cache=cache)
 
-    def energies(self, context: PlanContext, goal: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Energy of each candidate: mean L1 between imagined and goal latents.
+    def final_states(self, context: PlanContext, actions: torch.Tensor) -> torch.Tensor:
+        """``(S, S_dim)``: the state after each candidate's ``(S, H, A)`` actions (by ``state_update``)."""
+        state = context.last_state.expand(actions.shape[0], -1)
+        for step in range(actions.shape[1]):
+            state = self.state_update(state, actions[:, step].to(state.device).float())
+        return state
+
+    def energies(self, context: PlanContext, goal: torch.Tensor, actions: torch.Tensor,
+                 goal_state: torch.Tensor | None = None) -> torch.Tensor:
+        """Energy of each candidate: mean L1 between imagined and goal latents (plus, with
+        ``state_weight``, the weighted L1 between the last imagined state and ``goal_state``).
 
         Args:
             goal: ``(N, D)`` layer-normed goal latent.
             actions: ``(S, H, A)`` model-space actions.
+            goal_state: ``(S_dim,)`` the goal's observed state (needed when ``state_weight > 0``).
 
         Returns:
             ``(S,)`` float32: the final step's distance (``energy: final``) or the sum over steps.
         """
         imagined = self.imagine(context, actions).float()
         per_step = (imagined - goal.to(imagined.device).float()).abs().mean(dim=(-2, -1))  # (S, H)
-        return per_step[:, -1] if self.config.energy == "final" else per_step.sum(dim=1)
+        energy = per_step[:, -1] if self.config.energy == "final" else per_step.sum(dim=1)
+        if self.config.state_weight > 0:
+            if goal_state is None:
+                raise ValueError("state_weight > 0 needs the goal's state (plan(..., goal_state=...))")
+            dims = list(self.config.state_dims) if self.config.state_dims is not None else slice(None)
+            gap = self.final_states(context, actions)[:, dims] - goal_state.to(energy.device).float()[dims]
+            energy = energy + self.config.state_weight * gap.abs().mean(dim=-1)
+        return energy
 
     def plan(self, frames: torch.Tensor, states: torch.Tensor, goal: torch.Tensor,
              past_actions: torch.Tensor | None = None, seed: int | None = None,
-             grid: tuple[int, int] | None = None) -> PlanResult:
+             grid: tuple[int, int] | None = None, goal_state: torch.Tensor | None = None) -> PlanResult:
         """Plan ``H`` actions from observed latents toward a goal latent.
 
         Args:
@@ -514,20 +552,21 @@ class LatentPlanner:
             goal: ``(N, D)`` layer-normed latent of the goal image.
             past_actions: ``(T0 - 1, A)`` the actions executed between the observed frames.
             seed: sampling seed of this call (default ``config.seed``).
+            goal_state: ``(S,)`` the goal's observed state, for the energy's state term.
         """
         if goal.ndim != 2 or tuple(goal.shape) != tuple(frames.shape[1:]):
             raise ValueError(f"goal must be one frame's latents {tuple(frames.shape[1:])}, got {tuple(goal.shape)}")
         start = time.perf_counter()
         context = self.context(frames, states, past_actions, grid)
         device = next(self.predictor.parameters()).device
-        result = cem(lambda planned: self.energies(context, goal, self.to_model_actions(planned)),
+        result = cem(lambda planned: self.energies(context, goal, self.to_model_actions(planned), goal_state),
                      self.planned_dim, self.config, seed=seed, device=device)
         return PlanResult(self.to_model_actions(result.actions), result.actions, result.energy, result.best_energy,
                           result.history, time.perf_counter() - start)
 
     def landscape(self, frames: torch.Tensor, states: torch.Tensor, goal: torch.Tensor, first_actions: torch.Tensor,
                   later_actions: torch.Tensor | None = None, past_actions: torch.Tensor | None = None,
-                  grid: tuple[int, int] | None = None) -> torch.Tensor:
+                  grid: tuple[int, int] | None = None, goal_state: torch.Tensor | None = None) -> torch.Tensor:
         """Energies of sequences that differ in their first action (for energy-landscape pictures).
 
         Args:
@@ -543,4 +582,4 @@ class LatentPlanner:
             raise ValueError(f"later_actions must be ({horizon - 1}, {self.planned_dim}), got {tuple(later.shape)}")
         sequences = torch.cat((first_actions.float()[:, None], later[None].expand(len(first_actions), -1, -1)), dim=1)
         context = self.context(frames, states, past_actions, grid)
-        return self.energies(context, goal, self.to_model_actions(sequences)).cpu()
+        return self.energies(context, goal, self.to_model_actions(sequences), goal_state).cpu()
