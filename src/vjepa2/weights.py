@@ -333,14 +333,18 @@ def infer_predictor21_config(sd: dict[str, torch.Tensor], **overrides) -> Predic
     else:
         raise WeightsError(f"not a predictor state dict: no predictor_embed (first keys: {sorted(sd)[:5]})")
     fields = {"enc_dim": enc_dim, "dim": dim, "levels": levels,
-              "out_dim": sd["predictor_proj.weight"].shape[0] // levels,
-              "depth": count_indexed(sd, r"predictor_blocks\.(\d+)\."),
-              "heads": overrides.get("heads") or (12 if dim == 384 else heads_for_width(dim)),
-              "mlp_hidden": sd["predictor_blocks.0.mlp.fc1.weight"].shape[0],
-              "num_mask_tokens": max(count_indexed(sd, r"mask_tokens\.(\d+)$"), 1),
-              "qkv_bias": "predictor_blocks.0.attn.qkv.bias" in sd}
+              "out_dim": sd["predictor_proj.weight"].shape[0] // levels, **predictor_block_fields(sd, dim, overrides)}
     fields.update(overrides)
     return from_dict(Predictor21Config, fields)
+
+
+def predictor_block_fields(sd: dict[str, torch.Tensor], dim: int, overrides: dict) -> dict:
+    """Depth, heads, MLP width, mask tokens and qkv bias of a predictor state dict of width ``dim``."""
+    return {"depth": count_indexed(sd, r"predictor_blocks\.(\d+)\."),
+            "heads": overrides.get("heads") or (12 if dim == 384 else heads_for_width(dim)),
+            "mlp_hidden": sd["predictor_blocks.0.mlp.fc1.weight"].shape[0],
+            "num_mask_tokens": max(count_indexed(sd, r"mask_tokens\.(\d+)$"), 1),
+            "qkv_bias": "predictor_blocks.0.attn.qkv.bias" in sd}
 
 
 def infer_predictor_config(sd: dict[str, torch.Tensor], **overrides) -> PredictorConfig:
@@ -349,11 +353,7 @@ def infer_predictor_config(sd: dict[str, torch.Tensor], **overrides) -> Predicto
         raise WeightsError("not a predictor state dict: no predictor_embed.weight "
                            f"(first keys: {sorted(sd)[:5]})")
     dim, enc_dim = sd["predictor_embed.weight"].shape
-    fields = {"enc_dim": enc_dim, "dim": dim, "depth": count_indexed(sd, r"predictor_blocks\.(\d+)\."),
-              "heads": overrides.get("heads") or (12 if dim == 384 else heads_for_width(dim)),
-              "mlp_hidden": sd["predictor_blocks.0.mlp.fc1.weight"].shape[0],
-              "num_mask_tokens": max(count_indexed(sd, r"mask_tokens\.(\d+)$"), 1),
-              "qkv_bias": "predictor_blocks.0.attn.qkv.bias" in sd}
+    fields = {"enc_dim": enc_dim, "dim": dim, **predictor_block_fields(sd, dim, overrides)}
     fields.update(overrides)
     return from_dict(PredictorConfig, fields)
 
