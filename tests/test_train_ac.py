@@ -294,3 +294,8 @@ def test_eval_ac_states_follow_what_the_actions_are():
     assert torch.equal(hold(state, torch.randn(3, 2)), state)
     with pytest.raises(ValueError, match="--states recorded"):
         imagined_states("integrate", 5, 2)
+    target, said = imagined_states("target", 5, 2)  # absolute positions of the first two entries
+    assert target(state, torch.ones(3, 2))[:, :2].eq(1).all() and torch.equal(target(state, torch.ones(3, 2))[:, 2:],
+                                                                              state[:, 2:])
+    with pytest.raises(ValueError, match="only 2"):
+        imagined_states("target", 2, 5)

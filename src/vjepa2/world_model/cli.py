@@ -62,7 +62,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--cache", help="feature cache directory (default <run>/features)")
     p.add_argument("--states", choices=STATE_MODES, default="auto",
                    help="states of the imagined steps: integrate them from the actions (where actions are state "
-                        "deltas, as for toy-push and DROID; what a planner must do), the recorded ones, or hold the "
+                        "deltas, as for toy-push and DROID; what a planner must do), target (actions are absolute "
+                        "positions of the first state entries, as for PushT), the recorded ones, or hold the "
                         "first; auto (default) integrates where actions and states have the same width, else "
                         "uses the recorded states")
     p.add_argument("--recorded-states", dest="states", action="store_const", const="recorded",

@@ -7,20 +7,21 @@ from pathlib import Path
 
 import torch
 
-from vjepa2.data.poses import apply_action
+from vjepa2.data.poses import apply_action, set_to_target
 from vjepa2.models.ac_predictor import ACPredictor, normalize_latents
 from vjepa2.world_model.features import feature_metadata, read_features
 
 
 #: How ``eval-ac`` gets the states of imagined steps (see :func:`imagined_states`).
-STATE_MODES = ("auto", "integrate", "recorded", "hold")
+STATE_MODES = ("auto", "integrate", "target", "recorded", "hold")
 
 
 def imagined_states(mode: str, state_dim: int, action_dim: int):
     """``(state_update or None, what it is in words)`` for :func:`rollout_errors`: ``integrate`` the
     states from the actions (only where actions are state deltas of the same width: toy-push, DROID),
-    the ``recorded`` states, or ``hold`` the first; ``auto``: integrate where the widths match, else
-    the recorded states (e.g. a Gymnasium env whose actions are positions and states observations)."""
+    ``target`` (actions are absolute positions of the first state entries, e.g. PushT: they replace
+    them), the ``recorded`` states, or ``hold`` the first; ``auto``: integrate where the widths match,
+    else the recorded states (e.g. a Gymnasium env whose actions are positions and states observations)."""
     if mode == "auto":
         mode = "integrate" if state_dim == action_dim else "recorded"
     if mode == "integrate":
@@ -28,6 +29,11 @@ def imagined_states(mode: str, state_dim: int, action_dim: int):
             raise ValueError(f"--states integrate needs actions that are deltas of the state; this model has "
                              f"{action_dim}-D actions and {state_dim}-D states (use --states recorded or hold)")
         return apply_action, "states integrated from the actions"
+    if mode == "target":
+        if action_dim > state_dim:
+            raise ValueError(f"--states target sets the first {action_dim} state entries to the action, but the "
+                             f"states have only {state_dim}")
+        return set_to_target, "the first state with its first entries set to each action (absolute targets)"
     if mode == "hold":
         return (lambda state, action: state), "the first state, held"
     if mode == "recorded":
