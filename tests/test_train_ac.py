@@ -299,3 +299,20 @@ def test_eval_ac_states_follow_what_the_actions_are():
                                                                               state[:, 2:])
     with pytest.raises(ValueError, match="only 2"):
         imagined_states("target", 2, 5)
+
+
+def test_a_world_model_trained_with_a_relative_encoder_path_loads_from_anywhere(toy_data, tmp_path, monkeypatch,
+                                                                               one_thread):
+    from vjepa2.models import VisionEncoder, encoder_config
+    from vjepa2.weights import save_public
+
+    work = tmp_path / "work"
+    work.mkdir()
+    save_public(work / "enc.pt", VisionEncoder(encoder_config("tiny", depth=1)))
+    monkeypatch.chdir(work)
+    overrides = [o for o in tiny_overrides("run") if not o.startswith("encoder.weights")]
+    assert main(["train-ac", "--data", str(toy_data / "data"), "--out", "run", *overrides,
+                 "encoder.weights=enc.pt"]) == 0
+    monkeypatch.chdir(tmp_path)  # elsewhere: the recorded encoder path must not depend on the working directory
+    world = load_world_model(work / "run")
+    assert world.encode(np.zeros((1, 32, 32, 3), np.uint8)).shape == (1, 4, 192)

@@ -178,6 +178,12 @@ def input_scales(windows: FeatureWindows, count: int = 512) -> dict[str, float]:
             "state_scale": rms_scale(torch.cat([w["states"] for w in read]))}
 
 
+def absolute_weights(weights: str) -> str:
+    """An encoder weight path made absolute (so a world model loads from any working directory);
+    ``random:<size>`` as it is."""
+    return weights if weights.startswith("random:") else str(Path(weights).resolve())
+
+
 def prepare_features(cfg: ACTrainConfig, encoder: VisionEncoder, device: torch.device,
                      progress: bool = True) -> FeatureSet:
     """Encode the trajectories into the feature cache (reusing what is cached)."""
@@ -266,7 +272,8 @@ class ACTrainer:
         predictor_sd = {k.removeprefix("predictor."): v for k, v in model_state.items()}
         return {"predictor": add_prefix(predictor_sd),
                 METADATA_KEY: {"ac_predictor_config": dataclasses.asdict(self.predictor.config),
-                               "encoder": dataclasses.asdict(cfg.encoder),
+                               "encoder": {**dataclasses.asdict(cfg.encoder),
+                                           "weights": absolute_weights(cfg.encoder.weights)},
                                "encoder_fingerprint": self.features.fingerprint, "fps": cfg.data.fps,
                                "streams": dataclasses.asdict(cfg.data.streams)}}
 
