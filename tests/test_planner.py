@@ -341,5 +341,5 @@ def test_absolute_position_actions_set_the_imagined_state():
     planner = LatentPlanner(predictor, cem_config(state_weight=1.0, imagined_states="target", horizon=2,
                                                   state_dims=(0, 1)))
     context = planner.context(normalize_latents(torch.randn(1, 4, 32)), state)
-    finals = planner.final_states(context, torch.tensor([[[1.0, 1.0], [7.0, 8.0]]]))
-    assert finals.tolist() == [[7.0, 8.0, 3.0, 4.0, 5.0]]
+    path = planner.state_path(context, torch.tensor([[[1.0, 1.0], [7.0, 8.0]]]))
+    assert path.tolist() == [[[1.0, 1.0, 3.0, 4.0, 5.0], [7.0, 8.0, 3.0, 4.0, 5.0]]]

@@ -84,9 +84,10 @@ class CEMConfig:
             as under absolute position control, e.g. PushT), ``hold`` the last observed state, or
             ``auto`` (integrate when widths match, else hold).
         state_weight: weight of the proprioceptive term of the energy (0, the paper's energy: latents
-            only): ``state_weight * mean |s_H[state_dims] - goal_state[state_dims]|`` between the
-            last imagined state and the goal's observed state (jepa-wms, arXiv 2512.24497, studies
-            this choice). Needs imagined states that move (not ``hold``) and a goal state.
+            only): ``state_weight * mean |s_h[state_dims] - goal_state[state_dims]|`` between each
+            imagined state and the goal's observed state, added to that step's latent distance
+            (then ``final`` or ``sum`` as for latents; jepa-wms, arXiv 2512.24497, studies this
+            choice). Needs imagined states that move (not ``hold``) and a goal state.
         state_dims: the state entries of that term (None: all).
         dtype: ``fp32`` or ``bf16`` (autocast of the world-model rollout; energies in fp32).
         deduplicate: score each distinct candidate once. Projection maps every Gaussian draw
@@ -510,17 +511,18 @@ class LatentPlanner:
             return self.predictor.rollout(frames, actions.to(frames.device).float(), states,
                                           state_update=self.state_update, grid=context.grid, cache=cache)
 
-    def final_states(self, context: PlanContext, actions: torch.Tensor) -> torch.Tensor:
-        """``(S, S_dim)``: the state after each candidate's ``(S, H, A)`` actions (by ``state_update``)."""
-        state = context.last_state.expand(actions.shape[0], -1)
+    def state_path(self, context: PlanContext, actions: torch.Tensor) -> torch.Tensor:
+        """``(S, H, S_dim)``: the state after each of the candidates' ``(S, H, A)`` actions (by ``state_update``)."""
+        state, path = context.last_state.expand(actions.shape[0], -1), []
         for step in range(actions.shape[1]):
             state = self.state_update(state, actions[:, step].to(state.device).float())
-        return state
+            path.append(state)
+        return torch.stack(path, dim=1)
 
     def energies(self, context: PlanContext, goal: torch.Tensor, actions: torch.Tensor,
                  goal_state: torch.Tensor | None = None) -> torch.Tensor:
-        """Energy of each candidate: mean L1 between imagined and goal latents (plus, with
-        ``state_weight``, the weighted L1 between the last imagined state and ``goal_state``).
+        """Energy of each candidate: mean L1 between imagined and goal latents, plus (with
+        ``state_weight``) the weighted mean L1 between the imagined and the goal state, per step.
 
         Args:
             goal: ``(N, D)`` layer-normed goal latent.
@@ -532,14 +534,13 @@ class LatentPlanner:
         """
         imagined = self.imagine(context, actions).float()
         per_step = (imagined - goal.to(imagined.device).float()).abs().mean(dim=(-2, -1))  # (S, H)
-        energy = per_step[:, -1] if self.config.energy == "final" else per_step.sum(dim=1)
         if self.config.state_weight > 0:
             if goal_state is None:
                 raise ValueError("state_weight > 0 needs the goal's state (plan(..., goal_state=...))")
             dims = list(self.config.state_dims) if self.config.state_dims is not None else slice(None)
-            gap = self.final_states(context, actions)[:, dims] - goal_state.to(energy.device).float()[dims]
-            energy = energy + self.config.state_weight * gap.abs().mean(dim=-1)
-        return energy
+            gap = self.state_path(context, actions)[..., dims] - goal_state.to(per_step.device).float()[dims]
+            per_step = per_step + self.config.state_weight * gap.abs().mean(dim=-1)
+        return per_step[:, -1] if self.config.energy == "final" else per_step.sum(dim=1)
 
     def plan(self, frames: torch.Tensor, states: torch.Tensor, goal: torch.Tensor,
              past_actions: torch.Tensor | None = None, seed: int | None = None,
