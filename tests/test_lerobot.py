@@ -321,3 +321,14 @@ def test_a_bad_episode_is_skipped_and_named(tmp_path, how, episode, says):
     assert len(features.skipped) == 1
     skipped = features.skipped[0]
     assert str(skipped.path).endswith(f"#episode={episode}") and says in skipped.reason
+
+
+def test_columns_may_be_plain_lists_scalars_or_fixed_size_lists(tmp_path):
+    from vjepa2.data.lerobot import column_array
+
+    table = pa.table({"a": pa.array([[1.0, 2.0], [3.0, 4.0]], pa.list_(pa.float32())), "b": pa.array([5, 6]),
+                      "c": pa.array([[1.0], [2.0, 3.0]], pa.list_(pa.float64()))})
+    assert column_array(table, "a", tmp_path).tolist() == [[1, 2], [3, 4]]
+    assert column_array(table, "b", tmp_path).tolist() == [[5], [6]]
+    with pytest.raises(LeRobotError, match="lists of different lengths"):
+        column_array(table, "c", tmp_path)

@@ -132,8 +132,8 @@ def column_array(table, name: str, where: Path) -> np.ndarray:
     column = table.column(name).combine_chunks()
     if pa.types.is_fixed_size_list(column.type) or pa.types.is_list(column.type) \
             or pa.types.is_large_list(column.type):
-        lengths = {len(v) for v in column.to_pylist()} if not pa.types.is_fixed_size_list(column.type) \
-            else {column.type.list_size}
+        lengths = ({column.type.list_size} if pa.types.is_fixed_size_list(column.type)
+                   else set(pa.compute.unique(pa.compute.list_value_length(column)).to_pylist()))
         if len(lengths) > 1:
             raise LeRobotError(f"{where}: column {name!r} holds lists of different lengths {sorted(lengths)}")
         width = lengths.pop() if lengths else 0

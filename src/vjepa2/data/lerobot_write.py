@@ -175,10 +175,6 @@ class LeRobotWriter:
         self._stack.close()
         return self.root
 
-    def abort(self) -> None:
-        """Drop everything written so far (the final folder is left as it was)."""
-        self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
-
     def __enter__(self) -> LeRobotWriter:
         return self
 
