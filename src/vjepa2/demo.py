@@ -86,8 +86,8 @@ class DemoSettings:
 
 
 FULL = from_dict(DemoSettings, {
-    # The tiny recipe cut to 2000 of its 6000 steps.
-    "pretrain": ["phases.constant.iterations=1900", "checkpoint.every=500"],
+    # The tiny recipe cut to 1500 of its 6000 steps (the demo must fit in 15 minutes on slower 2-core CPUs too).
+    "pretrain": ["phases.constant.iterations=1400", "checkpoint.every=500"],
     # The light probe of the learning curve (docs/results.md): 2400 / 480 clips at 8 frames, 64 px.
     "probe": ["toy.train_size=2400", "toy.val_size=480", "grid.lrs=[1e-2,3e-3]", "grid.weight_decays=[0.01]",
               "grid.epochs=8", "grid.batch_size=16", "clips.frames=8", "clips.size=64", "clips.train_views=1",
@@ -97,7 +97,7 @@ FULL = from_dict(DemoSettings, {
     # output and the loss weighted towards the tokens that change: without the last two the world
     # model ignores its actions at this budget and plans no better than random actions
     # (docs/results.md, "World model" and "Planning").
-    "train_ac": ["schedule.iterations=3000", "schedule.warmup=50", "schedule.cooldown=750", "checkpoint.every=500",
+    "train_ac": ["schedule.iterations=2000", "schedule.warmup=50", "schedule.cooldown=500", "checkpoint.every=500",
                  "model.residual=true", "loss.change_weight=3"],
     "rollout_horizons": [1, 2, 4, 8],
     # The energy adds the effector's distance to the goal's (the state the robot reports there) to the
