@@ -208,3 +208,26 @@ def test_command_line_reports_config_errors_and_prints_the_config(capsys):
     assert "samples: 99" in out and "task: push" in out
     assert main(["plan-eval", "--run", "nowhere", "--task", "push"]) == 1
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_the_oracles_state_term_steers_it_like_the_planners():
+    """A blind world (every frame the same latent): only the state term can point the oracle at the goal."""
+    from vjepa2.world_model.plan_eval import SimulatorPlanner
+
+    cfg = load_plan_eval_config(task="reach", pairs=1, size=32)
+    control = control_for(cfg)
+    pair = make_pairs(control, cfg)[0][0]
+    control.reset(pair.seed)
+
+    class BlindWorld:
+        def encode(self, frames):
+            return torch.zeros(len(frames), 4, 8)
+
+    planner = SimulatorPlanner(control, BlindWorld(), cem_config(samples=64, iterations=3, elites=6, horizon=2,
+                                                                   constraint="box", action_dims=(0, 1),
+                                                                   state_weight=10.0, energy="sum"))
+    plan = planner.plan(None, None, torch.zeros(4, 8), seed=0, goal_state=torch.as_tensor(pair.goal_observed))
+    towards = control.reference_action(pair.goal_state)
+    cosine = float(np.dot(plan.actions[0, :2].numpy(), towards) /
+                   (np.linalg.norm(plan.actions[0, :2].numpy()) * np.linalg.norm(towards) + 1e-12))
+    assert cosine > 0.5, (plan.actions[0, :2], towards)

@@ -229,18 +229,18 @@ class SimulatorPlanner:
         dims = list(self.config.action_dims)
 
         def energy(planned: torch.Tensor) -> torch.Tensor:  # (S, H, P) -> (S,)
-            rendered, final_states = [], []
+            rendered, robot_states = [], []
             for sequence in planned.double().numpy():
                 env.set_state(start_state)
                 for action in sequence:
                     env.step(action)
                     rendered.append(env.render())
-                final_states.append(env.robot_state())
+                    robot_states.append(env.robot_state())
             env.set_state(start_state)
             latents = self.world.encode(np.stack(rendered)).view(*planned.shape[:2], *goal.shape)
             per_step = (latents - goal).abs().mean(dim=(-2, -1))
-            energies = per_step[:, -1] if self.config.energy == "final" else per_step.sum(dim=1)
-            return energies + self.state_term(np.stack(final_states), goal_state)
+            per_step = per_step + self.state_term(np.stack(robot_states).reshape(*planned.shape[:2], -1), goal_state)
+            return per_step[:, -1] if self.config.energy == "final" else per_step.sum(dim=1)
 
         result = cem(energy, len(dims), self.config, seed=seed)
         actions = torch.zeros(self.config.horizon, self.model_action_dim)
@@ -248,12 +248,13 @@ class SimulatorPlanner:
         return PlanResult(actions, result.actions, result.energy, result.best_energy, result.history,
                           time.perf_counter() - started)
 
-    def state_term(self, final_states: np.ndarray, goal_state: torch.Tensor | None) -> torch.Tensor:
-        """``(S,)`` the weighted L1 between the candidates' final robot states ``(S, S_dim)`` and the goal's."""
+    def state_term(self, robot_states: np.ndarray, goal_state: torch.Tensor | None) -> torch.Tensor:
+        """``(S, H)``: the weighted L1 between the candidates' robot states ``(S, H, S_dim)`` after
+        each step and the goal's (as :meth:`LatentPlanner.energies` adds it)."""
         if self.config.state_weight == 0 or goal_state is None:
-            return torch.zeros(len(final_states))
+            return torch.zeros(robot_states.shape[:2])
         dims = list(self.config.state_dims) if self.config.state_dims is not None else slice(None)
-        gap = torch.as_tensor(final_states, dtype=torch.float32)[:, dims] - goal_state.float()[dims]
+        gap = torch.as_tensor(robot_states, dtype=torch.float32)[..., dims] - goal_state.float()[dims]
         return self.config.state_weight * gap.abs().mean(dim=-1)
 
 
