@@ -127,7 +127,8 @@ class CEMConfig:
         if self.elites > self.samples:
             raise ConfigError(f"elites={self.elites} exceeds samples={self.samples}")
         if self.init_std is not None and (self.init_std < 0 or not math.isfinite(self.init_std)):
-            raise ConfigError(f"init_std must be a finite number >= 0 or null (from the constraint), got {self.init_std}")
+            raise ConfigError(f"init_std must be a finite number >= 0 or null (from the constraint), "
+                              f"got {self.init_std}")
         if self.init_mean is not None and not math.isfinite(self.init_mean):
             raise ConfigError(f"init_mean must be finite or null (from the constraint), got {self.init_mean}")
         for name in ("momentum_mean", "momentum_std"):
