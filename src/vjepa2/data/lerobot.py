@@ -166,6 +166,7 @@ class LeRobotDataset:
         self.features: dict = self.info["features"]
         self.video_keys = [k for k, v in self.features.items() if v.get("dtype") == "video"]
         self.episodes = self._episodes_v3() if self.version == "v3.0" else self._episodes_v21()
+        self._by_index = {episode.index: episode for episode in self.episodes}
         self._table_cache: tuple[Path, object] | None = None
 
     def _video_path(self, key: str, **indices) -> Path:
@@ -177,7 +178,7 @@ class LeRobotDataset:
     def _episodes_v3(self) -> list[EpisodeFiles]:
         files = sorted((self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
         if not files:
-            raise LeRobotError(f"{self.root / 'meta/episodes'}: no chunk-XXX/file-XXX.parquet (v3.0 episode table)")
+            raise LeRobotError(f"{self.root / 'meta/episodes'}: no chunk-*/file-*.parquet (the v3.0 episode table)")
         needed = ["episode_index", "length", "data/chunk_index", "data/file_index"]
         for key in self.video_keys:
             needed += [f"videos/{key}/chunk_index", f"videos/{key}/file_index", f"videos/{key}/from_timestamp"]
@@ -206,6 +207,12 @@ class LeRobotDataset:
                       for key in self.video_keys}
             episodes.append(EpisodeFiles(index, int(row["length"]), data, videos))
         return sorted(episodes, key=lambda e: e.index)
+
+    def episode(self, index: int) -> EpisodeFiles:
+        """The episode with ``episode_index == index``."""
+        if index not in self._by_index:
+            raise FileNotFoundError(f"{self.root}: no episode {index} in the dataset's metadata")
+        return self._by_index[index]
 
     # -- streams ------------------------------------------------------------------------------
 

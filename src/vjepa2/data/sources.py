@@ -61,10 +61,7 @@ def find_sources(root: str | os.PathLike, streams: Streams = Streams()) -> list[
 def _episode(source: str):
     root, index = split_episode_source(source)
     dataset = open_dataset(root)
-    for episode in dataset.episodes:
-        if episode.index == index:
-            return dataset, episode
-    raise FileNotFoundError(f"{root}: no episode {index} in the dataset's metadata")
+    return dataset, dataset.episode(index)
 
 
 def read_source(source: str, fps: float | None = None, convention: Convention = "auto",
