@@ -171,7 +171,7 @@ def build_encoder(weights: str, seed: int = 0, hierarchical: bool = False) -> Vi
             if not isinstance(encoder, VisionEncoder21):
                 raise EmbedError(f"--hierarchical: {weights} holds a V-JEPA 2 encoder; hierarchical outputs are "
                                  f"a V-JEPA 2.1 feature")
-            encoder = load_encoder(weights, output="hierarchical")
+            encoder.config = dataclasses.replace(encoder.config, output="hierarchical")  # same weights, 4 levels out
         return encoder.eval()
     except WeightsError as err:
         raise EmbedError(str(err)) from None
