@@ -86,11 +86,7 @@ def collect(source, out: str | os.PathLike, episodes: int, steps: int, seed: int
     ``collect.json`` would no longer describe every episode) unless ``overwrite``, which re-records
     every episode and removes those beyond ``episodes``.
     """
-    if episodes < 1 or steps < 1:
-        raise ValueError(f"episodes and steps must be >= 1, got episodes={episodes}, steps={steps}")
-    out = check_output_dir(out)
-    fps = source.fps or DEFAULT_FPS
-    description = {**source.describe(), "episodes": episodes, "steps": steps, "seed": seed, "fps": fps}
+    out, fps, description = _prepare(source, out, episodes, steps, seed)
     _check_same_collection(out, description, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     write_json(description, out / "collect.json")
@@ -119,11 +115,7 @@ def collect_lerobot(source, out: str | os.PathLike, episodes: int, steps: int, s
     """
     from vjepa2.data.lerobot_write import LeRobotWriter
 
-    if episodes < 1 or steps < 1:
-        raise ValueError(f"episodes and steps must be >= 1, got episodes={episodes}, steps={steps}")
-    out = check_output_dir(out)
-    fps = source.fps or DEFAULT_FPS
-    description = {**source.describe(), "episodes": episodes, "steps": steps, "seed": seed, "fps": fps}
+    out, fps, description = _prepare(source, out, episodes, steps, seed)
     with LeRobotWriter(out, fps, robot_type=description["env"], overwrite=overwrite) as writer:
         for index in progress_bar(range(episodes), desc=f"collecting {description['env']}", unit="episode",
                                   disable=not progress):
@@ -132,6 +124,15 @@ def collect_lerobot(source, out: str | os.PathLike, episodes: int, steps: int, s
                                task=f"{description['env']}: random actions", extras=data["extras"])
         (writer.tmp / "meta" / "vjepa2_collect.json").write_text(json.dumps(description, indent=2) + "\n")
     return out
+
+
+def _prepare(source, out, episodes: int, steps: int, seed: int) -> tuple[Path, float, dict]:
+    """Checked arguments of a collection: the output folder, the frame rate and the description of the settings."""
+    if episodes < 1 or steps < 1:
+        raise ValueError(f"episodes and steps must be >= 1, got episodes={episodes}, steps={steps}")
+    fps = source.fps or DEFAULT_FPS
+    description = {**source.describe(), "episodes": episodes, "steps": steps, "seed": seed, "fps": fps}
+    return check_output_dir(out), fps, description
 
 
 def _check_same_collection(out: Path, description: dict, overwrite: bool) -> None:
