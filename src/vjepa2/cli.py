@@ -92,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # a training run's says where --resume continues (vjepa2.train.interrupt)
+        print(f"vjepa2 {args.command}: {err}" if str(err) else "interrupted", file=sys.stderr)
+        return getattr(err, "exit_code", 130)
     except Exception as err:
         code = _error_kind(err)
         if code is None:
@@ -177,7 +177,10 @@ def _embed(args: argparse.Namespace, paths: list[Path], weights: str) -> int:
 
     from vjepa2 import embed
 
-    embed.check_options(args.frames, args.size, args.fps, args.out)  # before the encoder is loaded
+    inputs = {str(p): p for p in paths}
+    if not weights.startswith(embed.RANDOM_PREFIX):
+        inputs["--weights"] = weights
+    embed.check_options(args.frames, args.size, args.fps, args.out, inputs)  # before the encoder is loaded
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise embed.EmbedError("--device cuda: CUDA is not available on this machine; use --device cpu")

@@ -152,6 +152,11 @@ def from_dict(cls: type[T], data: dict | None, prefix: str = "") -> T:
             # may default a section to a non-default instance of its class).
             value = _merge(to_dict(owner_default), value)
         kwargs[name] = _convert(value, hints[name], key)
+    missing = [name for name, f in fields.items() if name not in kwargs and f.init
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{prefix + ': ' if prefix else ''}missing {', '.join(missing)} (required; "
+                          f"given: {', '.join(kwargs) or 'nothing'})")
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if callable(validate):
@@ -211,6 +216,10 @@ def apply_overrides(data: dict, overrides: typing.Iterable[str]) -> dict:
     return data
 
 
+#: Larger config files are refused unread (a recipe is a few KB; YAML parsing of a huge file takes minutes).
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML mapping (an empty file is ``{}``); raise :class:`ConfigError` if not a mapping."""
     path = Path(path)
@@ -218,6 +227,9 @@ def load_yaml(path: str | Path) -> dict:
         raise ConfigError(f"config file {path} is a folder; give a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is {path.stat().st_size / 1e6:,.1f} MB; a config is a few KB "
+                          f"(at most {MAX_CONFIG_BYTES // 2**20} MiB): is it the right file?")
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)

@@ -38,7 +38,7 @@ from pathlib import Path
 import yaml
 
 from vjepa2.config import ConfigError, from_dict, to_dict
-from vjepa2.files import atomic_write, atomic_write_text
+from vjepa2.files import atomic_write, atomic_write_text, check_output_dir
 from vjepa2.train.checkpoint import CheckpointDir
 from vjepa2.train.config import changed_config_keys
 
@@ -151,6 +151,8 @@ class Demo:
 
     def run(self) -> Path:
         """All stages, then the report; returns the path of ``index.html``."""
+        check_output_dir(self.work, "--work")
+        check_output_dir(self.report, "--report")
         if self.fresh:
             for stage in (*STAGES, "heldout"):
                 shutil.rmtree(self.path(stage), ignore_errors=True)

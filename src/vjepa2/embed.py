@@ -28,10 +28,10 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from vjepa2 import precision
+from vjepa2 import memory, precision
 from vjepa2.data.transforms import EvalTransform
 from vjepa2.data.video import ClipInfo, VideoReadError, read_clip, write_video
-from vjepa2.files import OutputPathError, atomic_write, check_output_file
+from vjepa2.files import OutputPathError, atomic_write, check_not_an_input, check_output_file
 from vjepa2.models import SIZES, VisionEncoder, encoder_config
 from vjepa2.models.vjepa2_1 import VisionEncoder21
 from vjepa2.progress import progress_bar, progress_write
@@ -188,12 +188,15 @@ class EmbedReport:
     dim: int | None = None
 
 
-def check_options(frames: int, size: int, fps: float | None, out: str | os.PathLike) -> None:
-    """Raise :class:`EmbedError` for clip settings out of range or an ``out`` that cannot be written."""
+def check_options(frames: int, size: int, fps: float | None, out: str | os.PathLike,
+                  inputs: dict[str, str | os.PathLike] | None = None) -> None:
+    """Raise :class:`EmbedError` for clip settings out of range or an ``out`` that cannot be written
+    (a folder, or one of the ``inputs``: ``{how it was given: path}``)."""
     if frames < 1 or size < 1 or (fps is not None and fps <= 0):
         raise EmbedError(f"--frames and --size must be >= 1 and --fps > 0, got frames={frames}, size={size}, fps={fps}")
     try:
         check_output_file(out)
+        check_not_an_input(out, inputs or {})
     except OutputPathError as err:
         raise EmbedError(str(err)) from None
 
@@ -212,7 +215,7 @@ def embed_videos(paths: Iterable[str | os.PathLike], encoder: VisionEncoder, out
     paths = [Path(p) for p in paths]
     device = torch.device(device)
     config = encoder.config
-    check_options(frames, size, fps, out)
+    check_options(frames, size, fps, out, {str(p): p for p in paths})
     image_tokens = isinstance(encoder, VisionEncoder21) and frames == 1  # 2.1 has an image tokenizer
     if frames % config.tubelet_size and not image_tokens:
         raise EmbedError(f"--frames {frames} must be a multiple of the encoder's tubelet size {config.tubelet_size}")
@@ -220,6 +223,11 @@ def embed_videos(paths: Iterable[str | os.PathLike], encoder: VisionEncoder, out
         raise EmbedError(f"--size {size} must be a multiple of the encoder's patch size {config.patch_size}")
     if batch_size < 1:
         raise EmbedError(f"--batch-size must be >= 1, got {batch_size}")
+    try:
+        memory.check_fits(memory.clip_bytes(batch_size, frames, size), device, f"a batch of {batch_size} clip(s) of "
+                          f"{frames} frames at {size} px", "lower --size, --frames or --batch-size")
+    except memory.MemoryEstimateError as err:
+        raise EmbedError(str(err)) from None
     if dtype not in ("fp32", "bf16"):
         raise EmbedError(f"--dtype must be fp32 or bf16, got {dtype!r}")
     encoder = encoder.to(device).eval()

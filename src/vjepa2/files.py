@@ -8,8 +8,12 @@
   full disk raises :class:`DiskFullError` naming the file instead of a library's traceback.
 * :func:`check_output_dir` / :func:`check_output_file`: is an output path usable? Called by every
   command before any work, so that a bad ``--out`` never costs a training run.
+* :func:`check_not_an_input`: an output path that is one of the command's inputs (or lies inside an
+  input folder) is refused, so no command writes onto what it reads.
 * :class:`RunLock`: an advisory ``fcntl`` lock on a run folder, so that a second process (say a
   second ``--resume`` of a live run) stops with one line naming the PID that holds it.
+* :func:`run_kind` / :func:`claim_run_folder`: a run folder records which command wrote it
+  (``vjepa2-run.json``); another command refuses to train into it.
 
 Test hook: with ``VJEPA2_TEST_PAUSE_BEFORE_RENAME="<file name>=<seconds>"`` in the environment, the
 writer sleeps between the fsync of the temporary file and the rename when it writes that file, so a
@@ -30,6 +34,12 @@ from typing import BinaryIO, Callable, Iterator
 
 PAUSE_ENV = "VJEPA2_TEST_PAUSE_BEFORE_RENAME"
 LOCK_NAME = ".lock"
+RUN_FILE = "vjepa2-run.json"
+#: What a run folder holds: files, and folders (see :mod:`vjepa2.train.monitor` and the loop).
+RUN_FILES = (RUN_FILE, "config.yaml", "log.csv", "loss.png", "skipped_files.tsv")
+RUN_FOLDERS = ("checkpoints", "tensorboard", "features")
+#: What each training command's run folder is called in messages.
+RUN_KINDS = {"pretrain": "pretraining run", "train-ac": "world-model (train-ac) run"}
 
 
 class DiskFullError(OSError):
@@ -195,8 +205,33 @@ def check_output_file(path: str | os.PathLike, what: str = "--out", overwrite: b
     return path
 
 
+def _same_or_inside(path: Path, other: Path) -> bool:
+    """``path`` is ``other`` (the same file, links resolved) or lies below the folder ``other``."""
+    path, other = path.resolve(), other.resolve()
+    if path == other or (path.exists() and other.exists() and os.path.samefile(path, other)):
+        return True
+    return other.is_dir() and other in path.parents
+
+
+def check_not_an_input(out: str | os.PathLike, inputs: dict[str, str | os.PathLike], what: str = "--out",
+                       inside: bool = False) -> None:
+    """Refuse an output ``out`` that is one of ``inputs`` (``{how the input was given: path}``), or,
+    with ``inside``, lies inside an input folder (a run folder inside a data folder would become
+    training data). Raises :class:`OutputPathError` naming both."""
+    out = Path(out)
+    for given, path in inputs.items():
+        path = Path(path)
+        given = given if given == str(path) else f"{given} {path}"
+        if path.resolve() == out.resolve() or (out.exists() and path.exists() and os.path.samefile(out, path)):
+            raise OutputPathError(f"{what} {out} is also the input {given}; writing it would destroy the input: "
+                                  f"choose another {what}")
+        if inside and path.is_dir() and _same_or_inside(out, path):
+            raise OutputPathError(f"{what} {out} is inside the input folder {given} ({path}); what the run writes "
+                                  f"there would be read as input: choose an {what} outside it")
+
+
 # ------------------------------------------------------------------------------------------------
-# Run-folder lock
+# Run folders: which command wrote them, and a lock
 # ------------------------------------------------------------------------------------------------
 
 
@@ -242,3 +277,68 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def run_kind(directory: str | os.PathLike) -> str | None:
+    """The command that wrote the run folder ``directory`` (a key of :data:`RUN_KINDS`), or None for a
+    folder no training run wrote. Read from ``vjepa2-run.json``; for runs written before that file
+    existed, told from the top-level keys of their ``config.yaml``."""
+    directory = Path(directory)
+    marker, config = directory / RUN_FILE, directory / "config.yaml"
+    if marker.is_file():
+        try:
+            kind = json.loads(marker.read_text(encoding="utf-8")).get("kind")
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            raise OutputPathError(f"{marker} is not readable JSON; it says which command wrote {directory}: "
+                                  f"restore it or choose another --out") from None
+        return kind if kind in RUN_KINDS else None
+    if config.is_file() and (directory / "checkpoints").exists():
+        import yaml
+
+        try:
+            keys = yaml.safe_load(config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return None
+        if isinstance(keys, dict):
+            return "pretrain" if "phases" in keys else "train-ac" if "schedule" in keys and "encoder" in keys else None
+    return None
+
+
+def is_run_folder(directory: str | os.PathLike) -> bool:
+    """Whether a training run wrote ``directory`` (see :func:`run_kind`)."""
+    try:
+        return run_kind(directory) is not None
+    except OutputPathError:
+        return True
+
+
+def claim_run_folder(directory: str | os.PathLike, kind: str) -> None:
+    """Record that ``kind`` (a key of :data:`RUN_KINDS`) writes the run folder ``directory``; a
+    folder another command wrote is refused with :class:`OutputPathError` before anything in it changes."""
+    directory = Path(directory)
+    for name in RUN_FILES:
+        if (directory / name).is_dir():
+            raise OutputPathError(f"{directory / name} is a folder, but the run writes a file of that name there: "
+                                  f"move it away, or choose another --out")
+    for name in RUN_FOLDERS:
+        if (directory / name).exists() and not (directory / name).is_dir():
+            raise OutputPathError(f"{directory / name} is a file, but the run keeps a folder of that name there: "
+                                  f"move it away, or choose another --out")
+    found = run_kind(directory)
+    if found is not None and found != kind:
+        raise OutputPathError(f"{directory} is a {RUN_KINDS[found]} folder (written by vjepa2 {found}); vjepa2 {kind} "
+                              f"will not write into it: choose another --out")
+    if found is None or not (directory / RUN_FILE).is_file():
+        write_json({"kind": kind}, directory / RUN_FILE)
+
+
+@contextlib.contextmanager
+def open_run_folder(directory: str | os.PathLike, kind: str, is_main: bool = True) -> Iterator[None]:
+    """Hold ``directory`` for a training run of ``kind``: rank 0 takes its :class:`RunLock` and
+    :func:`claim_run_folder` s it (the other processes of a distributed run do nothing)."""
+    if not is_main:
+        yield
+        return
+    with RunLock(directory):
+        claim_run_folder(directory, kind)
+        yield

@@ -313,11 +313,13 @@ def is_vjepa2_1(sd: dict[str, torch.Tensor]) -> bool:
 
 
 def infer_encoder21_config(sd: dict[str, torch.Tensor], **overrides) -> Encoder21Config:
-    """V-JEPA 2.1 encoder config from tensor shapes (as :func:`infer_encoder_config`, plus the levels)."""
+    """V-JEPA 2.1 encoder config from tensor shapes (as :func:`infer_encoder_config`). Every released
+    2.1 encoder normalises four levels: the count is that structure's, never read off the keys, so a
+    checkpoint missing a level's ``norms_block.*`` fails to load, naming the keys."""
     base = dataclasses.asdict(infer_encoder_config(sd, **{k: v for k, v in overrides.items()
                                                           if k in EncoderConfig.__dataclass_fields__}))
     base.update(img_size=Encoder21Config.img_size, num_frames=Encoder21Config.num_frames,
-                position="rope_rotary", levels=count_indexed(sd, r"norms_block\.(\d+)\."))
+                position="rope_rotary", levels=Encoder21Config.levels)
     base.update(overrides)
     return from_dict(Encoder21Config, base)
 
@@ -365,6 +367,8 @@ def infer_predictor_config(sd: dict[str, torch.Tensor], **overrides) -> Predicto
 
 def safe_torch_load(path: Path) -> dict:
     """``torch.load(weights_only=True)`` of a dict checkpoint; pickled code is refused with a clear error."""
+    from safetensors import SafetensorError  # torch.load reads a bare .safetensors file with it
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -373,8 +377,9 @@ def safe_torch_load(path: Path) -> dict:
             f"run arbitrary code ({str(err).splitlines()[0][:200]}). Only tensors, numbers, strings "
             f"and containers are accepted. If you trust the file, re-save its tensors with "
             f"torch.save({{k: v for k, v in ...}}) in a trusted environment.") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
+    except (RuntimeError, EOFError, OSError, SafetensorError) as err:
+        raise WeightsError(f"{path}: not a readable PyTorch or safetensors checkpoint "
+                           f"({str(err).splitlines()[0][:200]})") from None
     if not isinstance(obj, dict):
         raise WeightsError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
     return obj
@@ -459,9 +464,26 @@ def _configs_from_transformers(cfg: dict, source: Path) -> tuple[dict, dict]:
     return enc, pred
 
 
+def first_non_finite(state, prefix: str = "") -> str | None:
+    """Dotted name of the first floating-point tensor in ``state`` (nested dicts / lists) that holds
+    a NaN or an infinity, or None."""
+    if isinstance(state, torch.Tensor):
+        return prefix or "a tensor" if state.is_floating_point() and not torch.isfinite(state).all() else None
+    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (list, tuple)) else ()
+    for key, value in items:
+        found = first_non_finite(value, f"{prefix}.{key}" if prefix else str(key))
+        if found:
+            return found
+    return None
+
+
 def check_state_dict_fits(module: nn.Module, sd: dict[str, torch.Tensor], what: str, source: Path) -> None:
-    """Raise a :class:`WeightsError` naming missing / unexpected keys and shape mismatches (the module
-    may live on the meta device: only its shapes are read)."""
+    """Raise a :class:`WeightsError` naming missing / unexpected keys, shape mismatches or a tensor
+    holding NaN / inf (the module may live on the meta device: only its shapes are read)."""
+    bad = first_non_finite(sd)
+    if bad:
+        raise WeightsError(f"{source}: the {what} weights hold non-finite values (NaN or inf) in {bad}; the file "
+                           f"comes from a diverged run or is corrupt: use an earlier checkpoint")
     own = module.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))

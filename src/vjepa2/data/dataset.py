@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -225,8 +226,9 @@ class PretrainBatch:
                              None if self.labels is None else self.labels.pin_memory())
 
 
-def build_sources(data: DataConfig) -> Mixture:
-    """The weighted mixture of ``data.sources`` (list files are read here, once).
+def build_sources(data: DataConfig, say=None) -> Mixture:
+    """The weighted mixture of ``data.sources`` (list files are read here, once); ``say`` (e.g.
+    ``print``) is told of run folders left out of a folder source.
 
     Raises:
         ConfigError: a list file or folder is missing or malformed (message names it and the line).
@@ -241,6 +243,8 @@ def build_sources(data: DataConfig) -> Mixture:
             sources.append(read_source(source.path, source.kind))
         except ValueError as err:
             raise ConfigError(f"data.sources[{i}]: {err}") from None
+        for run in sources[-1].skipped_runs if say else ():
+            say(f"data.sources[{i}]: left out {run}: a training run's folder, not data")
         names.append(source.path)
     return Mixture(sources, [s.weight for s in data.sources], names)
 
@@ -363,6 +367,10 @@ def _seed_worker(worker_id: int) -> None:
     seed = int(info.seed % 2**32) if info is not None else worker_id
     random.seed(seed)
     np.random.seed(seed)
+    # Ctrl-C reaches the whole process group: the training process finishes its step and checkpoints
+    # (vjepa2.train.interrupt), then stops the workers; a worker dying first would fail that step.
+    # (SIGTERM stays: DataLoader stops a stuck worker with it.)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class PretrainLoader:

@@ -17,7 +17,8 @@ Folders. Every video or image file below the folder (extensions of
 :data:`vjepa2.data.video.VIDEO_EXTENSIONS` / ``IMAGE_EXTENSIONS``, hidden files skipped, sorted by
 path) is a sample. Its label is the index of its first-level sub-folder in the sorted list of
 sub-folders (``classes``); files directly in the folder get the class ``""``, which sorts first. A
-folder without sub-folders is therefore one class, label 0.
+folder without sub-folders is therefore one class, label 0. Folders inside it that a training run
+wrote (:func:`vjepa2.files.is_run_folder`) are left out, and named.
 
 Mixtures. Several sources with weights ``w_i``: a draw picks source ``i`` with probability
 ``w_i / sum(w)``, then a sample of it uniformly, i.e. each sample of source ``i`` has weight
@@ -35,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from vjepa2.data.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_videos
+from vjepa2.files import is_run_folder
 
 
 class ListError(ValueError):
@@ -58,11 +60,14 @@ class VideoSource:
         name: the list file or folder, as given.
         entries: the samples, in file order (lists) or path order (folders).
         classes: for folders, the class name of each label; None for list files.
+        skipped_runs: for folders, the run folders inside it whose files were left out (a
+            training run's plots and logs are not data).
     """
 
     name: str
     entries: tuple[VideoEntry, ...]
     classes: tuple[str, ...] | None = None
+    skipped_runs: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -144,12 +149,28 @@ def read_folder(path: str | os.PathLike) -> VideoSource:
         files = list_videos([sub], recursive=True)
         if files:
             groups.append((sub.name, files))
+    runs = _run_folders_below(root, [file for _, files in groups for file in files])
+    groups = [(name, kept) for name, files in groups
+              if (kept := [f for f in files if not any(run in f.parents for run in runs)])]
     if not groups:
         raise ListError(f"folder {root} holds no video or image files (known extensions: "
-                        f"{', '.join(sorted(known))})")
+                        f"{', '.join(sorted(known))})" + (f"; skipped the run folders {', '.join(map(str, runs))}"
+                                                         if runs else ""))
     entries = tuple(VideoEntry(str(file), label, str(root))
                     for label, (_, files) in enumerate(groups) for file in files)
-    return VideoSource(str(path), entries, tuple(name for name, _ in groups))
+    return VideoSource(str(path), entries, tuple(name for name, _ in groups), tuple(str(r) for r in runs))
+
+
+def _run_folders_below(root: Path, files: list[Path]) -> list[Path]:
+    """The folders between ``root`` and ``files`` that a training run wrote (their plots are not data)."""
+    checked: dict[Path, bool] = {}
+    for file in files:
+        for folder in file.parents:
+            if folder == root or root not in folder.parents:
+                break
+            if folder not in checked:
+                checked[folder] = is_run_folder(folder)
+    return sorted(folder for folder, is_run in checked.items() if is_run)
 
 
 def read_source(path: str | os.PathLike, kind: str = "auto") -> VideoSource:

@@ -155,6 +155,10 @@ class Trajectory:
 
 def _load_npy(path: Path, what: str) -> np.ndarray:
     try:
+        with open(path, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":  # else numpy calls any other bytes "pickled data"
+                raise TrajectoryError(f"{path}: cannot read {what}: not a .npy file (no NumPy header); write it "
+                                      f"with numpy.save")
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
         raise TrajectoryError(f"{path}: cannot read {what} ({err}); write it with numpy.save") from None

@@ -11,6 +11,7 @@ Files are named ``step-00001234.pt`` after the number of completed optimiser ste
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
@@ -21,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vjepa2.files import atomic_torch_save
+from vjepa2.files import DiskFullError, atomic_torch_save
+from vjepa2.weights import first_non_finite
 
 _NAME = re.compile(r"^step-(\d{8,})\.pt$")
 
@@ -101,7 +103,14 @@ class CheckpointDir:
     def save(self, state: dict, step: int) -> Path:
         """Write ``state`` as the checkpoint of ``step`` atomically, then delete all but the newest
         ``keep_last`` (those of ``keep_steps`` stay and do not count)."""
-        path = atomic_torch_save(state, self.path(step))
+        try:
+            path = atomic_torch_save(state, self.path(step))
+        except DiskFullError:
+            previous = [p for s, p in self.steps() if s < step]
+            raise DiskFullError(errno.ENOSPC, f"disk full while writing {self.path(step)}; free space and run again "
+                                              f"with --resume (" + (f"it continues from {previous[-1]}, which is intact)"
+                                                                    if previous else "no earlier checkpoint exists)")
+                                ) from None
         # Files named after later steps are left alone: they are not part of this run's history
         # (e.g. an unreadable one that a resume skipped), so they neither count nor get deleted.
         history = [p for s, p in self.steps() if s <= step and s not in self.keep_steps]
@@ -115,7 +124,9 @@ class CheckpointDir:
         moved = []
         for step, path in self.steps():
             if step >= from_step:
-                target = path.with_name(f"diverged-{path.name}")
+                target, n = path.with_name(f"diverged-{path.name}"), 2
+                while target.exists():  # an earlier divergence's file stays
+                    target, n = path.with_name(f"diverged-{path.stem}-{n}.pt"), n + 1
                 path.replace(target)
                 moved.append(target)
         return moved
@@ -139,22 +150,9 @@ class CheckpointDir:
             if missing:
                 warn(f"skipping incomplete checkpoint {path}: missing {', '.join(missing)}")
                 continue
-            bad = _first_non_finite(state)
+            bad = first_non_finite(state)
             if bad:
                 warn(f"skipping checkpoint {path}: {bad} holds non-finite values")
                 continue
             return path, state
         return None
-
-
-def _first_non_finite(state, prefix: str = "") -> str | None:
-    """Dotted name of the first floating-point tensor in ``state`` (nested dicts / lists) that holds
-    a NaN or an infinity, or None."""
-    if isinstance(state, torch.Tensor):
-        return prefix or "a tensor" if state.is_floating_point() and not torch.isfinite(state).all() else None
-    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (list, tuple)) else ()
-    for key, value in items:
-        found = _first_non_finite(value, f"{prefix}.{key}" if prefix else str(key))
-        if found:
-            return found
-    return None

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from vjepa2.config import ConfigError
 from vjepa2.layers.block import Block
 
 
@@ -50,7 +51,7 @@ def _pick_device(device: str, local_rank: int) -> torch.device:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("device: cuda was requested but no CUDA device is available; use device=cpu or auto")
+            raise ConfigError("device: cuda was requested but no CUDA device is available; use device=cpu or auto")
         if local_rank >= torch.cuda.device_count():
             raise RuntimeError(f"LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} CUDA devices are "
                                f"visible; start at most that many processes per node")

@@ -18,6 +18,7 @@ The config it reads (``cfg``) is either trainer's: ``output_dir``, ``checkpoint`
 from __future__ import annotations
 
 import math
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from vjepa2.train import distributed as dist_utils
 from vjepa2.train.checkpoint import CheckpointDir, capture_rng_state, restore_rng_state
 from vjepa2.train.config import OptimConfig, check_same_model, config_differences
 from vjepa2.train.guard import stop_if_diverged
+from vjepa2.train.interrupt import GracefulStop, Interrupted
 from vjepa2.train.monitor import RunMonitor
 from vjepa2.train.schedules import PhasePosition, phase_at
 
@@ -177,40 +179,61 @@ def run_loop(trainer: Trainer, cfg, env: dist_utils.DistEnv, resume: bool) -> Ru
     summary = RunSummary(out_dir, start_step, start_step, counters=counters)
     phase_index, started, interval_losses = None, time.perf_counter(), []
     try:
-        for step in range(start_step, total):
-            where = phase_at(trainer.phases, step)
-            if where.index != phase_index:
-                phase_index = where.index
-                banner = trainer.start_phase(where)
-                if banner:
-                    monitor.write(banner)
-            tick = time.perf_counter()
-            report = trainer.step(step, where)
-            clips_per_s = report.clips / max(time.perf_counter() - tick, 1e-9)
-            _count_non_finite(report, step, counters, cfg.max_nonfinite_steps, monitor, checkpoints, env)
-            summary.end_step, summary.last_loss = step + 1, report.loss
-            monitor.advance(loss=report.loss, lr=report.lr, clips_s=clips_per_s)
-            if report.finite:
-                interval_losses.append(report.loss)
-            phase_end = step + 1 == total or (trainer.phase_ends_matter
-                                                and step + 1 == where.start + where.phase.iterations)
-            if (step + 1) % cfg.log.every == 0 or phase_end or not report.finite:
-                loss_avg = sum(interval_losses) / len(interval_losses) if interval_losses else math.nan
-                interval_losses.clear()
-                common = {"step": step + 1, "phase": where.phase.name, "loss": report.loss, "loss_avg": loss_avg,
-                          "lr": report.lr, "grad_norm": report.grad_norm, "clips_per_s": clips_per_s,
-                          "nonfinite_total": counters.nonfinite_total, "files_skipped": counters.files_skipped,
-                          "elapsed_s": time.perf_counter() - started}
-                row = {**common, **report.row, **trainer.log_values()}
-                monitor.log({k: v for k, v in row.items() if k in trainer.columns})
-            due = (step + 1) % cfg.checkpoint.every == 0 or phase_end or step + 1 in cfg.checkpoint.keep_steps
-            if due and counters.nonfinite_in_a_row == 0:  # never during a streak (see vjepa2.train.guard)
-                summary.checkpoint = _save(trainer, cfg, checkpoints, env, step + 1, where, counters, report)
+        with GracefulStop() as stop:  # Ctrl-C / SIGTERM: finish the step, checkpoint, stop
+            for step in range(start_step, total):
+                where = phase_at(trainer.phases, step)
+                if where.index != phase_index:
+                    phase_index = where.index
+                    banner = trainer.start_phase(where)
+                    if banner:
+                        monitor.write(banner)
+                tick = time.perf_counter()
+                report = trainer.step(step, where)
+                clips_per_s = report.clips / max(time.perf_counter() - tick, 1e-9)
+                _count_non_finite(report, step, counters, cfg.max_nonfinite_steps, monitor, checkpoints, env)
+                summary.end_step, summary.last_loss = step + 1, report.loss
+                monitor.advance(loss=report.loss, lr=report.lr, clips_s=clips_per_s)
+                if report.finite:
+                    interval_losses.append(report.loss)
+                phase_end = step + 1 == total or (trainer.phase_ends_matter
+                                                    and step + 1 == where.start + where.phase.iterations)
+                if (step + 1) % cfg.log.every == 0 or phase_end or not report.finite:
+                    loss_avg = sum(interval_losses) / len(interval_losses) if interval_losses else math.nan
+                    interval_losses.clear()
+                    common = {"step": step + 1, "phase": where.phase.name, "loss": report.loss, "loss_avg": loss_avg,
+                              "lr": report.lr, "grad_norm": report.grad_norm, "clips_per_s": clips_per_s,
+                              "nonfinite_total": counters.nonfinite_total, "files_skipped": counters.files_skipped,
+                              "elapsed_s": time.perf_counter() - started}
+                    row = {**common, **report.row, **trainer.log_values()}
+                    monitor.log({k: v for k, v in row.items() if k in trainer.columns})
+                due = (step + 1) % cfg.checkpoint.every == 0 or phase_end or step + 1 in cfg.checkpoint.keep_steps
+                signum = _agreed_signal(stop, env)
+                if (due or signum) and counters.nonfinite_in_a_row == 0:  # never during a streak (vjepa2.train.guard)
+                    summary.checkpoint = _save(trainer, cfg, checkpoints, env, step + 1, where, counters, report)
+                if signum:
+                    raise _interrupted(signum, step + 1, checkpoints)
     finally:
         trainer.close()
         summary.seconds = time.perf_counter() - started
         summary.loss_png = monitor.close(plot=trainer.plot_column)
     return summary
+
+
+def _agreed_signal(stop: GracefulStop, env: dist_utils.DistEnv) -> int | None:
+    """The signal that stops the run after this step, or None; every process of a distributed run
+    stops at the same step if any one of them was signalled."""
+    if not env.distributed:
+        return stop.signum
+    signalled = dist_utils.all_reduce_sum(torch.tensor(float(stop.signum is not None), device=env.device))
+    return (stop.signum or signal.SIGTERM) if float(signalled) > 0 else None
+
+
+def _interrupted(signum: int, step: int, checkpoints: CheckpointDir) -> Interrupted:
+    """The :class:`Interrupted` that ends a signalled run after ``step`` steps."""
+    newest = checkpoints.steps()
+    where = (f"--resume continues from step {newest[-1][0]} ({newest[-1][1]})" if newest
+             else "no checkpoint was written; --resume starts from step 0")
+    return Interrupted(f"interrupted by {signal.Signals(signum).name} after step {step}: {where}", signum)
 
 
 def _count_non_finite(report: StepReport, step: int, counters: Counters, limit: int, monitor: RunMonitor,

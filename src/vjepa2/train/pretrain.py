@@ -8,7 +8,6 @@ logging and checkpoint cadence) is :mod:`vjepa2.train.loop`, shared with AC trai
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vjepa2 import precision
+from vjepa2 import memory, precision
 from vjepa2.config import config_yaml
 from vjepa2.data.dataset import PretrainBatch, build_pretrain_loader, build_sources
-from vjepa2.files import RunLock, atomic_write_text, check_output_dir
+from vjepa2.files import atomic_write_text, check_not_an_input, check_output_dir, open_run_folder
 from vjepa2.masking import MaskConfig, corrupt_tokens
 from vjepa2.models.encoder import VisionEncoder, gather_tokens
 from vjepa2.models.predictor import Predictor
@@ -191,6 +190,19 @@ def micro_batch_size(cfg: PretrainConfig, phase: PhaseConfig, env: dist_utils.Di
     """Clips per process per micro-step of ``phase``; fails early if the batch does not split evenly."""
     key = f"phases.{phase.name}.batch_size" if phase.batch_size else "batch_size"
     return loop.per_micro_step(cfg.phase_batch_size(phase), key, env, cfg.optim.grad_accumulation)
+
+
+def check_step_memory(cfg: PretrainConfig, phase: PhaseConfig, env: dist_utils.DistEnv) -> None:
+    """Refuse a phase whose step cannot fit in the device's memory (:mod:`vjepa2.memory`: the
+    micro-batch's clips plus the activations the predictor keeps over all its tokens)."""
+    micro, model = micro_batch_size(cfg, phase, env), cfg.predictor_config()
+    tubelet, patch = cfg.model.tubelet_size, cfg.model.patch_size
+    tokens = (phase.frames // tubelet) * (phase.resolution // patch) ** 2
+    needed = memory.clip_bytes(micro, phase.frames, phase.resolution) + memory.training_activation_bytes(
+        micro, tokens, model.dim, model.depth, cfg.model.activation_checkpointing)
+    memory.check_fits(needed, env.device, f"phase {phase.name} (micro-batch {micro} x {phase.frames} frames at "
+                                          f"{phase.resolution} px = {tokens:,} tokens a clip)",
+                      "lower its resolution, frames or batch size, or raise optim.grad_accumulation")
 
 
 def open_loaders(cfg: PretrainConfig, phase: PhaseConfig, start_step: int, env: dist_utils.DistEnv) -> list:
@@ -369,11 +381,13 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> RunSummary:
     threads = torch.get_num_threads()
     try:
         check_output_dir(cfg.output_dir)
+        check_not_an_input(cfg.output_dir, {f"data.sources[{i}]": source.path for i, source in enumerate(cfg.data.sources)
+                                            if source.kind != "synthetic"}, inside=True)
         for phase in cfg.phases:
-            micro_batch_size(cfg, phase, env)  # batch-size errors before any work
-        build_sources(cfg.data)  # a missing or malformed list file fails now, not at the first step
+            check_step_memory(cfg, phase, env)  # batch-size and memory errors before any work
+        build_sources(cfg.data, print if env.is_main else None)  # a missing or malformed list file fails now, not at the first step
         # One process per run folder: a second `--resume` of a live run would delete its temporary files.
-        with RunLock(cfg.output_dir) if env.is_main else contextlib.nullcontext():
+        with open_run_folder(cfg.output_dir, "pretrain", env.is_main):
             if cfg.threads:
                 torch.set_num_threads(cfg.threads)
             trainer = PretrainTrainer(cfg, env)

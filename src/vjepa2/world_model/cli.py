@@ -100,6 +100,8 @@ def _collect(args: argparse.Namespace) -> int:
     except (ValueError, ImportError) as err:
         print(f"vjepa2 collect: {err}", file=sys.stderr)
         return 2
+    kept = 0 if args.overwrite or args.format == "lerobot" else \
+        sum(collect.episode_dir(Path(args.out), i).is_dir() for i in range(max(args.episodes, 0)))
     try:
         if args.format == "lerobot":
             collect.collect_lerobot(source, args.out, args.episodes, args.steps, seed=args.seed,
@@ -113,7 +115,8 @@ def _collect(args: argparse.Namespace) -> int:
     finally:
         source.close()
     what = "a LeRobot v3.0 dataset" if args.format == "lerobot" else "trajectory folders"
-    print(f"wrote {args.episodes} episodes to {args.out} ({what})")
+    print(f"wrote {args.episodes - kept} episodes to {args.out} ({what})"
+          + (f"; kept the {kept} already there: {args.episodes} in all" if kept else ""))
     return 0
 
 
@@ -145,15 +148,24 @@ def _evaluate(args: argparse.Namespace) -> int:
     from vjepa2.world_model.features import build_feature_cache
     from vjepa2.world_model.model import load_world_model
 
+    if args.stride < 1 or min(args.horizons) < 1:
+        print(f"vjepa2 eval-ac: --stride and --horizons must be >= 1, got --stride {args.stride} --horizons "
+              f"{' '.join(map(str, args.horizons))}", file=sys.stderr)
+        return 2
     try:
         world = load_world_model(args.run)
         run_dir = Path(args.run) if Path(args.run).is_dir() else world.checkpoint.parent.parent
         cache = Path(args.cache) if args.cache else run_dir / "features"
+        pcfg = world.predictor.config
         features = build_feature_cache(args.data, world.encoder, cache, img_size=world.img_size, fps=world.fps,
-                                       min_steps=max(args.horizons) + 1, streams=world.streams)
+                                       min_steps=max(args.horizons) + 1, streams=world.streams,
+                                       widths=(pcfg.action_dim, pcfg.state_dim))
         for skipped in features.skipped:
             print(f"skipped {skipped.path}: {skipped.reason}")
-        pcfg = world.predictor.config
+        if not features.files:
+            raise TrajectoryError(f"--data {args.data}: no usable trajectory ({len(features.skipped)} skipped"
+                                  + (f"; e.g. {features.skipped[0].path}: {features.skipped[0].reason}"
+                                     if features.skipped else "") + ")")
         state_update, states_said = imagined_states(args.states, pcfg.state_dim, pcfg.action_dim)
         errors = rollout_errors(world.predictor, features.files, args.horizons, stride=args.stride,
                                 state_update=state_update)

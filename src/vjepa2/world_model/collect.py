@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from vjepa2.data.trajectories import write_trajectory
-from vjepa2.files import OutputPathError, check_output_dir, write_json
+from vjepa2.files import OutputPathError, RunLock, check_output_dir, write_json
 from vjepa2.progress import progress_bar
 from vjepa2.world_model.envs.toy_push import ToyPushConfig, ToyPushSource
 
@@ -88,21 +88,24 @@ def collect(source, out: str | os.PathLike, episodes: int, steps: int, seed: int
     """
     out, fps, description = _prepare(source, out, episodes, steps, seed)
     _check_same_collection(out, description, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(description, out / "collect.json")
     written = []
-    for index in progress_bar(range(episodes), desc=f"collecting {description['env']}", unit="episode",
-                              disable=not progress):
-        target = episode_dir(out, index)
-        if target.exists() and not overwrite:
+    with RunLock(out):  # one collector per folder: the half-written episodes below are nobody's
+        for stale in sorted(out.glob(".episode_*.partial-*")):
+            shutil.rmtree(stale, ignore_errors=True)
+            print(f"removed {stale}: an episode a killed collect left half-written")
+        write_json(description, out / "collect.json")
+        for index in progress_bar(range(episodes), desc=f"collecting {description['env']}", unit="episode",
+                                  disable=not progress):
+            target = episode_dir(out, index)
+            if target.exists() and not overwrite:
+                written.append(target)
+                continue
+            episode_seed = seed + index
+            data = record_episode(source, steps, episode_seed)
+            write_trajectory(target, data["frames"], data["states"], data["actions"], fps=fps, video=video,
+                             extras=data["extras"], overwrite=overwrite,
+                             meta={**description, "episode": index, "episode_seed": episode_seed})
             written.append(target)
-            continue
-        episode_seed = seed + index
-        data = record_episode(source, steps, episode_seed)
-        write_trajectory(target, data["frames"], data["states"], data["actions"], fps=fps, video=video,
-                         extras=data["extras"], meta={**description, "episode": index, "episode_seed": episode_seed},
-                         overwrite=overwrite)
-        written.append(target)
     return written
 
 

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,7 +147,7 @@ def build_feature_cache(root: str | os.PathLike, encoder: VisionEncoder, cache_d
                         convention: Convention = "auto", batch_size: int = 32, dtype: str = "fp32",
                         store_dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
                         progress: bool = True, encoder_info: dict | None = None,
-                        streams: Streams = Streams()) -> FeatureSet:
+                        streams: Streams = Streams(), widths: tuple[int, int] | None = None) -> FeatureSet:
     """Encode every trajectory under ``root`` not cached yet (or changed since) into ``cache_dir``.
 
     ``root`` is a folder of trajectories or a LeRobot dataset (:mod:`vjepa2.data.sources`); a
@@ -162,6 +163,8 @@ def build_feature_cache(root: str | os.PathLike, encoder: VisionEncoder, cache_d
         store_dtype: dtype of the stored features (float16/bfloat16 halve the disk use).
         encoder_info: extra JSON stored with each file (e.g. how to rebuild the encoder).
         streams: camera / state / action streams of LeRobot datasets (and the DROID camera).
+        widths: ``(action width, state width)`` a trajectory must have (a world model's), checked
+            before it is encoded; None: the widths most trajectories share (the others are skipped).
     """
     encoder = encoder.eval().to(device)
     fingerprint = encoder_fingerprint(encoder, img_size)
@@ -183,7 +186,8 @@ def build_feature_cache(root: str | os.PathLike, encoder: VisionEncoder, cache_d
             except Exception:  # unreadable (e.g. truncated by a full disk): rebuild it
                 meta = {}
             if meta.get("signature") == signature:
-                files.append(target)
+                if not _skip_width(path, cached_widths(target), widths, skipped):
+                    files.append(target)
                 continue
         try:
             traj = read_source(path, fps=fps, convention=convention, streams=streams)
@@ -194,6 +198,8 @@ def build_feature_cache(root: str | os.PathLike, encoder: VisionEncoder, cache_d
             at = f" at {fps} fps" if fps else ""
             skipped.append(Skipped(Path(path), f"{len(traj)} steps{at} < {min_steps} needed"))
             continue
+        if _skip_width(path, (traj.actions.shape[-1], traj.states.shape[-1]), widths, skipped):
+            continue
         features = encode_frames(encoder, traj.frames, img_size, batch_size=batch_size, dtype=dtype, device=device)
         _save_atomic(target, _tensors(traj, features.to(store_dtype)), {
             "format": FORMAT, "source": _resolved(path), "streams": dataclasses.asdict(streams), "name": traj.name,
@@ -201,7 +207,28 @@ def build_feature_cache(root: str | os.PathLike, encoder: VisionEncoder, cache_d
             "fps": traj.fps, "length": len(traj), "grid": _grid(encoder, img_size), "img_size": img_size,
             "encoder_fingerprint": fingerprint, "encoder": encoder_info or {}, "meta": traj.meta})
         files.append(target)
+    if widths is None and files:
+        common = Counter(cached_widths(f) for f in files).most_common(1)[0][0]
+        files = [f for f in files if cached_widths(f) == common
+                 or not _skip_width(feature_metadata(f).get("source", f), cached_widths(f), common, skipped,
+                                    "most trajectories'")]
     return FeatureSet(files=files, skipped=skipped, directory=directory, fingerprint=fingerprint)
+
+
+def cached_widths(path: str | os.PathLike) -> tuple[int, int]:
+    """``(action width, state width)`` of a cached trajectory (read from the file's header)."""
+    with safe_open(str(path), framework="pt") as f:
+        return f.get_slice("actions").get_shape()[-1], f.get_slice("states").get_shape()[-1]
+
+
+def _skip_width(path, found: tuple[int, int], wanted: tuple[int, int] | None, skipped: list[Skipped],
+                whose: str = "the world model's") -> bool:
+    """Add ``path`` to ``skipped`` (and return True) if its widths ``found`` differ from ``wanted``."""
+    if wanted is None or tuple(found) == tuple(wanted):
+        return False
+    skipped.append(Skipped(Path(path), f"{found[0]}-D actions and {found[1]}-D states, but {whose} are "
+                                       f"{wanted[0]}-D and {wanted[1]}-D"))
+    return True
 
 
 def _resolved(source: str) -> str:

@@ -11,6 +11,7 @@ import torch
 
 from vjepa2.config import ConfigError, from_dict
 from vjepa2.data.lerobot import Streams
+from vjepa2.files import run_kind
 from vjepa2.models.ac_predictor import ACPredictor, normalize_latents
 from vjepa2.models.encoder import VisionEncoder
 from vjepa2.train.checkpoint import CheckpointDir
@@ -65,6 +66,9 @@ def load_world_model(path: str | Path) -> WorldModel:
     encoder rebuilt from the recorded ``encoder`` settings (checked against the recorded fingerprint)."""
     path = Path(path)
     if path.is_dir():
+        if run_kind(path) == "pretrain":
+            raise WeightsError(f"{path} is a pretraining run, not a world model: give a train-ac run folder or "
+                               f"checkpoint (its encoder goes to train-ac as encoder.weights=...)")
         found = CheckpointDir(path / "checkpoints").latest_valid(("predictor",))
         if found is None:
             raise WeightsError(f"{path}: no valid checkpoint under {path / 'checkpoints'}")

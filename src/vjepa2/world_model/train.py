@@ -22,7 +22,6 @@ pretraining; :class:`ACTrainer` is what AC training hands it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +30,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from vjepa2 import precision
+from vjepa2 import memory, precision
 from vjepa2.config import ConfigError
 from vjepa2.data.trajectories import Skipped, TrajectoryError
-from vjepa2.files import RunLock, check_output_dir
+from vjepa2.files import check_not_an_input, check_output_dir, open_run_folder
 from vjepa2.models.ac_predictor import ACPredictor, ACPredictorConfig, normalize_latents
 from vjepa2.models.encoder import VisionEncoder
+from vjepa2.models.sizes import SIZES, EncoderConfig
 from vjepa2.train import distributed as dist_utils
 from vjepa2.train import loop
 from vjepa2.train.checkpoint import CheckpointDir
@@ -306,12 +306,14 @@ def train_ac(cfg: ACTrainConfig, resume: bool = False) -> ACRunSummary:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         check_output_dir(cfg.output_dir)
-        loop.per_micro_step(cfg.batch_size, "batch_size", env, cfg.optim.grad_accumulation)  # before any work
+        check_not_an_input(cfg.output_dir, {"data.trajectories": cfg.data.trajectories}, inside=True)
+        encoder = build_frozen_encoder(cfg.encoder)
+        check_step_memory(cfg, encoder.config, env)  # batch-size and memory errors before any work
         # One process per run folder: a second `--resume` of a live run would delete its temporary files.
-        with RunLock(cfg.output_dir) if env.is_main else contextlib.nullcontext():
+        with open_run_folder(cfg.output_dir, "train-ac", env.is_main):
             if env.is_main:  # before the (long) encoding
                 loop.refuse_to_overwrite(CheckpointDir(Path(cfg.output_dir) / "checkpoints"), resume)
-            features, patch_size = encode_trajectories(cfg, env)
+            features, patch_size = encode_trajectories(cfg, encoder, env)
             run = loop.run_loop(ACTrainer(cfg, env, features, patch_size), cfg, env, resume)
     finally:
         torch.set_num_threads(threads)
@@ -325,10 +327,9 @@ def train_ac(cfg: ACTrainConfig, resume: bool = False) -> ACRunSummary:
     return summary
 
 
-def encode_trajectories(cfg: ACTrainConfig, env: dist_utils.DistEnv) -> tuple[FeatureSet, int]:
-    """The trajectories' features with the frozen encoder (rank 0 encodes, the others read the
+def encode_trajectories(cfg: ACTrainConfig, encoder: VisionEncoder, env: dist_utils.DistEnv) -> tuple[FeatureSet, int]:
+    """The trajectories' features with the frozen ``encoder`` (rank 0 encodes, the others read the
     cache) and the encoder's patch size; skipped trajectories are named, none usable is an error."""
-    encoder = build_frozen_encoder(cfg.encoder)
     if env.is_main:  # one process encodes; the others wait and then read the same cache
         features = prepare_features(cfg, encoder, env.device, progress=cfg.log.progress_bar)
     dist_utils.barrier()
@@ -341,6 +342,23 @@ def encode_trajectories(cfg: ACTrainConfig, env: dist_utils.DistEnv) -> tuple[Fe
         raise TrajectoryError(f"{cfg.data.trajectories}: no usable trajectory ({len(features.skipped)} skipped"
                               + (f"; e.g. {first.path}: {first.reason}" if first else "") + ")")
     return features, encoder.config.patch_size
+
+
+def check_step_memory(cfg: ACTrainConfig, encoder: EncoderConfig, env: dist_utils.DistEnv) -> None:
+    """Refuse a run whose encoding batch or training step cannot fit in the device's memory
+    (:mod:`vjepa2.memory`: the frames encoded at once; a micro-batch's feature windows plus the
+    activations the predictor keeps over all their tokens)."""
+    micro = loop.per_micro_step(cfg.batch_size, "batch_size", env, cfg.optim.grad_accumulation)
+    dim, depth = cfg.model.dim or SIZES[cfg.model.size][0], cfg.model.depth or SIZES[cfg.model.size][1]
+    side = cfg.encoder.img_size
+    tokens = cfg.data.clip_steps * (side // encoder.patch_size) ** 2
+    memory.check_fits(memory.clip_bytes(cfg.encoder.batch_size, 1, side), env.device,
+                      f"encoding {cfg.encoder.batch_size} frames at a time at {side} px",
+                      "lower encoder.img_size or encoder.batch_size")
+    memory.check_fits(micro * tokens * encoder.dim * memory.FLOAT_BYTES + memory.training_activation_bytes(
+        micro, tokens, dim, depth, cfg.model.activation_checkpointing), env.device,
+        f"a training step (micro-batch {micro} x {tokens:,} tokens)",
+        "lower batch_size, data.clip_steps or encoder.img_size, or raise optim.grad_accumulation")
 
 
 def data_dim(configured: int | None, values: torch.Tensor, what: str) -> int:
