@@ -66,7 +66,7 @@ from vjepa2.evals.probe import (GridConfig, ProbeReport, check_clip_geometry, fi
 from vjepa2.evals.report import ToyReportConfig, pretrain_tiny, write_section  # noqa: E402
 from vjepa2.files import write_json  # noqa: E402
 from vjepa2.evals.toy import ToyConfig, ToyTask  # noqa: E402
-from vjepa2.models.probe import probe_config  # noqa: E402
+from vjepa2.models.attentive_probe import probe_config  # noqa: E402
 
 SECTION_TITLE = "## Ablations (toy scale)"
 FIGURE_NAME = "ablations.png"  # next to the section, in the img/ folder beside the Markdown file

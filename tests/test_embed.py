@@ -13,7 +13,8 @@ from video_fixtures import corner_image, index_video
 from vjepa2.cli import main
 from vjepa2.data.transforms import EvalTransform
 from vjepa2.data.video import read_clip, write_video
-from vjepa2.embed import SafetensorsStreamWriter, build_encoder, read_embeddings, video_keys
+from vjepa2.embed import SafetensorsStreamWriter, read_embeddings, video_keys
+from vjepa2.weights import load_encoder
 from vjepa2.models import VisionEncoder, encoder_config
 from vjepa2.weights import save_public
 
@@ -143,7 +144,7 @@ def test_embed_demo_at_default_settings(tmp_path):
 
 def test_random_encoder_is_seeded_and_leaves_global_rng_alone():
     state = torch.random.get_rng_state()
-    a, b, c = build_encoder("random:tiny", seed=0), build_encoder("random:tiny", seed=0), build_encoder(
+    a, b, c = load_encoder("random:tiny", seed=0), load_encoder("random:tiny", seed=0), load_encoder(
         "random:tiny", seed=1)
     assert torch.equal(torch.random.get_rng_state(), state)
     wa, wb, wc = (m.patch_embed.proj.weight for m in (a, b, c))

@@ -17,7 +17,7 @@ from vjepa2.evals.probe import (GridConfig, HeadMetrics, ProbeGrid, ProbeReport,
 from vjepa2.evals.probe_weights import load_probes
 from vjepa2.evals.toy import ToyConfig, ToyTask
 from vjepa2.models import VisionEncoder, encoder_config
-from vjepa2.models.probe import probe_config
+from vjepa2.models.attentive_probe import probe_config
 from vjepa2.weights import save_public
 
 

@@ -311,7 +311,7 @@ def break_episode(root: Path, how: str) -> None:
 def test_a_bad_episode_is_skipped_and_named(tmp_path, how, episode, says):
     from vjepa2.models.encoder import VisionEncoder
     from vjepa2.models.sizes import encoder_config
-    from vjepa2.world_model.features import build_feature_cache
+    from vjepa2.world_model.feature_cache import build_feature_cache
 
     root = write_v3(tmp_path / "ds")
     break_episode(root, how)

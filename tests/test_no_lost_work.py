@@ -255,7 +255,7 @@ def test_the_skipped_episode_is_reported(tmp_path, toy_data):
     import shutil
 
     from vjepa2.models import VisionEncoder, encoder_config
-    from vjepa2.world_model.features import build_feature_cache
+    from vjepa2.world_model.feature_cache import build_feature_cache
 
     data = tmp_path / "T"
     shutil.copytree(toy_data, data)

@@ -11,7 +11,7 @@ from vjepa2.evals.probe_weights import (infer_probe_config, load_probes, probe_f
                                         probe_to_public, probe_to_transformers, save_probes)
 from vjepa2.layers.cross_attention import CrossBlock
 from vjepa2.models import VisionEncoder, encoder_config
-from vjepa2.models.probe import AttentiveProbe, probe_config
+from vjepa2.models.attentive_probe import AttentiveProbe, probe_config
 from vjepa2.weights import WeightsError, encoder_from_transformers, save_public
 
 transformers = pytest.importorskip("transformers")

@@ -12,7 +12,7 @@ from vjepa2.models import VisionEncoder, encoder_config
 from vjepa2.models.ac_predictor import ACPredictor, ac_predictor_config, normalize_latents
 from vjepa2.world_model.collect import ToyPushSource, collect
 from vjepa2.world_model.envs.toy_push import ToyPushConfig
-from vjepa2.world_model.features import (build_feature_cache, encode_frames, feature_metadata, preprocess_frames,
+from vjepa2.world_model.feature_cache import (build_feature_cache, encode_frames, feature_metadata, preprocess_frames,
                                          read_features)
 from vjepa2.world_model.config import ACLossConfig, load_ac_config
 from vjepa2.world_model.evaluate import rollout_errors

@@ -11,11 +11,11 @@ from vjepa2.evals.probe_weights import (PROBE_TRANSFORMERS_KEYS, PUBLIC_PROBE_KE
                                          probe_from_transformers, probe_to_public, probe_to_transformers)
 from vjepa2.models import Predictor, VisionEncoder, encoder_config, predictor_config
 from vjepa2.models.ac_predictor import ACPredictor, ac_predictor_config
-from vjepa2.models.probe import AttentiveProbe, probe_config
+from vjepa2.models.attentive_probe import AttentiveProbe, probe_config
 from vjepa2.weights import (ENCODER_TRANSFORMERS_KEYS, PREDICTOR_TRANSFORMERS_KEYS, KeyGroup, encoder_from_transformers,
                             encoder_to_transformers, from_foreign, key_rule, params, predictor_from_transformers,
                             predictor_to_transformers, prefix_rule, stack_rule, to_foreign)
-from vjepa2.world_model.weights import ac_predictor_from_public, ac_predictor_to_public
+from vjepa2.world_model.ac_weights import ac_predictor_from_public, ac_predictor_to_public
 
 
 def random_state_dict(module: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -14,6 +14,8 @@ import importlib
 import sys
 from pathlib import Path
 
+from vjepa2.errors import exit_code
+
 # The functions that add the commands, in `vjepa2 --help` order: "module" (its add_parser) or
 # "module:function". Imported lazily so `vjepa2 --help` stays fast.
 COMMAND_PARSERS: list[str] = [
@@ -26,33 +28,6 @@ COMMAND_PARSERS: list[str] = [
 ]
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, overrides_example: str) -> None:
-    """``--print-config`` and the positional ``KEY=VALUE`` overrides of a config-driven command
-    (read back by :func:`load_command_config` / :func:`print_config`)."""
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"dotted overrides, e.g. {overrides_example}")
-
-
-def load_command_config(command: str, load, *args, **kwargs):
-    """``load(*args, **kwargs)`` (a config loader); on a config error print one line naming
-    ``command`` and return None (the command then exits with status 2)."""
-    from vjepa2.config import ConfigError
-
-    try:
-        return load(*args, **kwargs)
-    except ConfigError as err:
-        print(f"vjepa2 {command}: config error: {err}", file=sys.stderr)
-        return None
-
-
-def print_config(cfg) -> int:
-    """``--print-config``: the resolved config as YAML on stdout; exit status 0."""
-    from vjepa2.config import config_yaml
-
-    print(config_yaml(cfg), end="")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vjepa2", description="V-JEPA 2 video world models.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -60,22 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
         module, _, function = entry.partition(":")
         getattr(importlib.import_module(module), function or "add_parser")(sub)
     return parser
-
-
-# Errors whose message says what is wrong and how to fix it: a command that raises one ends with that
-# message on one line and exit code 2 (bad input) or 1 (a run that failed), never a traceback.
-# Named, not imported, so that `vjepa2 --help` stays fast.
-INPUT_ERRORS = {"vjepa2.config.ConfigError", "vjepa2.weights.WeightsError", "vjepa2.files.OutputPathError",
-                "vjepa2.files.RunLockedError", "vjepa2.data.dataset.DataError", "vjepa2.data.lists.ListError",
-                "vjepa2.data.trajectories.TrajectoryError", "vjepa2.evals.data.EvalDataError",
-                "vjepa2.embed.EmbedError"}
-RUN_ERRORS = {"vjepa2.files.DiskFullError", "vjepa2.train.guard.TrainingDiverged"}
-
-
-def _error_kind(err: BaseException) -> int | None:
-    """2 for an input error, 1 for a failed run, None for anything else (a bug: keep its traceback)."""
-    names = {f"{cls.__module__}.{cls.__qualname__}" for cls in type(err).__mro__}
-    return 2 if names & INPUT_ERRORS else 1 if names & RUN_ERRORS or _disk_full(err) else None
 
 
 def _disk_full(err: BaseException) -> bool:
@@ -95,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as err:  # a training run's says where --resume continues (vjepa2.train.interrupt)
         print(f"vjepa2 {args.command}: {err}" if str(err) else "interrupted", file=sys.stderr)
         return getattr(err, "exit_code", 130)
-    except Exception as err:
-        code = _error_kind(err)
+    except Exception as err:  # an InputError (exit 2) or RunError (exit 1) is one line; anything else is a bug
+        code = exit_code(err) or (1 if _disk_full(err) else None)
         if code is None:
             raise
         if _disk_full(err) and "disk full" not in str(err):
@@ -176,16 +135,22 @@ def _embed(args: argparse.Namespace, paths: list[Path], weights: str) -> int:
     import torch
 
     from vjepa2 import embed
+    from vjepa2.weights import RANDOM_PREFIX, WeightsError, load_encoder
 
     inputs = {str(p): p for p in paths}
-    if not weights.startswith(embed.RANDOM_PREFIX):
+    if not weights.startswith(RANDOM_PREFIX):
         inputs["--weights"] = weights
     embed.check_options(args.frames, args.size, args.fps, args.out, inputs)  # before the encoder is loaded
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise embed.EmbedError("--device cuda: CUDA is not available on this machine; use --device cpu")
-    encoder = embed.build_encoder(weights, seed=args.seed, hierarchical=args.hierarchical)
-    settings = {"weights": weights, "seed": args.seed if weights.startswith(embed.RANDOM_PREFIX) else None}
+    try:
+        encoder = load_encoder(weights, seed=args.seed)
+    except WeightsError as err:
+        raise embed.EmbedError(f"--weights: {err}") from None
+    if args.hierarchical:
+        encoder = embed.with_hierarchical_output(encoder, weights)
+    settings = {"weights": weights, "seed": args.seed if weights.startswith(RANDOM_PREFIX) else None}
     report = embed.embed_videos(paths, encoder, args.out, frames=args.frames, size=args.size, fps=args.fps,
                                 dtype=args.dtype, batch_size=args.batch_size, device=device, settings=settings,
                                 progress=not args.no_progress)

@@ -264,7 +264,7 @@ class Demo:
     def train_ac(self) -> tuple[str, dict]:
         from vjepa2.world_model.config import load_ac_config
         from vjepa2.world_model.evaluate import rollout_errors
-        from vjepa2.world_model.features import build_feature_cache
+        from vjepa2.world_model.feature_cache import build_feature_cache
         from vjepa2.world_model.model import load_world_model
         from vjepa2.world_model.train import train_ac
 

@@ -10,7 +10,7 @@ Output layout (one ``.safetensors`` file, written atomically):
 
 ``<key>`` is the video's path relative to the deepest directory holding all inputs (``/``
 separated), e.g. ``kitchen/take1.mp4``. :func:`read_embeddings` reads the file back. The options of
-the command are parsed in :mod:`vjepa2.cli`; :func:`build_encoder` and :func:`embed_videos` do the work.
+the command are parsed in :mod:`vjepa2.cli`; :func:`embed_videos` does the work.
 """
 
 from __future__ import annotations
@@ -28,16 +28,16 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from vjepa2.errors import InputError
 from vjepa2 import memory, precision
 from vjepa2.data.transforms import EvalTransform
 from vjepa2.data.video import ClipInfo, VideoReadError, read_clip, write_video
 from vjepa2.files import OutputPathError, atomic_write, check_not_an_input, check_output_file
-from vjepa2.models import SIZES, VisionEncoder, encoder_config
+from vjepa2.models import VisionEncoder
 from vjepa2.models.vjepa2_1 import VisionEncoder21
 from vjepa2.progress import progress_bar, progress_write
 
 FORMAT = "vjepa2-embeddings/1"
-RANDOM_PREFIX = "random:"
 # Exit codes: 0 all videos embedded, 1 some videos could not be read, 2 nothing could be done.
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -45,7 +45,7 @@ _SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat1
                        torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8"}
 
 
-class EmbedError(ValueError):
+class EmbedError(InputError):
     """Bad options or weights for ``vjepa2 embed``; the message says what to change."""
 
 
@@ -143,38 +143,14 @@ def video_keys(paths: list[Path]) -> list[str]:
     return [p.resolve().relative_to(root).as_posix() for p in paths]
 
 
-def build_encoder(weights: str, seed: int = 0, hierarchical: bool = False) -> VisionEncoder:
-    """The encoder named by ``weights``: ``random:<size>`` (seeded random init, e.g. ``random:tiny``)
-    or a checkpoint path / transformers directory read by :func:`vjepa2.weights.load_encoder`
-    (V-JEPA 2 or 2.1). ``hierarchical``: a 2.1 encoder's four levels concatenated ``(N, 4D)``.
-    Returned in eval mode."""
-    if hierarchical and weights.startswith(RANDOM_PREFIX):
-        raise EmbedError("--hierarchical needs V-JEPA 2.1 weights, not a random V-JEPA 2 encoder")
-    if weights.startswith(RANDOM_PREFIX):
-        size = weights[len(RANDOM_PREFIX):]
-        if size not in SIZES:
-            raise EmbedError(f"--weights {weights}: unknown size {size!r}; use random:<size> with size one of "
-                             f"{', '.join(SIZES)}")
-        # fork_rng: seed the init without changing the caller's global random state.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            encoder = VisionEncoder(encoder_config(size))
-        return encoder.eval()
-    from vjepa2.weights import WeightsError, load_encoder
-
-    if not Path(weights).exists():
-        raise EmbedError(f"--weights {weights}: no such file or directory (give a checkpoint .pt/.pth, a "
-                         f"transformers directory, or random:<size> for a random encoder)")
-    try:
-        encoder = load_encoder(weights)
-        if hierarchical:
-            if not isinstance(encoder, VisionEncoder21):
-                raise EmbedError(f"--hierarchical: {weights} holds a V-JEPA 2 encoder; hierarchical outputs are "
-                                 f"a V-JEPA 2.1 feature")
-            encoder.config = dataclasses.replace(encoder.config, output="hierarchical")  # same weights, 4 levels out
-        return encoder.eval()
-    except WeightsError as err:
-        raise EmbedError(str(err)) from None
+def with_hierarchical_output(encoder: VisionEncoder | VisionEncoder21, weights: str) -> VisionEncoder21:
+    """``--hierarchical``: the V-JEPA 2.1 ``encoder`` (of ``weights``) now returns its four normalised
+    levels concatenated ``(N, 4D)``; the same weights, another output."""
+    if not isinstance(encoder, VisionEncoder21):
+        raise EmbedError(f"--hierarchical: {weights} holds a V-JEPA 2 encoder; hierarchical outputs are a "
+                         f"V-JEPA 2.1 feature")
+    encoder.config = dataclasses.replace(encoder.config, output="hierarchical")
+    return encoder
 
 
 @dataclass

@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
+from vjepa2.errors import InputError, RunError
+
 PAUSE_ENV = "VJEPA2_TEST_PAUSE_BEFORE_RENAME"
 LOCK_NAME = ".lock"
 RUN_FILE = "vjepa2-run.json"
@@ -42,15 +44,15 @@ RUN_FOLDERS = ("checkpoints", "tensorboard", "features")
 RUN_KINDS = {"pretrain": "pretraining run", "train-ac": "world-model (train-ac) run"}
 
 
-class DiskFullError(OSError):
+class DiskFullError(OSError, RunError):
     """The disk (or quota) filled up while writing a file; the message names the file."""
 
 
-class OutputPathError(ValueError):
+class OutputPathError(InputError):
     """An output path that cannot be used (a file where a folder is needed, or the reverse)."""
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(InputError):
     """Another live process holds the run folder's lock."""
 
 

@@ -34,11 +34,12 @@ from typing import Literal
 import torch
 from torch import nn
 
+from vjepa2.errors import InputError
 from vjepa2.config import ConfigError, from_dict
 from vjepa2.files import atomic_path, atomic_torch_save, atomic_write_text
 from vjepa2.models.encoder import VisionEncoder
 from vjepa2.models.predictor import Predictor
-from vjepa2.models.sizes import SIZES, EncoderConfig, PredictorConfig
+from vjepa2.models.sizes import SIZES, EncoderConfig, PredictorConfig, encoder_config
 from vjepa2.models.vjepa2_1 import Encoder21Config, Predictor21, Predictor21Config, VisionEncoder21
 
 PUBLIC_PREFIX = "module.backbone."
@@ -46,7 +47,7 @@ PUBLIC_PREFIX = "module.backbone."
 METADATA_KEY = "vjepa2"
 
 
-class WeightsError(ValueError):
+class WeightsError(InputError):
     """A checkpoint cannot be read or does not fit the model; the message says what and why."""
 
 
@@ -580,7 +581,8 @@ _VERSION_2_1 = {
 def _load_model(fmt: _ModelFormat, path: str | os.PathLike, key: str, config, overrides: dict) -> nn.Module:
     path = Path(path)
     if not path.exists():
-        raise WeightsError(f"{path}: no such file or directory")
+        raise WeightsError(f"{path}: no such file or directory (give a checkpoint .pt/.pth, a transformers "
+                           f"directory, or random:<size> for a random encoder)")
     if path.is_dir():
         hf_cfg, hf_sd = read_transformers_dir(path)
         sd = fmt.from_transformers(hf_sd)
@@ -600,14 +602,34 @@ def _load_model(fmt: _ModelFormat, path: str | os.PathLike, key: str, config, ov
     return build_checked(fmt.model, config, sd, fmt.name, path).eval()
 
 
+#: ``random:<size>``: a seeded random encoder of a named size instead of a weights file.
+RANDOM_PREFIX = "random:"
+
+
+def random_encoder(spec: str, seed: int = 0, **config_overrides) -> VisionEncoder:
+    """The encoder ``random:<size>`` (e.g. ``random:tiny``) with seeded random weights, eval mode."""
+    size = spec[len(RANDOM_PREFIX):]
+    if size not in SIZES:
+        raise WeightsError(f"{spec}: unknown size {size!r}; use random:<size> with size one of {', '.join(SIZES)}")
+    config = encoder_config(size, **config_overrides)
+    with torch.random.fork_rng(devices=[]):  # seeds the init without changing the caller's random state
+        torch.manual_seed(seed)
+        return VisionEncoder(config).eval()
+
+
 def load_encoder(path: str | os.PathLike, key: str | tuple[str, ...] = ENCODER_KEYS,
-                 config: EncoderConfig | None = None, **config_overrides) -> VisionEncoder | VisionEncoder21:
-    """Load a V-JEPA 2 or 2.1 encoder in eval mode (the version is read from the tensor names).
+                 config: EncoderConfig | None = None, *, seed: int = 0, random_init: bool = False,
+                 **config_overrides) -> VisionEncoder | VisionEncoder21:
+    """The one way to get an encoder: V-JEPA 2 or 2.1 weights (the version is read from the tensor
+    names) or ``random:<size>``, in eval mode.
 
     Args:
         path: a public-release checkpoint (``.pt``/``.pth`` dict with ``encoder`` /
             ``target_encoder`` / ``ema_encoder`` / ``predictor``), a bare encoder state dict file,
-            or a ``transformers`` directory (``config.json`` + ``model.safetensors``; V-JEPA 2 only).
+            a ``transformers`` directory (``config.json`` + ``model.safetensors``; V-JEPA 2 only), or
+            ``random:<size>`` (``tiny`` ... ``giant``): seeded random weights.
+        seed: the seed of random weights (``random:<size>``, ``random_init``).
+        random_init: the architecture of ``path`` with seeded random weights (a probe's baseline).
         key: which encoder of a release checkpoint, or several to take the first present of
             (default: ``target_encoder``, the EMA encoder the paper evaluates, then 2.1's distilled
             ``ema_encoder``, then ``encoder``). Ignored for ``transformers`` directories.
@@ -619,7 +641,14 @@ def load_encoder(path: str | os.PathLike, key: str | tuple[str, ...] = ENCODER_K
         :class:`~vjepa2.models.VisionEncoder`, or
         :class:`~vjepa2.models.vjepa2_1.VisionEncoder21` for a 2.1 checkpoint, in eval mode.
     """
-    return _load_model(_ENCODER, path, key, config, config_overrides)
+    if str(path).startswith(RANDOM_PREFIX):
+        return random_encoder(str(path), seed, **config_overrides)
+    encoder = _load_model(_ENCODER, path, key, config, config_overrides)
+    if random_init:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            encoder = type(encoder)(encoder.config).eval()
+    return encoder
 
 
 def load_predictor(path: str | os.PathLike, key: str = "predictor", config: PredictorConfig | None = None,

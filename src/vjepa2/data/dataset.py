@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from vjepa2.errors import InputError
 from vjepa2.config import ConfigError
 from vjepa2.data.lists import Mixture, VideoEntry, read_source
 from vjepa2.data.synthetic import BACKGROUNDS, MOTIONS, Scene, SyntheticVideos, render
@@ -50,7 +51,7 @@ from vjepa2.masking import MaskConfig, step_masks
 DATA_STREAM = 0xDA7A
 
 
-class DataError(RuntimeError):
+class DataError(InputError, RuntimeError):
     """The loader cannot produce a sample: every attempt for one slot failed."""
 
 

@@ -35,11 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
+from vjepa2.errors import InputError
 from vjepa2.data.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_videos
 from vjepa2.files import is_run_folder
 
 
-class ListError(ValueError):
+class ListError(InputError):
     """A list file, folder or mixture is malformed; the message names the file (and line)."""
 
 

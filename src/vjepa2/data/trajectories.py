@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vjepa2.errors import InputError
 from vjepa2.data.poses import Convention, actions_from_states, apply_action, euler_to_matrix, matrix_to_euler
 from vjepa2.data.video import read_clip, write_video
 from vjepa2.files import atomic_dir
@@ -44,7 +45,7 @@ FRAME_DIGITS = 6
 _RESERVED_NPY = {"states.npy", "actions.npy"}
 
 
-class TrajectoryError(ValueError):
+class TrajectoryError(InputError):
     """A trajectory directory is malformed; the message names the file and how to fix it."""
 
 

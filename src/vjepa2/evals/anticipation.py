@@ -40,7 +40,7 @@ from vjepa2.evals.probe import (GridConfig, ProbeReport, check_clip_geometry, fi
 from vjepa2.evals.toy import ToyConfig, ToyTask
 from vjepa2.files import check_output_dir
 from vjepa2.models.predictor import Predictor
-from vjepa2.models.probe import ProbeVariant, probe_config
+from vjepa2.models.attentive_probe import ProbeVariant, probe_config
 
 HEAD_NAMES = ("verb", "noun", "action")
 

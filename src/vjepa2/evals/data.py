@@ -18,13 +18,14 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from vjepa2.errors import InputError
 from vjepa2.data.lists import ListError, VideoSource, read_source
 from vjepa2.data.transforms import EVAL_RESIZE_RATIO
 from vjepa2.data.video import VideoReadError, read_segments
 from vjepa2.evals.toy import ToyTask
 
 
-class EvalDataError(ValueError):
+class EvalDataError(InputError):
     """A labelled evaluation sample is unusable; the message names the file and line."""
 
 

@@ -38,8 +38,9 @@ from vjepa2.evals.metrics import classification_metrics, save_confusion_png
 from vjepa2.evals.probe_weights import save_probes
 from vjepa2.evals.toy import ToyConfig, ToyTask
 from vjepa2.files import check_output_dir, write_json
-from vjepa2.models.probe import AttentiveProbe, ProbeConfig, ProbeVariant, probe_config
+from vjepa2.models.attentive_probe import AttentiveProbe, ProbeConfig, ProbeVariant, probe_config
 from vjepa2.progress import progress_bar, progress_write
+from vjepa2.weights import WeightsError, load_encoder
 
 LossKind = Literal["cross_entropy", "focal"]
 
@@ -280,21 +281,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_frozen_encoder(spec: str, random_init: bool = False, seed: int = 0):
-    """The encoder of ``spec`` (see :attr:`ProbeEvalConfig.encoder`); with ``random_init`` the same
-    architecture with seeded random weights. Eval mode, gradients off."""
-    from vjepa2.embed import EmbedError, build_encoder
-    from vjepa2.models import VisionEncoder
-
+    """The encoder ``spec`` names (:attr:`ProbeEvalConfig.encoder`, read by
+    :func:`vjepa2.weights.load_encoder`); with ``random_init`` its architecture with seeded random
+    weights. Eval mode, gradients off."""
     try:
-        encoder = build_encoder(spec, seed=seed)
-    except EmbedError as err:
-        raise ConfigError(str(err).replace("--weights", "--encoder")) from None
-    if random_init:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            encoder = VisionEncoder(encoder.config)
-    encoder.eval().requires_grad_(False)
-    return encoder
+        return load_encoder(spec, seed=seed, random_init=random_init).requires_grad_(False)
+    except WeightsError as err:
+        raise ConfigError(f"--encoder: {err}") from None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import torch
 
 from vjepa2.config import ConfigError, from_dict
 from vjepa2.files import atomic_torch_save
-from vjepa2.models.probe import AttentiveProbe, ProbeConfig
+from vjepa2.models.attentive_probe import AttentiveProbe, ProbeConfig
 from vjepa2.weights import (KeyGroup, KeyTable, WeightsError, add_prefix, build_checked, count_indexed, from_foreign,
                             key_rule, params, prefix_rule, read_transformers_dir, safe_torch_load, strip_prefixes,
                             to_foreign)

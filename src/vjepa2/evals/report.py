@@ -35,7 +35,7 @@ from vjepa2.train.monitor import effective_rank
 from vjepa2.evals.probe import (GridConfig, fit_and_report, load_frozen_encoder, resolve_device)
 from vjepa2.files import atomic_write_text, check_output_dir, write_json
 from vjepa2.evals.toy import TOY_SSV2_PAIRS, ToyConfig, ToyTask
-from vjepa2.models.probe import ProbeVariant, probe_config
+from vjepa2.models.attentive_probe import ProbeVariant, probe_config
 
 SECTION_TITLE = "## Frozen evaluation (toy-SSv2)"
 # A hand-written subsection under this heading survives re-running the report.

@@ -157,7 +157,7 @@ class ACPredictor(nn.Module):
     Parameter names (``predictor_embed``, ``action_encoder``, ``state_encoder``,
     ``extrinsics_encoder``, ``predictor_blocks.N.*``, ``predictor_norm``, ``predictor_proj``)
     follow the public checkpoints, so their state dicts load after prefix stripping
-    (:func:`vjepa2.world_model.weights.ac_predictor_from_public`).
+    (:func:`vjepa2.world_model.ac_weights.ac_predictor_from_public`).
     """
 
     def __init__(self, config: ACPredictorConfig | None = None) -> None:

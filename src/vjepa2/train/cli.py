@@ -15,7 +15,7 @@ import argparse
 import dataclasses
 import sys
 
-from vjepa2.cli import add_config_arguments, load_command_config, print_config
+from vjepa2.commands import add_config_arguments, load_command_config, print_config
 from vjepa2.config import ConfigError
 
 

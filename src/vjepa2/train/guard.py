@@ -12,12 +12,13 @@ good ones away while a run is failing.
 
 from __future__ import annotations
 
+from vjepa2.errors import RunError
 from vjepa2.train.checkpoint import CheckpointDir
 
 ADVICE = "Lower optim.lr, set optim.clip_grad (e.g. 1.0), try dtype=fp32, or check the data"
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(RunError):
     """Too many optimiser steps in a row had a non-finite loss or gradient."""
 
 

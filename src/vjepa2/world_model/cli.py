@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vjepa2.cli import add_config_arguments, load_command_config, print_config
+from vjepa2.commands import add_config_arguments, load_command_config, print_config
 from vjepa2.world_model import collect
 from vjepa2.world_model.evaluate import STATE_MODES
 
@@ -145,7 +145,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from vjepa2.data.trajectories import TrajectoryError
     from vjepa2.weights import WeightsError
     from vjepa2.world_model.evaluate import format_errors, imagined_states, rollout_errors
-    from vjepa2.world_model.features import build_feature_cache
+    from vjepa2.world_model.feature_cache import build_feature_cache
     from vjepa2.world_model.model import load_world_model
 
     if args.stride < 1 or min(args.horizons) < 1:

@@ -9,7 +9,7 @@ import torch
 
 from vjepa2.data.poses import apply_action, set_to_target
 from vjepa2.models.ac_predictor import ACPredictor, normalize_latents
-from vjepa2.world_model.features import feature_metadata, read_features
+from vjepa2.world_model.feature_cache import feature_metadata, read_features
 
 
 #: How ``eval-ac`` gets the states of imagined steps (see :func:`imagined_states`).

@@ -15,23 +15,18 @@ from vjepa2.files import run_kind
 from vjepa2.models.ac_predictor import ACPredictor, normalize_latents
 from vjepa2.models.encoder import VisionEncoder
 from vjepa2.train.checkpoint import CheckpointDir
-from vjepa2.weights import METADATA_KEY, WeightsError
+from vjepa2.weights import METADATA_KEY, WeightsError, load_encoder
 from vjepa2.world_model.config import ACEncoderConfig
-from vjepa2.world_model.features import encode_frames, encoder_fingerprint
-from vjepa2.world_model.weights import load_ac_predictor
+from vjepa2.world_model.feature_cache import encode_frames, encoder_fingerprint
+from vjepa2.world_model.ac_weights import load_ac_predictor
 
 
-def build_frozen_encoder(cfg: ACEncoderConfig) -> VisionEncoder:
-    """The encoder named by ``cfg.weights`` (see :class:`ACEncoderConfig`), frozen, in eval mode."""
-    from vjepa2.embed import EmbedError, build_encoder
-
+def frozen_encoder(cfg: ACEncoderConfig) -> VisionEncoder:
+    """The encoder ``cfg.weights`` names (:func:`vjepa2.weights.load_encoder`), frozen, in eval mode."""
     try:
-        encoder = build_encoder(cfg.weights, seed=cfg.seed)
-    except EmbedError as err:
+        return load_encoder(cfg.weights, seed=cfg.seed).requires_grad_(False)
+    except WeightsError as err:
         raise ConfigError(f"encoder.weights: {err}") from None
-    for p in encoder.parameters():
-        p.requires_grad_(False)
-    return encoder.eval()
 
 
 @dataclass
@@ -79,7 +74,7 @@ def load_world_model(path: str | Path) -> WorldModel:
         raise WeightsError(f"{path}: no encoder settings recorded (not written by train-ac); build the encoder "
                            f"yourself and wrap it in WorldModel(encoder, predictor, img_size, path)")
     enc_cfg = from_dict(ACEncoderConfig, meta["encoder"])
-    encoder = build_frozen_encoder(enc_cfg)
+    encoder = frozen_encoder(enc_cfg)
     recorded = meta.get("encoder_fingerprint")
     if recorded and encoder_fingerprint(encoder, enc_cfg.img_size) != recorded:
         raise WeightsError(f"{path}: the encoder {enc_cfg.weights!r} is not the one this predictor was trained on "

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from vjepa2.models.ac_predictor import ACPredictor, normalize_latents
-from vjepa2.world_model.features import read_cached_source, read_features
+from vjepa2.world_model.feature_cache import read_cached_source, read_features
 
 
 class LatentBank:

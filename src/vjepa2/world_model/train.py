@@ -47,9 +47,9 @@ from vjepa2.train.schedules import phase_lr
 from vjepa2.weights import (METADATA_KEY, add_prefix, load_state_dict_checked, safe_torch_load, select_state_dict,
                             strip_prefixes)
 from vjepa2.world_model.config import STORE_DTYPES, ACLossConfig, ACTrainConfig
-from vjepa2.world_model.features import FeatureSet, build_feature_cache, feature_metadata, read_features
-from vjepa2.world_model.model import build_frozen_encoder
-from vjepa2.world_model.weights import ac_predictor_from_public
+from vjepa2.world_model.feature_cache import FeatureSet, build_feature_cache, feature_metadata, read_features
+from vjepa2.world_model.model import frozen_encoder
+from vjepa2.world_model.ac_weights import ac_predictor_from_public
 
 CHECKPOINT_KEYS = ("predictor", "opt", "epoch", TRAIN_STATE_KEY)
 
@@ -307,7 +307,7 @@ def train_ac(cfg: ACTrainConfig, resume: bool = False) -> ACRunSummary:
             torch.set_num_threads(cfg.threads)
         check_output_dir(cfg.output_dir)
         check_not_an_input(cfg.output_dir, {"data.trajectories": cfg.data.trajectories}, inside=True)
-        encoder = build_frozen_encoder(cfg.encoder)
+        encoder = frozen_encoder(cfg.encoder)
         check_step_memory(cfg, encoder.config, env)  # batch-size and memory errors before any work
         # One process per run folder: a second `--resume` of a live run would delete its temporary files.
         with open_run_folder(cfg.output_dir, "train-ac", env.is_main):
