@@ -32,8 +32,9 @@ class Regression(nn.Module):
         super().__init__()
         self.linear = nn.Linear(3, 1)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return (self.linear(x) - y).pow(2).mean()
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss = (self.linear(x) - y).pow(2).mean()
+        return loss, loss.detach().reshape(1)
 
 
 class RegressionTrainer:
@@ -54,34 +55,20 @@ class RegressionTrainer:
     def begin(self, start_step, counters, monitor) -> None:
         self.began_at = start_step
 
-    def start_phase(self, where) -> None:
-        return None
-
     def step(self, step, where) -> loop.StepReport:
         g = torch.Generator().manual_seed(step)  # batches keyed by step: a resumed run sees the same
         x = torch.randn(8, 3, generator=g)
         y = x.sum(1, keepdim=True) + (math.nan if step in self.cfg.nan_at else 0.0)
         lr = phase_lr(where.phase, self.cfg.optim.lr, where.step_in_phase)
 
-        def forward(batch, m):
-            loss = self.model(*batch)
-            return loss, loss.detach().reshape(1)
-
-        values, grad_norm, finite = loop.accumulate_and_step(self.model, self.optimizer, [(x, y)], forward, lr=lr,
-                                                             clip_grad=None)
+        values, grad_norm, finite = loop.optimizer_step(self.model, self.optimizer, [(x, y)], lr=lr, clip_grad=None)
         return loop.StepReport(float(values[0]), finite, grad_norm, lr, 8)
-
-    def log_values(self) -> dict:
-        return {}
 
     def checkpoint_payload(self, model_state, step, where) -> dict:
         return {"model": model_state}
 
     def model_state(self, checkpoint) -> dict:
         return checkpoint["model"]
-
-    def close(self) -> None:
-        pass
 
 
 def run(cfg: RegressionConfig, resume: bool = False) -> tuple[loop.RunSummary, RegressionTrainer]:

@@ -82,7 +82,7 @@ def test_regularizer_adds_its_weighted_value_and_its_gradient_reaches_the_encode
     grads, outs = {}, {}
     for name, loss in (("plain", LossConfig()), ("regularised", LossConfig(regularizer=kind, regularizer_weight=0.5))):
         model, clips, masks = _jepa(loss, mode)
-        out = model(clips, masks, torch.Generator().manual_seed(5), sketch=torch.Generator().manual_seed(6))
+        out = model.loss_of(clips, masks, torch.Generator().manual_seed(5), sketch=torch.Generator().manual_seed(6))
         out.loss.backward()
         outs[name] = out
         grads[name] = {n: p.grad.clone() for n, p in model.encoder.named_parameters() if p.grad is not None}
@@ -98,9 +98,9 @@ def test_regularizer_adds_its_weighted_value_and_its_gradient_reaches_the_encode
 
 def test_regularizer_under_bf16_autocast_is_float32_and_close():
     model, clips, masks = _jepa(LossConfig(regularizer="vicreg"))
-    fp32 = model(clips, masks)
+    fp32 = model.loss_of(clips, masks)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        bf16 = model(clips, masks)
+        bf16 = model.loss_of(clips, masks)
     assert bf16.regularizer.dtype == torch.float32 and math.isfinite(float(bf16.loss.detach()))
     assert float(bf16.regularizer) == pytest.approx(float(fp32.regularizer), rel=0.1, abs=0.02)
 
@@ -128,7 +128,7 @@ def test_motion_weight_puts_the_loss_on_tokens_that_change():
     from vjepa2.train.pretrain import temporal_change
 
     model, clips, masks = _jepa(LossConfig(motion_weight=3.0))
-    out = model(clips, masks)
+    out = model.loss_of(clips, masks)
     with torch.no_grad():
         h = F.layer_norm(model.target_encoder(clips), (model.encoder.config.dim,)).double()
         grid = model.encoder.grid(clips.shape)

@@ -93,7 +93,7 @@ def test_objective_is_teacher_forcing_plus_rollout_l1():
     torch.manual_seed(0)
     predictor = tiny_predictor()
     feats, actions, states = torch.randn(2, 4, 4, 24) * 3, torch.randn(2, 3, 7), torch.randn(2, 4, 7)
-    out = ACObjective(predictor, ACLossConfig(rollout_steps=2))(feats, actions, states)
+    out = ACObjective(predictor, ACLossConfig(rollout_steps=2)).losses(feats, actions, states)
     h = F.layer_norm(feats, (24,))
     tf = F.layer_norm(predictor(h[:, :-1], actions, states[:, :-1]), (24,))
     expected_tf = (tf - h[:, 1:]).abs().mean()
@@ -104,7 +104,7 @@ def test_objective_is_teacher_forcing_plus_rollout_l1():
     torch.testing.assert_close(out.teacher_forcing, expected_tf)
     torch.testing.assert_close(out.rollout, expected_ar, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out.loss, expected_tf + expected_ar, rtol=1e-5, atol=1e-6)
-    l2 = ACObjective(predictor, ACLossConfig(loss_exp=2.0, rollout_steps=0))(feats, actions, states)
+    l2 = ACObjective(predictor, ACLossConfig(loss_exp=2.0, rollout_steps=0)).losses(feats, actions, states)
     torch.testing.assert_close(l2.loss, ((tf - h[:, 1:]) ** 2).mean() / 2)
 
 
@@ -126,8 +126,8 @@ def test_change_weight_puts_the_loss_on_tokens_that_change():
     assert plain.change_weights(h) is None
     z = normalize_latents(predictor(h[:, :-1], actions, states[:, :-1]))
     per_token = (z - h[:, 1:]).abs().mean(-1)
-    torch.testing.assert_close(weighted(feats, actions, states).loss, (w * per_token).mean())
-    torch.testing.assert_close(plain(feats, actions, states).loss, per_token.mean())
+    torch.testing.assert_close(weighted.losses(feats, actions, states).loss, (w * per_token).mean())
+    torch.testing.assert_close(plain.losses(feats, actions, states).loss, per_token.mean())
 
 
 def test_objective_learns_to_use_the_actions(one_thread):
@@ -144,7 +144,7 @@ def test_objective_learns_to_use_the_actions(one_thread):
     states = torch.zeros(32, 2, 7)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(150):
-        loss = model(feats, actions, states).loss
+        loss = model.losses(feats, actions, states).loss
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -17,18 +17,20 @@ The config it reads (``cfg``) is either trainer's: ``output_dir``, ``checkpoint`
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 import torch
 from torch import nn
 
 from vjepa2.config import ConfigError, save_yaml, to_dict
+from vjepa2.files import check_not_an_input, check_output_dir
 from vjepa2.train import distributed as dist_utils
 from vjepa2.train.checkpoint import CheckpointDir, capture_rng_state, restore_rng_state
 from vjepa2.train.config import OptimConfig, check_same_model, config_differences
@@ -79,7 +81,9 @@ class RunSummary:
 
 
 class Trainer(Protocol):
-    """What a trainer hands :func:`run_loop`."""
+    """What a trainer hands :func:`run_loop`. Optional hooks, called where a trainer has them:
+    ``start_phase(where) -> banner | None`` (new clip shapes need new loaders), ``log_values() ->
+    dict`` (extra columns of a log row, e.g. the collapse monitor) and ``close()`` (stop loaders)."""
 
     kind: str                          # "pretrain" / "train-ac": progress-bar label
     model: nn.Module                   # the objective (unwrapped); its state is checkpointed
@@ -92,12 +96,9 @@ class Trainer(Protocol):
     phase_ends_matter: bool            # log and checkpoint at the end of every phase (new clip shapes)
 
     def begin(self, start_step: int, counters: Counters, monitor: RunMonitor) -> None: ...
-    def start_phase(self, where: PhasePosition) -> str | None: ...
     def step(self, step: int, where: PhasePosition) -> StepReport: ...
-    def log_values(self) -> dict: ...
     def checkpoint_payload(self, model_state: dict, step: int, where: PhasePosition) -> dict: ...
     def model_state(self, checkpoint: dict) -> dict: ...
-    def close(self) -> None: ...
 
 
 def build_optimizer(model: nn.Module, optim: OptimConfig, fused: bool = False) -> torch.optim.AdamW:
@@ -112,25 +113,26 @@ def build_optimizer(model: nn.Module, optim: OptimConfig, fused: bool = False) -
                              **({"fused": True} if fused else {}))
 
 
-def accumulate_and_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches: Sequence,
-                        forward: Callable[[Any, int], tuple[torch.Tensor, torch.Tensor]], *, lr: float,
-                        clip_grad: float | None, after_update: Callable[[], None] | None = None,
-                        ) -> tuple[torch.Tensor, float, bool]:
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_inputs: Sequence[tuple], *,
+                   lr: float, clip_grad: float | None, autocast=contextlib.nullcontext()
+                   ) -> tuple[torch.Tensor, float, bool]:
     """One optimiser step over gradient-accumulation micro-batches.
 
-    ``forward(batch, m) -> (loss, logged)``: the loss to minimise and a 1-D tensor of values to log
-    (``logged[0]`` is the loss). Returns ``(logged mean over micro-batches and processes (float64),
-    grad_norm, finite)``. A step whose logged values or gradient norm are not finite changes nothing
-    (no optimiser step, no ``after_update``, e.g. the EMA).
+    ``model(*inputs) -> (loss, logged)`` for each micro-batch's ``inputs`` (under ``autocast``): the
+    loss to minimise and a 1-D tensor of values to log (``logged[0]`` is the loss). Returns
+    ``(logged mean over micro-batches and processes (float64), grad_norm, finite)``. A step whose
+    logged values or gradient norm are not finite leaves the weights as they were (the caller then
+    skips its own updates too, e.g. the EMA).
     """
     for group in optimizer.param_groups:
         group["lr"] = lr
     sums = None
-    for m, batch in enumerate(micro_batches):
-        with dist_utils.gradient_sync(model, enabled=m == len(micro_batches) - 1):
-            loss, logged = forward(batch, m)
-            (loss / len(micro_batches)).backward()
-        part = logged.detach().to(torch.float64) / len(micro_batches)
+    for m, inputs in enumerate(micro_inputs):
+        with dist_utils.gradient_sync(model, enabled=m == len(micro_inputs) - 1):
+            with autocast:
+                loss, logged = model(*inputs)
+            (loss / len(micro_inputs)).backward()
+        part = logged.detach().to(torch.float64) / len(micro_inputs)
         sums = part if sums is None else sums + part
     values = dist_utils.all_reduce_sum(sums) / dist_utils.world_size()
     params = [p for p in dist_utils.unwrap(model).parameters() if p.grad is not None]
@@ -139,8 +141,6 @@ def accumulate_and_step(model: nn.Module, optimizer: torch.optim.Optimizer, micr
     finite = bool(torch.isfinite(values).all()) and math.isfinite(grad_norm)
     if finite:
         optimizer.step()
-        if after_update is not None:
-            after_update()
     optimizer.zero_grad(set_to_none=True)
     return values, grad_norm, finite
 
@@ -153,6 +153,25 @@ def per_micro_step(batch: int, key: str, env: dist_utils.DistEnv, accumulation: 
         raise ConfigError(f"{key}={batch} (global) does not split into {env.world_size} process(es) x "
                           f"{accumulation} accumulation steps; use a multiple of {parts}")
     return batch // parts
+
+
+@contextlib.contextmanager
+def distributed_run(cfg, inputs: dict[str, str]) -> Iterator[dist_utils.DistEnv]:
+    """What every training run does around its work: the process group (``torchrun``) or a single
+    process, ``cfg.threads`` torch threads, and ``cfg.output_dir`` checked before any work (usable, and
+    neither one of the ``inputs`` nor inside an input folder: a run's plots are no data). Yields the
+    :class:`~vjepa2.train.distributed.DistEnv`; threads and the process group are restored at the end."""
+    env = dist_utils.init_distributed(cfg.device, cfg.distributed.backend)
+    threads = torch.get_num_threads()
+    try:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        check_output_dir(cfg.output_dir)
+        check_not_an_input(cfg.output_dir, inputs, inside=True)
+        yield env
+    finally:
+        torch.set_num_threads(threads)
+        dist_utils.shutdown()
 
 
 def refuse_to_overwrite(checkpoints: CheckpointDir, resume: bool) -> None:
@@ -184,7 +203,7 @@ def run_loop(trainer: Trainer, cfg, env: dist_utils.DistEnv, resume: bool) -> Ru
                 where = phase_at(trainer.phases, step)
                 if where.index != phase_index:
                     phase_index = where.index
-                    banner = trainer.start_phase(where)
+                    banner = trainer.start_phase(where) if hasattr(trainer, "start_phase") else None
                     if banner:
                         monitor.write(banner)
                 tick = time.perf_counter()
@@ -204,7 +223,7 @@ def run_loop(trainer: Trainer, cfg, env: dist_utils.DistEnv, resume: bool) -> Ru
                               "lr": report.lr, "grad_norm": report.grad_norm, "clips_per_s": clips_per_s,
                               "nonfinite_total": counters.nonfinite_total, "files_skipped": counters.files_skipped,
                               "elapsed_s": time.perf_counter() - started}
-                    row = {**common, **report.row, **trainer.log_values()}
+                    row = {**common, **report.row, **(trainer.log_values() if hasattr(trainer, "log_values") else {})}
                     monitor.log({k: v for k, v in row.items() if k in trainer.columns})
                 due = (step + 1) % cfg.checkpoint.every == 0 or phase_end or step + 1 in cfg.checkpoint.keep_steps
                 signum = _agreed_signal(stop, env)
@@ -213,7 +232,8 @@ def run_loop(trainer: Trainer, cfg, env: dist_utils.DistEnv, resume: bool) -> Ru
                 if signum:
                     raise _interrupted(signum, step + 1, checkpoints)
     finally:
-        trainer.close()
+        if hasattr(trainer, "close"):
+            trainer.close()
         summary.seconds = time.perf_counter() - started
         summary.loss_png = monitor.close(plot=trainer.plot_column)
     return summary

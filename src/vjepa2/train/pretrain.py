@@ -1,6 +1,6 @@
 """V-JEPA 2 pretraining: the objective, one training step, and pretraining's side of the loop.
 
-Read :class:`JEPA.forward` and :func:`train_step` top to bottom: they are the paper's method
+Read :meth:`JEPA.loss_of` and :func:`train_step` top to bottom: they are the paper's method
 (arXiv 2506.09985, V-JEPA 2 pretraining). The rest of the file is bookkeeping: the batches of each phase,
 the checkpoint layout, the collapse monitor; the loop itself (resume, the non-finite guard,
 logging and checkpoint cadence) is :mod:`vjepa2.train.loop`, shared with AC training.
@@ -20,7 +20,7 @@ from torch import nn
 from vjepa2 import memory, precision
 from vjepa2.config import config_yaml
 from vjepa2.data.dataset import PretrainBatch, build_pretrain_loader, build_sources
-from vjepa2.files import atomic_write_text, check_not_an_input, check_output_dir, open_run_folder
+from vjepa2.files import atomic_write_text, open_run_folder
 from vjepa2.masking import MaskConfig, corrupt_tokens
 from vjepa2.models.encoder import VisionEncoder, gather_tokens
 from vjepa2.models.predictor import Predictor
@@ -29,8 +29,9 @@ from vjepa2.train import distributed as dist_utils
 from vjepa2.train import loop
 from vjepa2.train.config import LossConfig, PhaseConfig, PretrainConfig
 from vjepa2.train.ema import ema_update, make_target
-from vjepa2.train.loop import TRAIN_STATE_KEY, accumulate_and_step
+from vjepa2.train.loop import TRAIN_STATE_KEY, optimizer_step
 from vjepa2.train.monitor import RunMonitor, target_feature_rank
+from vjepa2.train.losses import change_weights, temporal_change
 from vjepa2.train.regularizers import regularizer_value
 from vjepa2.train.schedules import ema_momentum_at, lr_at
 from vjepa2.weights import METADATA_KEY, add_prefix, checkpoint_metadata, strip_prefixes
@@ -51,29 +52,9 @@ class JEPAOutput:
     targets: torch.Tensor
 
 
-def change_weights(change: torch.Tensor, strength: float) -> torch.Tensor:
-    """Token weights ``1 + strength * c / mean(c)``, rescaled to mean 1, from how much each token
-    changed, ``change`` ``(..., N)`` (the mean over the last axis is per group of ``N`` tokens).
-    Puts the loss on what moves: in a scene where a small object moves, most tokens barely change
-    and, under a plain mean, their errors outweigh the moving object's."""
-    weights = 1 + strength * change / change.mean(-1, keepdim=True).clamp_min(1e-6)
-    return weights / weights.mean(-1, keepdim=True)
-
-
-def temporal_change(h: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
-    """``(B, N)``: how much each token of ``h`` ``(B, N, D)`` on ``grid`` ``(T', H', W')`` differs from
-    the token at the same place one time step earlier (mean absolute difference over channels; the
-    first time step takes the second's)."""
-    B, N, D = h.shape
-    x = h.reshape(B, grid[0], grid[1] * grid[2], D)
-    if grid[0] < 2:
-        return h.new_ones(B, N)
-    diff = (x[:, 1:] - x[:, :-1]).abs().mean(-1)                     # (B, T'-1, H'W')
-    return torch.cat((diff[:, :1], diff), dim=1).reshape(B, N)
-
-
 class JEPA(nn.Module):
-    """Online encoder, predictor and EMA target encoder; ``forward`` is the V-JEPA 2 loss of a batch.
+    """Online encoder, predictor and EMA target encoder; :meth:`loss_of` is the V-JEPA 2 loss of a
+    batch, ``forward`` the same as the training loop calls it, :meth:`update_target` the EMA step.
 
     The predictor holds ``num_mask_tokens`` mask tokens (10 in the public checkpoints) but a run
     uses one per mask generator; the others are frozen so that every trainable parameter gets a
@@ -92,8 +73,29 @@ class JEPA(nn.Module):
             token.requires_grad_(i < len(mask.generators))
 
     def forward(self, clips: torch.Tensor, masks: list[tuple[torch.Tensor, torch.Tensor]],
+                noise: torch.Generator | None = None,
+                sketch: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One micro-batch as the training loop runs it (:func:`vjepa2.train.loop.optimizer_step`):
+        the inputs of :meth:`loss`, moved to the model's device and dtype here; returns ``(loss,
+        logged)``, ``logged`` = ``[loss, regulariser, target std, loss of each mask generator]``
+        (detached; target std: per-dimension std of the layer-normed targets, the collapse monitor)."""
+        weight = self.encoder.patch_embed.proj.weight
+        clips = clips.to(weight.device, weight.dtype, non_blocking=True)
+        masks = [(c.to(weight.device, non_blocking=True), t.to(weight.device, non_blocking=True)) for c, t in masks]
+        out = self.loss_of(clips, masks, noise, sketch)
+        target_std = out.targets.flatten(0, 1).std(dim=0).mean()
+        return out.loss, torch.cat((out.loss.detach().reshape(1), out.regularizer.reshape(1),
+                                    target_std.reshape(1).to(out.regularizer.dtype), out.mask_losses))
+
+    @torch.no_grad()
+    def update_target(self, momentum: float) -> None:
+        """The EMA step after an optimiser step: ``target = m * target + (1 - m) * online``."""
+        ema_update(self.target_encoder, self.encoder, momentum)
+
+    def loss_of(self, clips: torch.Tensor, masks: list[tuple[torch.Tensor, torch.Tensor]],
                 noise: torch.Generator | None = None, sketch: torch.Generator | None = None) -> JEPAOutput:
-        """
+        """The V-JEPA 2 loss of a batch.
+
         Args:
             clips: ``(B, 3, T, H, W)`` normalised clips.
             masks: per mask generator ``(context_idx (B, Nc), target_idx (B, Nt))``.
@@ -157,28 +159,18 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
                *, lr: float, momentum: float, cfg: PretrainConfig, device: torch.device,
                noise: list[torch.Generator | None], sketch: torch.Generator | None = None) -> StepResult:
     """One optimiser step over ``len(micro_batches)`` gradient-accumulation micro-batches: the
-    V-JEPA 2 loss, AdamW, then the EMA update of the target encoder.
+    V-JEPA 2 loss (``model``: a :class:`JEPA`, or it wrapped for data parallelism), AdamW, then the
+    EMA update of the target encoder.
 
     A step whose loss or gradient is not finite changes nothing (no optimiser or EMA update).
     """
-    jepa = dist_utils.unwrap(model)
-    autocast = precision.autocast(device, cfg.dtype)
-    last = {}
-
-    def forward(batch: PretrainBatch, m: int) -> tuple[torch.Tensor, torch.Tensor]:
-        clips = batch.clips.to(device, precision.PARAM_DTYPES[cfg.dtype], non_blocking=True)
-        masks = [(c.to(device, non_blocking=True), t.to(device, non_blocking=True)) for c, t in batch.masks]
-        with autocast:
-            out = last["out"] = model(clips, masks, noise[m], sketch)
-        # logged: loss, regulariser, per-mask losses
-        return out.loss, torch.cat((out.loss.detach().reshape(1), out.regularizer.reshape(1), out.mask_losses))
-
-    losses, grad_norm, finite = accumulate_and_step(
-        model, optimizer, micro_batches, forward, lr=lr, clip_grad=cfg.optim.clip_grad,
-        after_update=lambda: ema_update(jepa.target_encoder, jepa.encoder, momentum))
-    # Collapse monitor: per-dimension std of the (layer-normed) targets over the batch's tokens.
-    target_std = float(last["out"].targets.flatten(0, 1).std(dim=0).mean())
-    return StepResult(float(losses[0]), [float(x) for x in losses[2:]], float(losses[1]), grad_norm, target_std, finite)
+    inputs = [(batch.clips, batch.masks, noise[m], sketch) for m, batch in enumerate(micro_batches)]
+    logged, grad_norm, finite = optimizer_step(model, optimizer, inputs, lr=lr, clip_grad=cfg.optim.clip_grad,
+                                               autocast=precision.autocast(device, cfg.dtype))
+    if finite:
+        dist_utils.unwrap(model).update_target(momentum)
+    loss, regularizer, target_std, *mask_losses = (float(x) for x in logged)
+    return StepResult(loss, mask_losses, regularizer, grad_norm, target_std, finite)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -376,25 +368,17 @@ def seed_everything(seed: int) -> None:
 def pretrain(cfg: PretrainConfig, resume: bool = False) -> RunSummary:
     """Train as ``cfg`` says; with ``resume``, continue from the newest valid checkpoint in
     ``cfg.output_dir`` (or start afresh if there is none). Works under ``torchrun``."""
-    env = dist_utils.init_distributed(cfg.device, cfg.distributed.backend)
-    cfg = dataclasses.replace(cfg, dtype=precision.resolve_dtype(cfg.dtype, env.device))
-    threads = torch.get_num_threads()
-    try:
-        check_output_dir(cfg.output_dir)
-        check_not_an_input(cfg.output_dir, {f"data.sources[{i}]": source.path for i, source in enumerate(cfg.data.sources)
-                                            if source.kind != "synthetic"}, inside=True)
+    folders = {f"data.sources[{i}]": source.path for i, source in enumerate(cfg.data.sources)
+               if source.kind != "synthetic"}
+    with loop.distributed_run(cfg, folders) as env:
+        cfg = dataclasses.replace(cfg, dtype=precision.resolve_dtype(cfg.dtype, env.device))
         for phase in cfg.phases:
             check_step_memory(cfg, phase, env)  # batch-size and memory errors before any work
-        build_sources(cfg.data, print if env.is_main else None)  # a missing or malformed list file fails now, not at the first step
+        build_sources(cfg.data, print if env.is_main else None)  # a bad list file fails now, not at the first step
         # One process per run folder: a second `--resume` of a live run would delete its temporary files.
         with open_run_folder(cfg.output_dir, "pretrain", env.is_main):
-            if cfg.threads:
-                torch.set_num_threads(cfg.threads)
             trainer = PretrainTrainer(cfg, env)
             run = loop.run_loop(trainer, cfg, env, resume)
-    finally:
-        torch.set_num_threads(threads)
-        dist_utils.shutdown()
     summary = RunSummary(**vars(run), target_std=trainer.target_std, target_rank=trainer.target_rank,
                          skipped_files=trainer.skipped_files)
     if env.is_main:

@@ -33,7 +33,7 @@ from torch import nn
 from vjepa2 import memory, precision
 from vjepa2.config import ConfigError
 from vjepa2.data.trajectories import Skipped, TrajectoryError
-from vjepa2.files import check_not_an_input, check_output_dir, open_run_folder
+from vjepa2.files import open_run_folder
 from vjepa2.models.ac_predictor import ACPredictor, ACPredictorConfig, normalize_latents
 from vjepa2.models.encoder import VisionEncoder
 from vjepa2.models.sizes import SIZES, EncoderConfig
@@ -42,7 +42,7 @@ from vjepa2.train import loop
 from vjepa2.train.checkpoint import CheckpointDir
 from vjepa2.train.loop import TRAIN_STATE_KEY
 from vjepa2.train.monitor import RunMonitor
-from vjepa2.train.pretrain import change_weights
+from vjepa2.train.losses import change_weights
 from vjepa2.train.schedules import phase_lr
 from vjepa2.weights import (METADATA_KEY, add_prefix, load_state_dict_checked, safe_torch_load, select_state_dict,
                             strip_prefixes)
@@ -96,8 +96,18 @@ class ACObjective(nn.Module):
             return None
         return change_weights((h[:, 1:] - h[:, :-1]).abs().mean(-1), lam)
 
-    def forward(self, features: torch.Tensor, actions: torch.Tensor, states: torch.Tensor) -> ACLosses:
-        """
+    def forward(self, features: torch.Tensor, actions: torch.Tensor,
+                states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One micro-batch as the training loop runs it (:func:`vjepa2.train.loop.optimizer_step`):
+        the inputs of :meth:`losses`, moved to the model's device here; returns ``(loss, logged)``,
+        ``logged`` = ``[loss, teacher-forcing loss, rollout loss]`` (detached)."""
+        device = self.predictor.predictor_embed.weight.device
+        out = self.losses(*(t.to(device, non_blocking=True) for t in (features, actions, states)))
+        return out.loss, torch.stack([out.loss.detach(), out.teacher_forcing, out.rollout])
+
+    def losses(self, features: torch.Tensor, actions: torch.Tensor, states: torch.Tensor) -> ACLosses:
+        """The teacher-forcing and rollout losses of a batch.
+
         Args:
             features: ``(B, T, N, D)`` frozen-encoder features of ``T`` consecutive frames.
             actions: ``(B, T-1, A)`` the action after each frame; states: ``(B, T, S)``.
@@ -130,9 +140,6 @@ class ACBatch:
     features: torch.Tensor
     actions: torch.Tensor
     states: torch.Tensor
-
-    def to(self, device: torch.device) -> ACBatch:
-        return ACBatch(*(t.to(device, non_blocking=True) for t in (self.features, self.actions, self.states)))
 
 
 class FeatureWindows:
@@ -240,30 +247,18 @@ class ACTrainer:
                   f"params), {cfg.schedule.iterations} steps, global batch {cfg.batch_size} on "
                   f"{self.env.world_size} process(es) ({self.env.device.type})")
 
-    def start_phase(self, where) -> None:
-        return None
-
     def step(self, step: int, where) -> loop.StepReport:
         cfg, env = self.cfg, self.env
         lr = phase_lr(where.phase, cfg.optim.lr, where.step_in_phase)
         accumulation = cfg.optim.grad_accumulation
         batches = [self.windows.batch(step, cfg.seed, self.micro, rank=env.rank * accumulation + m)
                    for m in range(accumulation)]
-
-        def forward(batch: ACBatch, m: int) -> tuple[torch.Tensor, torch.Tensor]:
-            batch = batch.to(env.device)
-            with self.autocast:
-                losses = self.training_model(batch.features, batch.actions, batch.states)
-            return losses.loss, torch.stack([losses.loss.detach(), losses.teacher_forcing, losses.rollout])
-
-        values, grad_norm, finite = loop.accumulate_and_step(self.training_model, self.optimizer, batches, forward,
-                                                             lr=lr, clip_grad=cfg.optim.clip_grad)
+        values, grad_norm, finite = loop.optimizer_step(
+            self.training_model, self.optimizer, [(b.features, b.actions, b.states) for b in batches], lr=lr,
+            clip_grad=cfg.optim.clip_grad, autocast=self.autocast)
         loss, loss_tf, loss_ar = (float(x) for x in values)
         return loop.StepReport(loss, finite, grad_norm, lr, cfg.batch_size,
                                {"loss_teacher_forcing": loss_tf, "loss_rollout": loss_ar})
-
-    def log_values(self) -> dict:
-        return {}
 
     def checkpoint_payload(self, model_state: dict, step: int, where) -> dict:
         """The public release's ``predictor`` key (``module.backbone.`` prefixes) and what
@@ -279,9 +274,6 @@ class ACTrainer:
 
     def model_state(self, checkpoint: dict) -> dict:
         return {f"predictor.{k}": v for k, v in strip_prefixes(checkpoint["predictor"]).items()}
-
-    def close(self) -> None:
-        pass
 
 
 def predictor_config(cfg: ACTrainConfig, features: FeatureSet, windows: FeatureWindows,
@@ -300,13 +292,7 @@ def predictor_config(cfg: ACTrainConfig, features: FeatureSet, windows: FeatureW
 def train_ac(cfg: ACTrainConfig, resume: bool = False) -> ACRunSummary:
     """Train as ``cfg`` says; ``resume`` continues from the newest valid checkpoint in
     ``cfg.output_dir`` exactly (same batches, same optimiser state). Works under ``torchrun``."""
-    env = dist_utils.init_distributed(cfg.device, cfg.distributed.backend)
-    threads = torch.get_num_threads()
-    try:
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        check_output_dir(cfg.output_dir)
-        check_not_an_input(cfg.output_dir, {"data.trajectories": cfg.data.trajectories}, inside=True)
+    with loop.distributed_run(cfg, {"data.trajectories": cfg.data.trajectories}) as env:
         encoder = frozen_encoder(cfg.encoder)
         check_step_memory(cfg, encoder.config, env)  # batch-size and memory errors before any work
         # One process per run folder: a second `--resume` of a live run would delete its temporary files.
@@ -315,9 +301,6 @@ def train_ac(cfg: ACTrainConfig, resume: bool = False) -> ACRunSummary:
                 loop.refuse_to_overwrite(CheckpointDir(Path(cfg.output_dir) / "checkpoints"), resume)
             features, patch_size = encode_trajectories(cfg, encoder, env)
             run = loop.run_loop(ACTrainer(cfg, env, features, patch_size), cfg, env, resume)
-    finally:
-        torch.set_num_threads(threads)
-        dist_utils.shutdown()
     summary = ACRunSummary(**vars(run), skipped=features.skipped)
     if env.is_main:
         print(f"done: steps {summary.start_step}-{summary.end_step} in {summary.seconds:.1f} s"
