@@ -63,3 +63,24 @@ def test_malformed_override_is_rejected():
         apply_overrides({}, ["grid.epochs"])
     with pytest.raises(ConfigError, match="not a section"):
         apply_overrides({"name": "x"}, ["name.first=1"])
+
+
+def test_every_command_ships_recipes_that_load_and_the_help_lists_them(capsys):
+    from vjepa2.cli import main
+    from vjepa2.config import recipe_names, resolve_recipe
+    from vjepa2.demo import demo_settings
+    from vjepa2.world_model.config import load_ac_config
+    from vjepa2.world_model.plan_eval import load_plan_eval_config
+
+    assert recipe_names("demo") == ["full", "quick"] and recipe_names("train-ac") == ["toy-push"]
+    for name in recipe_names("demo"):
+        settings = demo_settings(name)
+        ac = load_ac_config(settings.train_ac_recipe, settings.train_ac, **{"data.trajectories": "d"})
+        plan = load_plan_eval_config(settings.plan_recipe, settings.plan, task="push")
+        assert ac.model.residual and ac.loss.change_weight == 3 and plan.planner.state_weight == 10
+    assert load_ac_config("toy-push", (), **{"data.trajectories": "d"}).schedule.iterations == 2000
+    with pytest.raises(ConfigError, match="recipes: toy-push"):
+        resolve_recipe("plan-eval", "no-such-recipe")
+    with pytest.raises(SystemExit):
+        main(["train-ac", "--help"])
+    assert "(toy-push)" in capsys.readouterr().out

@@ -72,7 +72,7 @@ def test_report_holds_the_tables_and_pictures(tmp_path):
     assert page.count("<table>") == 4 and "41.5%" in page and "90%" in page and "0.50" in page
     assert (tmp_path / "report" / "pretrain-loss.png").read_bytes() == b"\x89PNG fake"
     readme = (tmp_path / "report" / "README.md").read_text()
-    assert "| pretrained | 41.5% |" in readme and "vjepa2 plan-eval --run" in readme
+    assert "| pretrained | 41.5% |" in readme and "vjepa2 plan-eval --config toy-push --run" in readme
     assert "| 1 | 0.0200 | 0.0300 | 0.0400 | 0.50 |" in readme  # model, shuffled actions, copy, ratio
     assert "4.1 minutes of stage time" in readme
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vjepa2.data.lists import (ListError, Mixture, VideoEntry, VideoSource, parse_list_line, read_folder, read_list,
-                               read_source)
+                               read_video_source)
 
 
 def test_parse_line_splits_at_last_whitespace():
@@ -76,9 +76,9 @@ def test_read_folder_labels_by_subfolder(tmp_path):
         read_folder(tmp_path / "empty")
     with pytest.raises(ListError, match="does not exist"):
         read_folder(tmp_path / "nope")
-    assert read_source(flat).classes == ("",)
+    assert read_video_source(flat).classes == ("",)
     with pytest.raises(ListError, match="kind"):
-        read_source(flat, kind="csv")
+        read_video_source(flat, kind="csv")
 
 
 def fake_source(name: str, size: int) -> VideoSource:

@@ -5,12 +5,13 @@ import yaml
 
 from vjepa2.cli import main
 from vjepa2.config import ConfigError
-from vjepa2.train.config import load_pretrain_config, recipe_names
+from vjepa2.config import recipe_names
+from vjepa2.train.config import load_pretrain_config
 
 
 def test_shipped_recipes_all_load_and_tiny_is_the_default():
-    assert {"tiny", "vitl", "vith", "vitg"} <= set(recipe_names())
-    for name in recipe_names():
+    assert {"tiny", "vitl", "vith", "vitg"} <= set(recipe_names("pretrain"))
+    for name in recipe_names("pretrain"):
         load_pretrain_config(name)
     tiny = load_pretrain_config()
     assert tiny.data.sources[0].kind == "synthetic"

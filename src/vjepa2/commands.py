@@ -7,6 +7,15 @@ from __future__ import annotations
 import sys
 
 
+def add_recipe_option(parser, command: str, default: str | None = None, fallback: str = "the defaults") -> None:
+    """``--config NAME|FILE``: a recipe shipped for ``command`` (listed in the help) or a YAML file."""
+    from vjepa2.config import recipe_names
+
+    names = ", ".join(recipe_names(command))
+    parser.add_argument("--config", default=default,
+                        help=f"recipe shipped with the package ({names}) or a YAML file (default: {default or fallback})")
+
+
 def add_config_arguments(parser, overrides_example: str) -> None:
     """Add ``--print-config`` and the positional ``KEY=VALUE`` overrides of a config-driven command
     to its ``argparse`` ``parser`` (read back by :func:`load_command_config` / :func:`print_config`)."""

@@ -258,3 +258,39 @@ def save_yaml(obj: Any, path: str | Path) -> None:
     from vjepa2.files import atomic_write_text
 
     atomic_write_text(path, config_yaml(obj))
+
+
+# ------------------------------------------------------------------------------------------------
+# Recipes: YAML files shipped in the package, one folder per command (vjepa2/configs/<command>/)
+# ------------------------------------------------------------------------------------------------
+
+
+def _recipe_dir(command: str):
+    # Package data (not a package): ships in the wheel via [tool.setuptools.package-data].
+    from importlib import resources
+
+    return resources.files("vjepa2") / "configs" / command
+
+
+def recipe_names(command: str) -> list[str]:
+    """Names of the recipes shipped for ``command`` (``vjepa2/configs/<command>/*.yaml``)."""
+    folder = _recipe_dir(command)
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")) if folder.is_dir() else []
+
+
+def resolve_recipe(command: str, name_or_path: str) -> Path:
+    """A YAML path as given, or ``command``'s shipped recipe of that name (``tiny``, ``vitl``, ...)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = _recipe_dir(command) / f"{name_or_path}.yaml"
+    is_name = path.suffix not in (".yaml", ".yml") and path.parent == Path(".")
+    if is_name and shipped.is_file():  # a recipe name wins over a folder of that name in the working directory
+        return Path(str(shipped))
+    names = ", ".join(recipe_names(command)) or "none"
+    if path.is_dir():
+        raise ConfigError(f"--config {path} is a folder; give a YAML file (e.g. {path / 'config.yaml'}) or a "
+                          f"recipe name: {names}")
+    if not is_name:
+        raise ConfigError(f"config file {path} does not exist")
+    raise ConfigError(f"--config {name_or_path!r} is neither a file nor a shipped recipe; recipes: {names}")

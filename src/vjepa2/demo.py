@@ -37,7 +37,7 @@ from pathlib import Path
 
 import yaml
 
-from vjepa2.config import ConfigError, from_dict, to_dict
+from vjepa2.config import ConfigError, from_dict, load_yaml, resolve_recipe, to_dict
 from vjepa2.files import atomic_write, atomic_write_text, check_output_dir
 from vjepa2.train.checkpoint import CheckpointDir
 from vjepa2.train.config import changed_config_keys
@@ -59,9 +59,9 @@ class DemoSettings:
         probe: overrides of the toy-SSv2 probe evaluation (both encoders).
         episodes / episode_steps: toy-push trajectories for the world model, and actions per trajectory.
         heldout_episodes: trajectories (other seeds) for the world model's k-step error.
-        train_ac: overrides of ``vjepa2 train-ac``.
+        train_ac_recipe / train_ac: the ``vjepa2 train-ac`` recipe (``--config``) and overrides of it.
         rollout_horizons: steps ahead of the held-out latent error.
-        plan: overrides of ``vjepa2 plan-eval`` (both tasks).
+        plan_recipe / plan: the ``vjepa2 plan-eval`` recipe and overrides of it (both tasks).
         tasks: planning tasks.
     """
 
@@ -74,6 +74,8 @@ class DemoSettings:
     rollout_horizons: tuple[int, ...]
     plan: tuple[str, ...]
     tasks: tuple[str, ...] = ("reach", "push")
+    train_ac_recipe: str | None = None
+    plan_recipe: str | None = None
 
     def validate(self) -> None:
         if self.episodes < 1 or self.episode_steps < 2 or self.heldout_episodes < 1:
@@ -85,40 +87,13 @@ class DemoSettings:
             raise ConfigError(f"tasks must be reach and/or push, got {list(self.tasks)}")
 
 
-FULL = from_dict(DemoSettings, {
-    # The tiny recipe cut to 1500 of its 6000 steps (the demo must fit in 15 minutes on slower 2-core CPUs too).
-    "pretrain": ["phases.constant.iterations=1400", "checkpoint.every=500"],
-    # The light probe of the learning curve (docs/results.md): 2400 / 480 clips at 8 frames, 64 px.
-    "probe": ["toy.train_size=2400", "toy.val_size=480", "grid.lrs=[1e-2,3e-3]", "grid.weight_decays=[0.01]",
-              "grid.epochs=8", "grid.batch_size=16", "clips.frames=8", "clips.size=64", "clips.train_views=1",
-              "variant=light"],
-    "episodes": 150, "episode_steps": 24, "heldout_episodes": 10,
-    # train-ac's own model and optimiser defaults, fewer steps, the residual (predict-the-change)
-    # output and the loss weighted towards the tokens that change: without the last two the world
-    # model ignores its actions at this budget and plans no better than random actions
-    # (docs/results.md, "World model" and "Planning").
-    "train_ac": ["schedule.iterations=2000", "schedule.warmup=50", "schedule.cooldown=500", "checkpoint.every=500",
-                 "model.residual=true", "loss.change_weight=3"],
-    "rollout_horizons": [1, 2, 4, 8],
-    # The energy adds the effector's distance to the goal's (the state the robot reports there) to the
-    # latent distance: the world model then only has to get the block right (docs/results.md, "Planning").
-    "plan": ["pairs=30", "goal_steps=6", "mpc.steps_per_goal=15", "planner.samples=64", "planner.iterations=3",
-             "planner.elites=8", "planner.horizon=2", "planner.constraint=box", "planner.state_weight=10"],
-})
+def demo_settings(name: str) -> DemoSettings:
+    """The demo budget ``name`` (``full`` or ``quick``): the recipe ``vjepa2/configs/demo/<name>.yaml``."""
+    return from_dict(DemoSettings, load_yaml(resolve_recipe("demo", name)))
 
-QUICK = from_dict(DemoSettings, {
-    "pretrain": ["phases.warmup.iterations=4", "phases.constant.iterations=8", "phases.cooldown.iterations=2",
-                 "phases.cooldown.frames=8", "phases.cooldown.resolution=64", "batch_size=8", "checkpoint.every=7"],
-    "probe": ["toy.train_size=48", "toy.val_size=24", "grid.lrs=[1e-3]", "grid.weight_decays=[0.01]",
-              "grid.epochs=2", "clips.frames=8", "variant=light", "heads=4"],
-    "episodes": 16, "episode_steps": 10, "heldout_episodes": 2,
-    "train_ac": ["schedule.iterations=30", "schedule.warmup=5", "schedule.cooldown=5", "batch_size=16",
-                 "checkpoint.every=30", "data.clip_steps=4", "loss.rollout_steps=2", "model.depth=2",
-                 "model.residual=true", "loss.change_weight=3"],
-    "rollout_horizons": [1, 2],
-    "plan": ["pairs=5", "goal_steps=6", "mpc.steps_per_goal=6", "planner.samples=32", "planner.iterations=2",
-             "planner.elites=4", "planner.constraint=box", "planner.state_weight=10", "landscape_grid=11"],
-})
+
+FULL = demo_settings("full")
+QUICK = demo_settings("quick")
 
 
 @dataclass
@@ -269,7 +244,8 @@ class Demo:
         from vjepa2.world_model.train import train_ac
 
         out = self.path("train-ac")
-        cfg = load_ac_config(None, (f"encoder.weights={self.encoder_checkpoint}", "encoder.img_size=64",
+        cfg = load_ac_config(self.settings.train_ac_recipe, (f"encoder.weights={self.encoder_checkpoint}",
+                                                             "encoder.img_size=64",
                                     *self.settings.train_ac),
                              **{"data.trajectories": str(self.path("collect")), "output_dir": str(out)})
         self._drop_if_settings_changed("train-ac", cfg)
@@ -298,7 +274,7 @@ class Demo:
         out = self.path("plan")
         world, status, tasks = None, "reused", {}
         for task in self.settings.tasks:
-            cfg = load_plan_eval_config(None, self.settings.plan, task=task)
+            cfg = load_plan_eval_config(self.settings.plan_recipe, self.settings.plan, task=task)
             saved = out / f"plan-eval-{task}.json"
             if not saved.is_file():
                 world = world or load_world_model(self.path("train-ac"))
@@ -376,12 +352,14 @@ def reproduce_commands(settings: DemoSettings, work: str | Path, checkpoint: str
                  f"--out {w}/collect --seed 0")
     lines.append(f"vjepa2 collect --env toy-push --episodes {settings.heldout_episodes} "
                  f"--steps {settings.episode_steps} --out {w}/heldout --seed 50000")
-    lines.append(f"vjepa2 train-ac --data {w}/collect --out {w}/train-ac encoder.weights={checkpoint} "
+    ac_recipe = f" --config {settings.train_ac_recipe}" if settings.train_ac_recipe else ""
+    plan_recipe = f" --config {settings.plan_recipe}" if settings.plan_recipe else ""
+    lines.append(f"vjepa2 train-ac{ac_recipe} --data {w}/collect --out {w}/train-ac encoder.weights={checkpoint} "
                  f"encoder.img_size=64 {' '.join(settings.train_ac)}")
     lines.append(f"vjepa2 eval-ac --run {w}/train-ac --data {w}/heldout "
                  f"--horizons {' '.join(map(str, settings.rollout_horizons))}")
     for task in settings.tasks:
-        lines.append(f"vjepa2 plan-eval --run {w}/train-ac --env toy-push --task {task} --out {w}/plan "
+        lines.append(f"vjepa2 plan-eval{plan_recipe} --run {w}/train-ac --env toy-push --task {task} --out {w}/plan "
                      f"{' '.join(settings.plan)}")
     return lines
 

@@ -3,7 +3,7 @@ video generator, and the pretraining loader."""
 
 from vjepa2.data.dataset import (AugmentConfig, DataConfig, DataError, PretrainBatch, SourceConfig, SyntheticConfig,
                                  build_pretrain_loader)
-from vjepa2.data.lists import ListError, Mixture, VideoEntry, VideoSource, read_folder, read_list, read_source
+from vjepa2.data.lists import ListError, Mixture, VideoEntry, VideoSource, read_folder, read_list, read_video_source
 from vjepa2.data.synthetic import (Background, Motion, Scene, SceneObject, SyntheticVideos, make_object, render,
                                    sample_background, sample_scene)
 from vjepa2.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform, center_crop,
@@ -16,5 +16,5 @@ __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS", "VIDEO_EXTENSION
            "Scene", "SceneObject", "SourceConfig", "SyntheticConfig", "SyntheticVideos", "TrainTransform",
            "VideoEntry", "VideoError", "VideoReadError", "VideoSource", "build_pretrain_loader", "center_crop",
            "list_videos", "make_object", "normalize", "random_resized_crop_box", "read_clip", "read_folder",
-           "read_list", "read_segments", "read_source", "render", "resize_short_side", "sample_background",
+           "read_list", "read_segments", "read_video_source", "render", "resize_short_side", "sample_background",
            "sample_scene", "segment_starts", "spatial_views", "write_video"]

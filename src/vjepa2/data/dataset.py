@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vjepa2.errors import InputError
 from vjepa2.config import ConfigError
-from vjepa2.data.lists import Mixture, VideoEntry, read_source
+from vjepa2.data.lists import Mixture, VideoEntry, read_video_source
 from vjepa2.data.synthetic import BACKGROUNDS, MOTIONS, Scene, SyntheticVideos, render
 from vjepa2.data.transforms import TrainTransform
 from vjepa2.data.video import read_clip
@@ -241,7 +241,7 @@ def build_sources(data: DataConfig, say=None) -> Mixture:
             names.append("synthetic")
             continue
         try:
-            sources.append(read_source(source.path, source.kind))
+            sources.append(read_video_source(source.path, source.kind))
         except ValueError as err:
             raise ConfigError(f"data.sources[{i}]: {err}") from None
         for run in sources[-1].skipped_runs if say else ():

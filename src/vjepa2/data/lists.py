@@ -174,7 +174,7 @@ def _run_folders_below(root: Path, files: list[Path]) -> list[Path]:
     return sorted(folder for folder, is_run in checked.items() if is_run)
 
 
-def read_source(path: str | os.PathLike, kind: str = "auto") -> VideoSource:
+def read_video_source(path: str | os.PathLike, kind: str = "auto") -> VideoSource:
     """A list file (``kind="list"``), a folder (``"folder"``), or whichever ``path`` is (``"auto"``)."""
     if kind == "auto":
         kind = "folder" if Path(path).expanduser().is_dir() else "list"
@@ -249,4 +249,4 @@ class Mixture:
 
 
 __all__ = ["ListError", "Mixture", "VideoEntry", "VideoSource", "parse_list_line", "read_folder", "read_list",
-           "read_source"]
+           "read_video_source"]

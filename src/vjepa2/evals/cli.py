@@ -10,7 +10,8 @@ Examples::
     vjepa2 eval anticipation --checkpoint vitl.pt --ek100-train EPIC_100_train.csv \\
         --ek100-val EPIC_100_validation.csv --videos /data/EPIC-KITCHENS clips.fps=8
     vjepa2 eval make-dataset --dataset toy-ssv2 --out data/toy-ssv2
-    vjepa2 eval toy-report                                  # pretrain + every baseline -> docs/results.md
+    vjepa2 eval toy-report                                  # pretrain + every baseline -> runs/toy-report
+    vjepa2 eval toy-report results_md=docs/results.md image_dir=docs/img    # ... and the results page
 
 Settings come from ``--config FILE.yaml`` (optional), then the flags, then dotted ``KEY=VALUE``
 overrides (``grid.lrs=[1e-3,3e-4]``); every key is checked before any work.

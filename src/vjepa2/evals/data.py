@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from vjepa2.errors import InputError
-from vjepa2.data.lists import ListError, VideoSource, read_source
+from vjepa2.data.lists import ListError, VideoSource, read_video_source
 from vjepa2.data.transforms import EVAL_RESIZE_RATIO
 from vjepa2.data.video import VideoReadError, read_segments
 from vjepa2.evals.toy import ToyTask
@@ -60,7 +60,7 @@ class ListVideos:
 
     def __init__(self, path: str | os.PathLike, num_classes: int | None = None,
                  class_names: tuple[str, ...] | None = None, allow_short: bool = False) -> None:
-        self.source: VideoSource = read_source(path)
+        self.source: VideoSource = read_video_source(path)
         self.name = str(path)
         labels = [e.label for e in self.source.entries]
         num_classes = num_classes if num_classes is not None else max(labels) + 1

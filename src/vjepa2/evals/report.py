@@ -6,8 +6,9 @@
    the pretrained encoder on the videos; a random-init encoder of the same size; the pretrained
    encoder on image-only clips (middle frame repeated); the pretrained encoder on shuffled frames.
 3. Action anticipation on toy-anticipation: pretrained encoder + predictor vs random-init ones.
-4. Write ``out/summary.json``, the confusion matrices to ``docs/img/eval-*.png`` and the section
-   "Frozen evaluation (toy-SSv2)" of ``docs/results.md`` (other sections are left as they are).
+4. Write ``out/summary.json``; with ``image_dir`` / ``results_md`` given, the confusion matrices to
+   ``<image_dir>/eval-*.png`` and the section "Frozen evaluation (toy-SSv2)" of that page (other
+   sections are left as they are).
 
 toy-SSv2's classes come in time-reversed pairs, so besides top-1 the table splits accuracy into
 *pair* accuracy (the predicted class is in the right pair: which motion) and *direction* accuracy
@@ -62,7 +63,8 @@ class ToyReportConfig:
         light_grid / full_grid: the probe grids (smaller than the paper's 5 x 4 to fit the CPU budget).
         whitened_rows: add the diagnostic rows with PCA-whitened features (light probe).
         anticipation: also run the anticipation comparison; ``anticipation_variant`` its probe.
-        results_md / image_dir: where the section and the figures go (null = do not write).
+        results_md / image_dir: where the section and the figures go (null, the default: not written;
+            the project's own page is ``results_md=docs/results.md image_dir=docs/img``).
     """
 
     out: str = "runs/toy-report"
@@ -81,8 +83,8 @@ class ToyReportConfig:
     anticipation_variant: ProbeVariant = "light"
     seed: int = 0
     device: str = "cpu"
-    results_md: str | None = "docs/results.md"
-    image_dir: str | None = "docs/img"
+    results_md: str | None = None
+    image_dir: str | None = None
 
     def validate(self) -> None:
         if self.clips.input != "video":

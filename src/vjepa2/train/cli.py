@@ -15,7 +15,7 @@ import argparse
 import dataclasses
 import sys
 
-from vjepa2.commands import add_config_arguments, load_command_config, print_config
+from vjepa2.commands import add_config_arguments, add_recipe_option, load_command_config, print_config
 from vjepa2.config import ConfigError
 
 
@@ -23,9 +23,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "pretrain", help="self-supervised V-JEPA 2 pretraining (default: tiny model on synthetic videos)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="tiny",
-                        help="recipe name shipped with the package (tiny, vitl, vith, vitg) or a YAML file "
-                             "(default: tiny)")
+    add_recipe_option(parser, "pretrain", default="tiny")
     parser.add_argument("--out", help="output directory (checkpoints, logs, config.yaml); overrides output_dir")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest valid checkpoint in the output directory "

@@ -16,11 +16,10 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Iterable, Literal
 
-from vjepa2.config import ConfigError, apply_overrides, from_dict, load_yaml
+from vjepa2.config import ConfigError, apply_overrides, from_dict, load_yaml, resolve_recipe
 from vjepa2.data.dataset import DataConfig
 from vjepa2.masking import MaskConfig
 from vjepa2.models.sizes import SIZES, EncoderConfig, Position, PredictorConfig, encoder_config, predictor_config
@@ -307,34 +306,6 @@ class PretrainConfig:
 # ------------------------------------------------------------------------------------------------
 
 
-def _recipe_dir():
-    # Package data (not a package): ships in the wheel via [tool.setuptools.package-data].
-    return resources.files("vjepa2") / "configs"
-
-
-def recipe_names() -> list[str]:
-    """Names of the recipes shipped inside the package (``vjepa2/configs/*.yaml``)."""
-    return sorted(p.name[:-5] for p in _recipe_dir().iterdir() if p.name.endswith(".yaml"))
-
-
-def resolve_config_path(name_or_path: str) -> Path:
-    """A YAML path as given, or the shipped recipe of that name (``tiny``, ``vitl``, ...)."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    shipped = _recipe_dir() / f"{name_or_path}.yaml"
-    is_name = path.suffix not in (".yaml", ".yml") and path.parent == Path(".")
-    if is_name and shipped.is_file():  # a recipe name wins over a folder of that name in the working directory
-        return Path(str(shipped))
-    if path.is_dir():
-        raise ConfigError(f"--config {path} is a folder; give a YAML file (e.g. {path / 'config.yaml'}) or a "
-                          f"recipe name: {', '.join(recipe_names())}")
-    if not is_name:
-        raise ConfigError(f"config file {path} does not exist")
-    raise ConfigError(f"--config {name_or_path!r} is neither a file nor a shipped recipe; "
-                      f"recipes: {', '.join(recipe_names())}")
-
-
 def _phases_by_name(data: dict) -> dict:
     """Turn the ``phases`` list into a name-keyed mapping so that ``phases.<name>.<key>=...`` works."""
     phases = data.get("phases")
@@ -369,7 +340,7 @@ def _apply_config_overrides(data: dict, overrides: Iterable[str]) -> dict:
 
 def load_pretrain_config(name_or_path: str = "tiny", overrides: Iterable[str] = ()) -> PretrainConfig:
     """Read a recipe (shipped name or YAML path), apply dotted overrides, validate everything."""
-    data = load_yaml(resolve_config_path(name_or_path))
+    data = load_yaml(resolve_recipe("pretrain", name_or_path))
     data = _apply_config_overrides(data, overrides)
     if "phases" not in data:
         raise ConfigError("phases: missing; a config needs at least one phase (name, iterations, frames, resolution)")

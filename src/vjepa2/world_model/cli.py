@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vjepa2.commands import add_config_arguments, load_command_config, print_config
+from vjepa2.commands import add_config_arguments, add_recipe_option, load_command_config, print_config
 from vjepa2.world_model import collect
 from vjepa2.world_model.evaluate import STATE_MODES
 
@@ -44,7 +44,7 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="directory of trajectories or a LeRobot v3.0/v2.1 dataset (sets data.trajectories; "
                                   "data.camera/state/action pick its streams)")
-    p.add_argument("--config", help="YAML file with the run's settings (defaults: tiny CPU run)")
+    add_recipe_option(p, "train-ac", fallback="the tiny CPU run")
     p.add_argument("--out", help="output directory (sets output_dir; default runs/ac)")
     p.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in --out")
     add_config_arguments(p, "schedule.iterations=300 encoder.weights=random:small loss.rollout_steps=3")
@@ -87,7 +87,7 @@ def add_plan_eval_parser(subparsers) -> None:
     p.add_argument("--task", choices=["reach", "push", "state"], help="toy-push: reach or push; gym: state")
     p.add_argument("--pairs", type=int, help="start/goal pairs (default 50)")
     p.add_argument("--out", default="runs/plan-eval", help="output directory (default runs/plan-eval)")
-    p.add_argument("--config", help="YAML file with the settings (see PlanEvalConfig)")
+    add_recipe_option(p, "plan-eval", fallback="PlanEvalConfig's")
     p.add_argument("--device", default="cpu", help="torch device of the world model (default cpu)")
     add_config_arguments(p, "planner.samples=200 planner.iterations=5 mpc.steps_per_goal=20")
     p.set_defaults(func=_plan_eval)

@@ -222,9 +222,9 @@ class ACTrainConfig:
 
 def load_ac_config(path: str | None = None, overrides=(), **top_level) -> ACTrainConfig:
     """Read a YAML file (or start from the defaults), apply ``top_level`` keys and dotted overrides, validate."""
-    from vjepa2.config import apply_overrides, load_yaml
+    from vjepa2.config import apply_overrides, load_yaml, resolve_recipe
 
-    data = load_yaml(path) if path else {}
+    data = load_yaml(resolve_recipe("train-ac", path)) if path else {}
     for key, value in top_level.items():
         if value is not None:
             section, _, name = key.rpartition(".")

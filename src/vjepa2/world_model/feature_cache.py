@@ -101,7 +101,7 @@ def trajectory_key(name: str, source: str, fps: float | None, streams: Streams =
 
 
 @dataclass
-class FeatureSet:
+class TrajectoryFeatures:
     """Cached trajectories ready for AC training: one safetensors file each (see the module docstring)."""
 
     files: list[Path]
@@ -147,14 +147,14 @@ def build_feature_cache(root: str | os.PathLike, encoder: VisionEncoder, cache_d
                         convention: Convention = "auto", batch_size: int = 32, dtype: str = "fp32",
                         store_dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
                         progress: bool = True, encoder_info: dict | None = None,
-                        streams: Streams = Streams(), widths: tuple[int, int] | None = None) -> FeatureSet:
+                        streams: Streams = Streams(), widths: tuple[int, int] | None = None) -> TrajectoryFeatures:
     """Encode every trajectory under ``root`` not cached yet (or changed since) into ``cache_dir``.
 
     ``root`` is a folder of trajectories or a LeRobot dataset (:mod:`vjepa2.data.sources`); a
     trajectory that cannot be read is skipped and listed with the reason, never fatal.
 
     Trajectories with fewer than ``min_steps`` frames at ``fps`` are skipped and listed in the
-    result (``FeatureSet.skipped``) with the reason.
+    result (``TrajectoryFeatures.skipped``) with the reason.
 
     Args:
         encoder: the frozen encoder (put in eval mode here).
@@ -212,7 +212,7 @@ def build_feature_cache(root: str | os.PathLike, encoder: VisionEncoder, cache_d
         files = [f for f in files if cached_widths(f) == common
                  or not _skip_width(feature_metadata(f).get("source", f), cached_widths(f), common, skipped,
                                     "most trajectories'")]
-    return FeatureSet(files=files, skipped=skipped, directory=directory, fingerprint=fingerprint)
+    return TrajectoryFeatures(files=files, skipped=skipped, directory=directory, fingerprint=fingerprint)
 
 
 def cached_widths(path: str | os.PathLike) -> tuple[int, int]:

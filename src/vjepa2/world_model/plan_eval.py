@@ -38,7 +38,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from vjepa2.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+from vjepa2.config import ConfigError, apply_overrides, from_dict, load_yaml, resolve_recipe, to_dict
 from vjepa2.files import atomic_write_text
 from vjepa2.progress import progress_bar
 from vjepa2.world_model.envs.control import GymControl, ToyPushControl, make_control
@@ -126,7 +126,7 @@ class PlanEvalConfig:
 
 def load_plan_eval_config(path: str | None = None, overrides=(), **top_level) -> PlanEvalConfig:
     """YAML file (or the defaults) + ``top_level`` keys (None = not given) + dotted overrides, validated."""
-    data = load_yaml(path) if path else {}
+    data = load_yaml(resolve_recipe("plan-eval", path)) if path else {}
     data.update({k: v for k, v in top_level.items() if v is not None})
     return from_dict(PlanEvalConfig, apply_overrides(data, overrides))
 

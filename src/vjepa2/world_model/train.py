@@ -47,7 +47,7 @@ from vjepa2.train.schedules import phase_lr
 from vjepa2.weights import (METADATA_KEY, add_prefix, load_state_dict_checked, safe_torch_load, select_state_dict,
                             strip_prefixes)
 from vjepa2.world_model.config import STORE_DTYPES, ACLossConfig, ACTrainConfig
-from vjepa2.world_model.feature_cache import FeatureSet, build_feature_cache, feature_metadata, read_features
+from vjepa2.world_model.feature_cache import TrajectoryFeatures, build_feature_cache, feature_metadata, read_features
 from vjepa2.world_model.model import frozen_encoder
 from vjepa2.world_model.ac_weights import ac_predictor_from_public
 
@@ -192,7 +192,7 @@ def absolute_weights(weights: str) -> str:
 
 
 def prepare_features(cfg: ACTrainConfig, encoder: VisionEncoder, device: torch.device,
-                     progress: bool = True) -> FeatureSet:
+                     progress: bool = True) -> TrajectoryFeatures:
     """Encode the trajectories into the feature cache (reusing what is cached)."""
     return build_feature_cache(cfg.data.trajectories, encoder, cfg.cache_dir, img_size=cfg.encoder.img_size,
                                fps=cfg.data.fps, min_steps=cfg.data.clip_steps, convention=cfg.data.convention,
@@ -224,12 +224,12 @@ class ACTrainer:
     columns = ("step", "loss", "loss_teacher_forcing", "loss_rollout", "lr", "grad_norm", "clips_per_s",
                "nonfinite_total", "elapsed_s")
 
-    def __init__(self, cfg: ACTrainConfig, env: dist_utils.DistEnv, features: FeatureSet, patch_size: int) -> None:
+    def __init__(self, cfg: ACTrainConfig, env: dist_utils.DistEnv, features: TrajectoryFeatures, patch_size: int) -> None:
         self.cfg, self.env, self.features = cfg, env, features
         self.windows = FeatureWindows(features.files, cfg.data.clip_steps)
         self.micro = loop.per_micro_step(cfg.batch_size, "batch_size", env, cfg.optim.grad_accumulation)
         torch.manual_seed(cfg.seed)
-        self.predictor = ACPredictor(predictor_config(cfg, features, self.windows, patch_size))
+        self.predictor = ACPredictor(ac_predictor_config(cfg, features, self.windows, patch_size))
         if cfg.model.init_checkpoint:
             load_init(self.predictor, cfg.model.init_checkpoint)
         self.model = ACObjective(self.predictor, cfg.loss).to(env.device)
@@ -276,7 +276,7 @@ class ACTrainer:
         return {f"predictor.{k}": v for k, v in strip_prefixes(checkpoint["predictor"]).items()}
 
 
-def predictor_config(cfg: ACTrainConfig, features: FeatureSet, windows: FeatureWindows,
+def ac_predictor_config(cfg: ACTrainConfig, features: TrajectoryFeatures, windows: FeatureWindows,
                      patch_size: int) -> ACPredictorConfig:
     """The AC predictor's config: sizes from ``cfg.model``, dimensions and input scales from the data."""
     sample = read_features(features.files[0], 0, 2)
@@ -310,7 +310,7 @@ def train_ac(cfg: ACTrainConfig, resume: bool = False) -> ACRunSummary:
     return summary
 
 
-def encode_trajectories(cfg: ACTrainConfig, encoder: VisionEncoder, env: dist_utils.DistEnv) -> tuple[FeatureSet, int]:
+def encode_trajectories(cfg: ACTrainConfig, encoder: VisionEncoder, env: dist_utils.DistEnv) -> tuple[TrajectoryFeatures, int]:
     """The trajectories' features with the frozen ``encoder`` (rank 0 encodes, the others read the
     cache) and the encoder's patch size; skipped trajectories are named, none usable is an error."""
     if env.is_main:  # one process encodes; the others wait and then read the same cache
