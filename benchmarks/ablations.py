@@ -234,8 +234,8 @@ def load_config(variant: Variant, settings: Settings, seed: int):
 def step_flops(cfg, batches: int) -> list[float]:
     """FLOPs of one optimiser step (forward, backward; the optimiser and EMA add no matrix products)
     in each phase of ``cfg``: the mean over ``batches`` batches of that phase's clip shape."""
-    from vjepa2.train import distributed as dist_utils
-    from vjepa2.train.loop import build_optimizer
+    from vjepa2.engine import distributed as dist_utils
+    from vjepa2.engine.loop import build_optimizer
     from vjepa2.train.pretrain import JEPA, close_loaders, noise_generators, open_loaders, train_step
 
     env = dist_utils.DistEnv()
@@ -292,7 +292,7 @@ def train_flops(steps: dict[str, int], per_step: list[float]) -> float:
 def run_one(variant: Variant, seed: int, settings: Settings, out: Path, threads: int) -> dict:
     """Pretrain ``variant`` with ``seed`` (resuming a partial run), probe it at each of its eval sizes
     on both tasks with every probe, write and return ``result.json``'s record."""
-    from vjepa2.train.checkpoint import CheckpointDir
+    from vjepa2.engine.checkpoint import CheckpointDir
 
     run_dir = run_dir_of(out, variant, seed)
     steps = plan_steps(variant, settings, out)

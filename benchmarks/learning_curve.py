@@ -87,7 +87,7 @@ def pretrain_config(args: argparse.Namespace, seed: int):
 
 def run_seed(args: argparse.Namespace, seed: int) -> list[dict]:
     """Pretrain one seed (or reuse it), probe each kept checkpoint and the random-init encoder."""
-    from vjepa2.train.checkpoint import CheckpointDir
+    from vjepa2.engine.checkpoint import CheckpointDir
     from vjepa2.train.pretrain import pretrain
 
     torch.set_num_threads(1)

@@ -30,9 +30,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import count_flops, cpu_bf16_rows, machine_line, median_time, print_table  # noqa: E402
 
 from vjepa2.config import from_dict  # noqa: E402
-from vjepa2.train import distributed as dist_utils  # noqa: E402
+from vjepa2.engine import distributed as dist_utils  # noqa: E402
 from vjepa2.train.config import PretrainConfig  # noqa: E402
-from vjepa2.train.loop import build_optimizer  # noqa: E402
+from vjepa2.engine.loop import build_optimizer  # noqa: E402
 from vjepa2.train.pretrain import JEPA, noise_generators, open_loaders, train_step  # noqa: E402
 
 

@@ -84,7 +84,7 @@ def test_equal_flops_variants_stretch_their_schedule(ablations, tmp_path):
 def test_micro_run_writes_every_table_and_a_rerun_reuses_the_runs(ablations, tmp_path, monkeypatch):
     # Figures are not what is tested here, and drawing them takes most of a micro run's time.
     monkeypatch.setattr("vjepa2.evals.probe.save_confusion_png", lambda *args, **kwargs: None)
-    monkeypatch.setattr("vjepa2.train.monitor.plot_curve", lambda *args, **kwargs: None)
+    monkeypatch.setattr("vjepa2.engine.monitor.plot_curve", lambda *args, **kwargs: None)
     settings = micro_settings(ablations)
     out, md = tmp_path / "runs", tmp_path / "results.md"
     md.write_text("# Results\n\n## Other section\n\nkept as it is\n")

@@ -9,8 +9,8 @@ import pytest
 import torch
 from pretrain_tiny import tiny_config
 
-from vjepa2.train.checkpoint import CheckpointDir
-from vjepa2.train.guard import TrainingDiverged
+from vjepa2.engine.checkpoint import CheckpointDir
+from vjepa2.engine.guard import TrainingDiverged
 from vjepa2.train.pretrain import pretrain
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -408,7 +408,7 @@ def test_a_full_disk_during_a_run_is_one_line(tmp_path, monkeypatch, capsys):
     import errno
 
     from vjepa2.cli import main
-    from vjepa2.train import monitor
+    from vjepa2.engine import monitor
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "log.csv"))

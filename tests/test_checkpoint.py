@@ -8,7 +8,7 @@ import torch
 
 from vjepa2.files import atomic_torch_save as atomic_save
 from vjepa2.files import atomic_write, atomic_write_text
-from vjepa2.train.checkpoint import CheckpointDir, capture_rng_state, restore_rng_state
+from vjepa2.engine.checkpoint import CheckpointDir, capture_rng_state, restore_rng_state
 
 
 def test_atomic_save_round_trip(tmp_path):

@@ -11,7 +11,7 @@ from vjepa2.evals.data import ToyVideos
 from vjepa2.evals.features import (ClipConfig, EncoderFeatures, LiveFeatures, TensorFeatures, WhitenedFeatures,
                                    build_features, read_feature_cache)
 from vjepa2.evals.metrics import class_mean_recall, classification_metrics, confusion_matrix, topk_hits
-from vjepa2.train.monitor import effective_rank
+from vjepa2.engine.monitor import effective_rank
 from vjepa2.evals.probe import (GridConfig, HeadMetrics, ProbeGrid, ProbeReport, fit_and_report, probe_eval_config,
                                 run_probe_eval, scheduled_lr, sigmoid_focal_loss)
 from vjepa2.evals.probe_weights import load_probes

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from vjepa2.train import loop
-from vjepa2.train.config import CheckpointConfig, LogConfig, OptimConfig
-from vjepa2.train.distributed import DistEnv
-from vjepa2.train.schedules import LrSegment, phase_lr
+from vjepa2.engine import loop
+from vjepa2.engine.config import CheckpointConfig, LogConfig, OptimConfig
+from vjepa2.engine.distributed import DistEnv
+from vjepa2.engine.schedules import LrSegment, phase_lr
 
 
 @dataclass(frozen=True)

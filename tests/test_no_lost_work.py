@@ -20,7 +20,7 @@ from pretrain_tiny import read_log, tiny_config, write_config
 
 from vjepa2.cli import main
 from vjepa2.files import DiskFullError, OutputPathError
-from vjepa2.train.checkpoint import CheckpointDir
+from vjepa2.engine.checkpoint import CheckpointDir
 from vjepa2.train.pretrain import pretrain
 
 pytestmark = pytest.mark.usefixtures("one_thread")

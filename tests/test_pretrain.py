@@ -11,8 +11,8 @@ from pretrain_tiny import read_log, tiny_config
 import vjepa2
 from vjepa2.train import pretrain as pretrain_module
 from vjepa2.train.config import load_pretrain_config
-from vjepa2.train.guard import TrainingDiverged
-from vjepa2.train.loop import TRAIN_STATE_KEY
+from vjepa2.engine.guard import TrainingDiverged
+from vjepa2.engine.loop import TRAIN_STATE_KEY
 from vjepa2.train.pretrain import pretrain
 
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from pretrain_tiny import read_log, tiny_config
 
 from vjepa2.train import pretrain as pretrain_module
-from vjepa2.train.monitor import target_feature_rank
+from vjepa2.engine.monitor import target_feature_rank
 from vjepa2.train.pretrain import JEPA, pretrain
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from vjepa2.config import from_dict
 from vjepa2.train.config import PretrainConfig, load_pretrain_config
-from vjepa2.train.schedules import ema_momentum_at, lr_at, phase_at, phase_lr, phase_starts
+from vjepa2.engine.schedules import ema_momentum_at, lr_at, phase_at, phase_lr, phase_starts
 
 
 def _cfg(**top):

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt as err:  # a training run's says where --resume continues (vjepa2.train.interrupt)
+    except KeyboardInterrupt as err:  # a training run's says where --resume continues (vjepa2.engine.interrupt)
         print(f"vjepa2 {args.command}: {err}" if str(err) else "interrupted", file=sys.stderr)
         return getattr(err, "exit_code", 130)
     except Exception as err:  # an InputError (exit 2) or RunError (exit 1) is one line; anything else is a bug
@@ -194,7 +194,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     """The ``vjepa2 demo`` command; returns the exit code."""
     from vjepa2.config import ConfigError
     from vjepa2.demo import run_demo
-    from vjepa2.train.guard import TrainingDiverged
+    from vjepa2.engine.guard import TrainingDiverged
     from vjepa2.weights import WeightsError
 
     if args.threads is not None:

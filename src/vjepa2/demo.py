@@ -39,8 +39,8 @@ import yaml
 
 from vjepa2.config import ConfigError, from_dict, load_yaml, resolve_recipe, to_dict
 from vjepa2.files import atomic_write, atomic_write_text, check_output_dir
-from vjepa2.train.checkpoint import CheckpointDir
-from vjepa2.train.config import changed_config_keys
+from vjepa2.engine.checkpoint import CheckpointDir
+from vjepa2.engine.config import changed_config_keys
 
 STAGES = ("pretrain", "probe", "collect", "train-ac", "plan")
 #: The stages whose outputs each stage reads: when one of them runs again, so does the stage.

@@ -37,7 +37,7 @@ from vjepa2.errors import InputError, RunError
 PAUSE_ENV = "VJEPA2_TEST_PAUSE_BEFORE_RENAME"
 LOCK_NAME = ".lock"
 RUN_FILE = "vjepa2-run.json"
-#: What a run folder holds: files, and folders (see :mod:`vjepa2.train.monitor` and the loop).
+#: What a run folder holds: files, and folders (see :mod:`vjepa2.engine.monitor` and the loop).
 RUN_FILES = (RUN_FILE, "config.yaml", "log.csv", "loss.png", "skipped_files.tsv")
 RUN_FOLDERS = ("checkpoints", "tensorboard", "features")
 #: What each training command's run folder is called in messages.

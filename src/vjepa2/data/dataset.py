@@ -369,7 +369,7 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     # Ctrl-C reaches the whole process group: the training process finishes its step and checkpoints
-    # (vjepa2.train.interrupt), then stops the workers; a worker dying first would fail that step.
+    # (vjepa2.engine.interrupt), then stops the workers; a worker dying first would fail that step.
     # (SIGTERM stays: DataLoader stops a stuck worker with it.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 

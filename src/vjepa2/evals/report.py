@@ -32,7 +32,7 @@ from vjepa2.config import ConfigError, from_dict, to_dict
 from vjepa2.evals.anticipation import HEAD_NAMES, AnticipationFeatures
 from vjepa2.evals.data import ToyVideos
 from vjepa2.evals.features import ClipConfig, EncoderFeatures, build_features
-from vjepa2.train.monitor import effective_rank
+from vjepa2.engine.monitor import effective_rank
 from vjepa2.evals.probe import (GridConfig, fit_and_report, load_frozen_encoder, resolve_device)
 from vjepa2.files import atomic_write_text, check_output_dir, write_json
 from vjepa2.evals.toy import TOY_SSV2_PAIRS, ToyConfig, ToyTask
@@ -117,7 +117,7 @@ class ToyProbeScore:
     Attributes:
         top1: validation top-1 accuracy (%) of the best probe of the grid.
         effective_rank: effective rank of the encoder's validation tokens (1 .. D; see
-            :func:`vjepa2.train.monitor.effective_rank`).
+            :func:`vjepa2.engine.monitor.effective_rank`).
         top3_variance: share (%) of the tokens' variance on their 3 main directions.
         pair / direction: toy-SSv2 only (None otherwise): :func:`pair_metrics` of the best probe (%).
     """
@@ -158,7 +158,7 @@ def probe_toy_task(encoder, task: str, *, clips: ClipConfig, toy: ToyConfig, gri
 
 def pretrain_tiny(cfg: ToyReportConfig, progress: bool) -> tuple[Path, dict]:
     """Run (or resume, or reuse) the pretraining; returns the final checkpoint and a summary."""
-    from vjepa2.train.checkpoint import CheckpointDir
+    from vjepa2.engine.checkpoint import CheckpointDir
     from vjepa2.train.config import load_pretrain_config
     from vjepa2.train.pretrain import pretrain
 

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, output_dir=args.out)
     if args.print_config:
         return print_config(cfg)
-    from vjepa2.train.guard import TrainingDiverged
+    from vjepa2.engine.guard import TrainingDiverged
     from vjepa2.train.pretrain import pretrain
 
     try:

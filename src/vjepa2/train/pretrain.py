@@ -3,7 +3,7 @@
 Read :meth:`JEPA.loss_of` and :func:`train_step` top to bottom: they are the paper's method
 (arXiv 2506.09985, V-JEPA 2 pretraining). The rest of the file is bookkeeping: the batches of each phase,
 the checkpoint layout, the collapse monitor; the loop itself (resume, the non-finite guard,
-logging and checkpoint cadence) is :mod:`vjepa2.train.loop`, shared with AC training.
+logging and checkpoint cadence) is :mod:`vjepa2.engine.loop`, shared with AC training.
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ from vjepa2.masking import MaskConfig, corrupt_tokens
 from vjepa2.models.encoder import VisionEncoder, gather_tokens
 from vjepa2.models.predictor import Predictor
 from vjepa2.models.sizes import EncoderConfig, PredictorConfig
-from vjepa2.train import distributed as dist_utils
-from vjepa2.train import loop
+from vjepa2.engine import distributed as dist_utils
+from vjepa2.engine import loop
 from vjepa2.train.config import LossConfig, PhaseConfig, PretrainConfig
 from vjepa2.train.ema import ema_update, make_target
-from vjepa2.train.loop import TRAIN_STATE_KEY, optimizer_step
-from vjepa2.train.monitor import RunMonitor, target_feature_rank
-from vjepa2.train.losses import change_weights, temporal_change
+from vjepa2.engine.loop import TRAIN_STATE_KEY, optimizer_step
+from vjepa2.engine.monitor import RunMonitor, target_feature_rank
+from vjepa2.engine.losses import change_weights, temporal_change
 from vjepa2.train.regularizers import regularizer_value
-from vjepa2.train.schedules import ema_momentum_at, lr_at
+from vjepa2.engine.schedules import ema_momentum_at, lr_at
 from vjepa2.weights import METADATA_KEY, add_prefix, checkpoint_metadata, strip_prefixes
 
 CHECKPOINT_KEYS = ("encoder", "target_encoder", "predictor", "opt", "epoch", TRAIN_STATE_KEY)
@@ -75,7 +75,7 @@ class JEPA(nn.Module):
     def forward(self, clips: torch.Tensor, masks: list[tuple[torch.Tensor, torch.Tensor]],
                 noise: torch.Generator | None = None,
                 sketch: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One micro-batch as the training loop runs it (:func:`vjepa2.train.loop.optimizer_step`):
+        """One micro-batch as the training loop runs it (:func:`vjepa2.engine.loop.optimizer_step`):
         the inputs of :meth:`loss`, moved to the model's device and dtype here; returns ``(loss,
         logged)``, ``logged`` = ``[loss, regulariser, target std, loss of each mask generator]``
         (detached; target std: per-dimension std of the layer-normed targets, the collapse monitor)."""
@@ -239,7 +239,7 @@ def sketch_generator(cfg: PretrainConfig, step: int, env: dist_utils.DistEnv) ->
 
 
 # ------------------------------------------------------------------------------------------------
-# The run: pretraining's side of the shared loop (vjepa2.train.loop)
+# The run: pretraining's side of the shared loop (vjepa2.engine.loop)
 # ------------------------------------------------------------------------------------------------
 
 
@@ -268,7 +268,7 @@ class RunSummary(loop.RunSummary):
 
 
 class PretrainTrainer:
-    """Pretraining as a :class:`vjepa2.train.loop.Trainer`: phases with their own clip shapes and
+    """Pretraining as a :class:`vjepa2.engine.loop.Trainer`: phases with their own clip shapes and
     loaders, the step (:func:`train_step`), the collapse monitor and files skipped by the loader."""
 
     kind = "pretrain"

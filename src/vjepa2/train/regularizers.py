@@ -39,7 +39,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from vjepa2.train import distributed as dist_utils
+from vjepa2.engine import distributed as dist_utils
 
 
 def _global_sum(x: torch.Tensor) -> torch.Tensor:

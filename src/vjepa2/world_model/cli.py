@@ -130,7 +130,7 @@ def _train(args: argparse.Namespace) -> int:
         return 2
     if args.print_config:
         return print_config(cfg)
-    from vjepa2.train.guard import TrainingDiverged
+    from vjepa2.engine.guard import TrainingDiverged
     from vjepa2.world_model.train import train_ac
 
     try:

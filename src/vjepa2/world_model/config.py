@@ -13,8 +13,8 @@ from vjepa2.config import ConfigError, from_dict
 from vjepa2.data.lerobot import Streams
 from vjepa2.models.ac_predictor import ACPredictorConfig, ac_predictor_config
 from vjepa2.models.sizes import SIZES
-from vjepa2.train.config import CheckpointConfig, DistributedConfig, LogConfig, OptimConfig
-from vjepa2.train.schedules import LrSegment
+from vjepa2.engine.config import CheckpointConfig, DistributedConfig, LogConfig, OptimConfig
+from vjepa2.engine.schedules import LrSegment
 
 #: ``encoder.store_dtype`` -> the dtype of the cached features.
 STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -14,7 +14,7 @@ from vjepa2.data.lerobot import Streams
 from vjepa2.files import run_kind
 from vjepa2.models.ac_predictor import ACPredictor, normalize_latents
 from vjepa2.models.encoder import VisionEncoder
-from vjepa2.train.checkpoint import CheckpointDir
+from vjepa2.engine.checkpoint import CheckpointDir
 from vjepa2.weights import METADATA_KEY, WeightsError, load_encoder
 from vjepa2.world_model.config import ACEncoderConfig
 from vjepa2.world_model.feature_cache import encode_frames, encoder_fingerprint

@@ -9,7 +9,7 @@ layer-normed encoder features ``h`` of frames ``0 .. T-1``;
   (layer-normed) fed back as the next input (with the true states, as the public trainer does);
 
 both ``mean |pred - h|^p / p`` (``p = 1``: L1), summed. The loop (resume, the non-finite guard,
-logs, checkpoints, ``torchrun`` data parallelism) is :mod:`vjepa2.train.loop`, shared with
+logs, checkpoints, ``torchrun`` data parallelism) is :mod:`vjepa2.engine.loop`, shared with
 pretraining; :class:`ACTrainer` is what AC training hands it.
 
 ::
@@ -37,13 +37,13 @@ from vjepa2.files import open_run_folder
 from vjepa2.models.ac_predictor import ACPredictor, ACPredictorConfig, normalize_latents
 from vjepa2.models.encoder import VisionEncoder
 from vjepa2.models.sizes import SIZES, EncoderConfig
-from vjepa2.train import distributed as dist_utils
-from vjepa2.train import loop
-from vjepa2.train.checkpoint import CheckpointDir
-from vjepa2.train.loop import TRAIN_STATE_KEY
-from vjepa2.train.monitor import RunMonitor
-from vjepa2.train.losses import change_weights
-from vjepa2.train.schedules import phase_lr
+from vjepa2.engine import distributed as dist_utils
+from vjepa2.engine import loop
+from vjepa2.engine.checkpoint import CheckpointDir
+from vjepa2.engine.loop import TRAIN_STATE_KEY
+from vjepa2.engine.monitor import RunMonitor
+from vjepa2.engine.losses import change_weights
+from vjepa2.engine.schedules import phase_lr
 from vjepa2.weights import (METADATA_KEY, add_prefix, load_state_dict_checked, safe_torch_load, select_state_dict,
                             strip_prefixes)
 from vjepa2.world_model.config import STORE_DTYPES, ACLossConfig, ACTrainConfig
@@ -98,7 +98,7 @@ class ACObjective(nn.Module):
 
     def forward(self, features: torch.Tensor, actions: torch.Tensor,
                 states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One micro-batch as the training loop runs it (:func:`vjepa2.train.loop.optimizer_step`):
+        """One micro-batch as the training loop runs it (:func:`vjepa2.engine.loop.optimizer_step`):
         the inputs of :meth:`losses`, moved to the model's device here; returns ``(loss, logged)``,
         ``logged`` = ``[loss, teacher-forcing loss, rollout loss]`` (detached)."""
         device = self.predictor.predictor_embed.weight.device
@@ -202,7 +202,7 @@ def prepare_features(cfg: ACTrainConfig, encoder: VisionEncoder, device: torch.d
 
 
 # ------------------------------------------------------------------------------------------------
-# The run: AC training's side of the shared loop (vjepa2.train.loop)
+# The run: AC training's side of the shared loop (vjepa2.engine.loop)
 # ------------------------------------------------------------------------------------------------
 
 
@@ -214,7 +214,7 @@ class ACRunSummary(loop.RunSummary):
 
 
 class ACTrainer:
-    """AC training as a :class:`vjepa2.train.loop.Trainer`: windows of cached features, the
+    """AC training as a :class:`vjepa2.engine.loop.Trainer`: windows of cached features, the
     objective (:class:`ACObjective`), warm-up / constant / cool-down learning rate."""
 
     kind = "train-ac"

@@ -21,7 +21,7 @@ from torch import nn
 
 from vjepa2 import progress
 from vjepa2.files import atomic_write_text
-from vjepa2.train import distributed as dist_utils
+from vjepa2.engine import distributed as dist_utils
 
 
 def _format(value) -> str:

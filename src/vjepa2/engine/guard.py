@@ -13,7 +13,7 @@ good ones away while a run is failing.
 from __future__ import annotations
 
 from vjepa2.errors import RunError
-from vjepa2.train.checkpoint import CheckpointDir
+from vjepa2.engine.checkpoint import CheckpointDir
 
 ADVICE = "Lower optim.lr, set optim.clip_grad (e.g. 1.0), try dtype=fp32, or check the data"
 

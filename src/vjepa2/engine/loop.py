@@ -8,7 +8,7 @@ reads top to bottom::
 
     restore the newest valid checkpoint (--resume)   -> start step, counters, RNG state
     for each step: new phase? -> trainer.start_phase;  report = trainer.step(step)
-                   non-finite? -> count, stop after max_nonfinite_steps in a row (vjepa2.train.guard)
+                   non-finite? -> count, stop after max_nonfinite_steps in a row (vjepa2.engine.guard)
                    log row due? -> CSV / TensorBoard;  checkpoint due? -> atomic save (never in a streak)
 
 The config it reads (``cfg``) is either trainer's: ``output_dir``, ``checkpoint``, ``log`` and
@@ -31,13 +31,13 @@ from torch import nn
 
 from vjepa2.config import ConfigError, save_yaml, to_dict
 from vjepa2.files import check_not_an_input, check_output_dir
-from vjepa2.train import distributed as dist_utils
-from vjepa2.train.checkpoint import CheckpointDir, capture_rng_state, restore_rng_state
-from vjepa2.train.config import OptimConfig, check_same_model, config_differences
-from vjepa2.train.guard import stop_if_diverged
-from vjepa2.train.interrupt import GracefulStop, Interrupted
-from vjepa2.train.monitor import RunMonitor
-from vjepa2.train.schedules import PhasePosition, phase_at
+from vjepa2.engine import distributed as dist_utils
+from vjepa2.engine.checkpoint import CheckpointDir, capture_rng_state, restore_rng_state
+from vjepa2.engine.config import OptimConfig, check_same_model, config_differences
+from vjepa2.engine.guard import stop_if_diverged
+from vjepa2.engine.interrupt import GracefulStop, Interrupted
+from vjepa2.engine.monitor import RunMonitor
+from vjepa2.engine.schedules import PhasePosition, phase_at
 
 #: Key of the exact-resume state inside a checkpoint (next to the public layout's keys).
 TRAIN_STATE_KEY = "vjepa2_train"
@@ -160,7 +160,7 @@ def distributed_run(cfg, inputs: dict[str, str]) -> Iterator[dist_utils.DistEnv]
     """What every training run does around its work: the process group (``torchrun``) or a single
     process, ``cfg.threads`` torch threads, and ``cfg.output_dir`` checked before any work (usable, and
     neither one of the ``inputs`` nor inside an input folder: a run's plots are no data). Yields the
-    :class:`~vjepa2.train.distributed.DistEnv`; threads and the process group are restored at the end."""
+    :class:`~vjepa2.engine.distributed.DistEnv`; threads and the process group are restored at the end."""
     env = dist_utils.init_distributed(cfg.device, cfg.distributed.backend)
     threads = torch.get_num_threads()
     try:
@@ -227,7 +227,7 @@ def run_loop(trainer: Trainer, cfg, env: dist_utils.DistEnv, resume: bool) -> Ru
                     monitor.log({k: v for k, v in row.items() if k in trainer.columns})
                 due = (step + 1) % cfg.checkpoint.every == 0 or phase_end or step + 1 in cfg.checkpoint.keep_steps
                 signum = _agreed_signal(stop, env)
-                if (due or signum) and counters.nonfinite_in_a_row == 0:  # never during a streak (vjepa2.train.guard)
+                if (due or signum) and counters.nonfinite_in_a_row == 0:  # never during a streak (vjepa2.engine.guard)
                     summary.checkpoint = _save(trainer, cfg, checkpoints, env, step + 1, where, counters, report)
                 if signum:
                     raise _interrupted(signum, step + 1, checkpoints)

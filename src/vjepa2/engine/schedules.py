@@ -11,15 +11,27 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass
+from typing import Protocol
 from itertools import accumulate
 
-from vjepa2.train.config import PhaseConfig, PretrainConfig
+
+
+class Phase(Protocol):
+    """A stretch of a schedule: pretraining's :class:`~vjepa2.train.config.PhaseConfig` (which also
+    has a clip shape) or AC training's :class:`LrSegment`."""
+
+    name: str
+    iterations: int
+    lr_schedule: str
+    lr_start: float | None
+    lr_end: float | None
 
 
 @dataclass(frozen=True)
 class LrSegment:
     """A stretch of ``iterations`` steps with one learning-rate shape, for schedules without clip
-    shapes (AC training); ``lr_schedule``, ``lr_start`` and ``lr_end`` as in :class:`PhaseConfig`."""
+    shapes (AC training); ``lr_schedule``, ``lr_start`` and ``lr_end`` as in
+    :class:`~vjepa2.train.config.PhaseConfig`."""
 
     name: str
     iterations: int
@@ -33,17 +45,17 @@ class PhasePosition:
     """Step ``step`` is step ``step_in_phase`` of phase number ``index`` (``phase``)."""
 
     index: int
-    phase: PhaseConfig | LrSegment
+    phase: Phase
     start: int
     step_in_phase: int
 
 
-def phase_starts(phases: list[PhaseConfig | LrSegment]) -> list[int]:
+def phase_starts(phases: list[Phase]) -> list[int]:
     """Global step at which each phase begins: ``[0, n0, n0 + n1, ...]`` (one entry per phase)."""
     return [0, *accumulate(p.iterations for p in phases)][:-1]
 
 
-def phase_at(phases: list[PhaseConfig | LrSegment], step: int) -> PhasePosition:
+def phase_at(phases: list[Phase], step: int) -> PhasePosition:
     """The phase that global ``step`` belongs to; raises past the end of the schedule."""
     total = sum(p.iterations for p in phases)
     if not 0 <= step < total:
@@ -53,8 +65,8 @@ def phase_at(phases: list[PhaseConfig | LrSegment], step: int) -> PhasePosition:
     return PhasePosition(index, phases[index], starts[index], step - starts[index])
 
 
-def phase_lr(phase: PhaseConfig | LrSegment, peak_lr: float, step_in_phase: int) -> float:
-    """Learning rate at step ``step_in_phase`` of ``phase`` (see :class:`PhaseConfig`)."""
+def phase_lr(phase: Phase, peak_lr: float, step_in_phase: int) -> float:
+    """Learning rate at step ``step_in_phase`` of ``phase`` (see :class:`~vjepa2.train.config.PhaseConfig`)."""
     progress = step_in_phase / phase.iterations
     if phase.lr_schedule == "constant":
         return peak_lr
@@ -69,13 +81,13 @@ def phase_lr(phase: PhaseConfig | LrSegment, peak_lr: float, step_in_phase: int)
     raise ValueError(f"unknown lr_schedule {phase.lr_schedule!r}")
 
 
-def lr_at(cfg: PretrainConfig, step: int) -> float:
-    """Learning rate of global ``step``."""
+def lr_at(cfg, step: int) -> float:
+    """Learning rate of global ``step`` of a config with ``phases`` and ``optim.lr`` (pretraining's)."""
     where = phase_at(cfg.phases, step)
     return phase_lr(where.phase, cfg.optim.lr, where.step_in_phase)
 
 
-def ema_momentum_at(cfg: PretrainConfig, step: int) -> float:
+def ema_momentum_at(cfg, step: int) -> float:
     """EMA momentum of global ``step``: linear from ``ema[0]`` to ``ema[1]`` over the whole run."""
     start, end = cfg.ema
     return start + (end - start) * step / max(cfg.total_iterations, 1)

@@ -107,10 +107,9 @@ class CheckpointDir:
             path = atomic_torch_save(state, self.path(step))
         except DiskFullError:
             previous = [p for s, p in self.steps() if s < step]
-            raise DiskFullError(errno.ENOSPC, f"disk full while writing {self.path(step)}; free space and run again "
-                                              f"with --resume (" + (f"it continues from {previous[-1]}, which is intact)"
-                                                                    if previous else "no earlier checkpoint exists)")
-                                ) from None
+            then = f"it continues from {previous[-1]}, which is intact" if previous else "no earlier checkpoint exists"
+            raise DiskFullError(errno.ENOSPC, f"disk full while writing {self.path(step)}; free space and run "
+                                              f"again with --resume ({then})") from None
         # Files named after later steps are left alone: they are not part of this run's history
         # (e.g. an unreadable one that a resume skipped), so they neither count nor get deleted.
         history = [p for s, p in self.steps() if s <= step and s not in self.keep_steps]
