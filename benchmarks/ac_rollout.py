@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from common import count_flops, machine_line, matmul_peak, median_time, print_table  # noqa: E402
 
-from vjepa2.data.trajectories import apply_action  # noqa: E402
+from vjepa2.data.trajectories.trajectory import apply_action  # noqa: E402
 from vjepa2.models.ac_predictor import ACPredictor, ac_predictor_config, normalize_latents  # noqa: E402
 
 MODELS = {

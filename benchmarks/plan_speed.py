@@ -32,7 +32,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(__file__))
 from common import count_flops, cpu_bf16_rows, machine_line, matmul_peak, median_time, print_table  # noqa: E402
 
-from vjepa2.data.trajectories import apply_action  # noqa: E402
+from vjepa2.data.trajectories.trajectory import apply_action  # noqa: E402
 from vjepa2.models.ac_predictor import ACPredictor, ac_predictor_config  # noqa: E402
 from vjepa2.world_model.planner import LatentPlanner, cem_config  # noqa: E402
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from vjepa2.config import ConfigError
-from vjepa2.data.trajectories import apply_action
+from vjepa2.data.trajectories.trajectory import apply_action
 from vjepa2.models.ac_predictor import ACPredictor, ac_predictor_config, normalize_latents
 from vjepa2.weights import WeightsError
 from vjepa2.world_model.ac_weights import (ac_predictor_from_public, ac_predictor_to_public, infer_ac_predictor_config,

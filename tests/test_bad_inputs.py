@@ -341,7 +341,7 @@ def test_all_bad_data_is_one_message_not_a_traceback(tmp_path):
 
 
 def test_a_list_file_with_a_byte_order_mark_reads_its_first_path(tmp_path):
-    from vjepa2.data.lists import read_list
+    from vjepa2.data.clips.lists import read_list
 
     video = tmp_path / "a.mp4"
     video.write_bytes(b"x")

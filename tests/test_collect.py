@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vjepa2.cli import main
-from vjepa2.data.trajectories import read_trajectory
+from vjepa2.data.trajectories.trajectory import read_trajectory
 from vjepa2.world_model.collect import collect, record_episode
 from vjepa2.world_model.envs.toy_push import ToyPushConfig, ToyPushSource, render_state
 

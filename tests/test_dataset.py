@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from vjepa2.config import ConfigError, from_dict, to_dict
-from vjepa2.data.dataset import (DataConfig, DataError, PretrainBatch, SourceConfig, SyntheticConfig,
-                                 build_pretrain_loader)
-from vjepa2.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from vjepa2.data.video import write_video
+from vjepa2.data.clips.dataset import (DataConfig, DataError, PretrainBatch, SourceConfig, SyntheticConfig,
+                                       build_pretrain_loader)
+from vjepa2.data.clips.transforms import IMAGENET_MEAN, IMAGENET_STD
+from vjepa2.data.clips.video import write_video
 from vjepa2.masking import MaskConfig
 
 SMALL = dict(frames=4, size=32, patch_size=16, tubelet_size=2)

@@ -11,8 +11,8 @@ from safetensors import safe_open
 from video_fixtures import corner_image, index_video
 
 from vjepa2.cli import main
-from vjepa2.data.transforms import EvalTransform
-from vjepa2.data.video import read_clip, write_video
+from vjepa2.data.clips.transforms import EvalTransform
+from vjepa2.data.clips.video import read_clip, write_video
 from vjepa2.embed import SafetensorsStreamWriter, read_embeddings, video_keys
 from vjepa2.weights import load_encoder
 from vjepa2.models import VisionEncoder, encoder_config

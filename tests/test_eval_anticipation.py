@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vjepa2.config import ConfigError
-from vjepa2.data.video import read_clip, write_video
+from vjepa2.data.clips.video import read_clip, write_video
 from vjepa2.evals.anticipation import (AnticipationFeatures, EK100Videos, anticipation_eval_config,
                                        ek100_label_space, parse_timestamp, read_ek100_csv, run_anticipation_eval,
                                        split_by_label_space)

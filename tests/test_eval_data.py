@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vjepa2.data.video import write_video
+from vjepa2.data.clips.video import write_video
 from vjepa2.evals.data import EvalDataError, ListVideos, open_lists
 from vjepa2.evals.features import ClipConfig, EncoderFeatures, build_features
 from vjepa2.models import VisionEncoder, encoder_config

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vjepa2.config import ConfigError
-from vjepa2.data.synthetic import render
+from vjepa2.data.clips.synthetic import render
 from vjepa2.evals.features import apply_input_mode
 from vjepa2.evals.toy import (ANTICIPATION_NOUNS, ANTICIPATION_VERBS, TOY_SSV2_CLASSES, TOY_SSV2_PAIRS, ToyConfig,
                               ToyTask)

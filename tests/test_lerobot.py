@@ -14,9 +14,9 @@ pa = pytest.importorskip("pyarrow")
 import pyarrow.parquet as pq  # noqa: E402
 
 from vjepa2.cli import main  # noqa: E402
-from vjepa2.data.lerobot import LeRobotDataset, LeRobotError, Streams  # noqa: E402
-from vjepa2.data.sources import find_sources, read_source  # noqa: E402
-from vjepa2.data.video import write_video  # noqa: E402
+from vjepa2.data.trajectories.lerobot import LeRobotDataset, LeRobotError, Streams  # noqa: E402
+from vjepa2.data.trajectories.sources import find_sources, read_source  # noqa: E402
+from vjepa2.data.clips.video import write_video  # noqa: E402
 
 FPS = 10
 SIZE = 32
@@ -324,7 +324,7 @@ def test_a_bad_episode_is_skipped_and_named(tmp_path, how, episode, says):
 
 
 def test_columns_may_be_plain_lists_scalars_or_fixed_size_lists(tmp_path):
-    from vjepa2.data.lerobot import column_array
+    from vjepa2.data.trajectories.lerobot import column_array
 
     table = pa.table({"a": pa.array([[1.0, 2.0], [3.0, 4.0]], pa.list_(pa.float32())), "b": pa.array([5, 6]),
                       "c": pa.array([[1.0], [2.0, 3.0]], pa.list_(pa.float64()))})

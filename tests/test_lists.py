@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vjepa2.data.lists import (ListError, Mixture, VideoEntry, VideoSource, parse_list_line, read_folder, read_list,
-                               read_video_source)
+from vjepa2.data.clips.lists import (ListError, Mixture, VideoEntry, VideoSource, parse_list_line, read_folder, read_list,
+                                     read_video_source)
 
 
 def test_parse_line_splits_at_last_whitespace():
@@ -122,7 +122,7 @@ def test_mixture_zero_weight_and_errors():
 
 
 def test_mixture_with_unbounded_source():
-    from vjepa2.data.synthetic import Scene, SyntheticVideos
+    from vjepa2.data.clips.synthetic import Scene, SyntheticVideos
 
     mixture = Mixture([SyntheticVideos(seed=0), fake_source("a", 4)], [3.0, 1.0], names=["synthetic", "a"])
     rng = np.random.default_rng(0)

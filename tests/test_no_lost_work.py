@@ -211,7 +211,7 @@ def _image_folder(root: Path) -> Path:
 def test_out_inside_a_folder_source_is_refused_and_run_folders_are_not_data(capsys, tmp_path, pretrain_run):
     import shutil
 
-    from vjepa2.data.lists import read_folder
+    from vjepa2.data.clips.lists import read_folder
 
     data = _image_folder(tmp_path / "D")
     assert_refused(capsys, tmp_path, "pretrain", "--out", data / "run", *TINY_PRETRAIN,
@@ -384,7 +384,7 @@ def test_demo_work_that_is_a_file(capsys, tmp_path):
 def test_a_garbage_npy_is_not_called_pickled(tmp_path, toy_data):
     import shutil
 
-    from vjepa2.data.trajectories import TrajectoryError, read_trajectory
+    from vjepa2.data.trajectories.trajectory import TrajectoryError, read_trajectory
 
     shutil.copytree(toy_data / "episode_000000", tmp_path / "e")
     (tmp_path / "e" / "actions.npy").write_bytes(b"these are not numbers")

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vjepa2.config import ConfigError
-from vjepa2.data.poses import apply_action
+from vjepa2.data.trajectories.poses import apply_action
 from vjepa2.models.ac_predictor import ACPredictor, ac_predictor_config, normalize_latents
 from vjepa2.world_model.planner import (BoxConstraint, L1BallConstraint, LatentPlanner, cem, cem_config,
                                         fit_to_action_bounds, make_constraint)
@@ -331,7 +331,7 @@ def test_the_state_term_steers_the_plan_to_the_goal_state():
 
 
 def test_absolute_position_actions_set_the_imagined_state():
-    from vjepa2.data.poses import set_to_target
+    from vjepa2.data.trajectories.poses import set_to_target
 
     state, action = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0]]), torch.tensor([[7.0, 8.0]])
     assert set_to_target(state, action).tolist() == [[7.0, 8.0, 3.0, 4.0, 5.0]]

@@ -178,7 +178,7 @@ def test_outputs_and_refusal_to_overwrite(tmp_path):
 def _write_video(path, frames: int = 8, size: int = 48) -> None:
     import av
 
-    from vjepa2.data.synthetic import render, sample_scene
+    from vjepa2.data.clips.synthetic import render, sample_scene
 
     pixels = render(sample_scene(np.random.default_rng(0)), frames, size)
     with av.open(str(path), "w") as container:

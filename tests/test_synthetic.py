@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from vjepa2.config import ConfigError
-from vjepa2.data.synthetic import (BACKGROUNDS, COLOURS, MOTIONS, REVERSED_MOTION, SHAPES, Background, Motion,
-                                   Scene, SceneObject, SyntheticVideos, colour_rgb, make_motion, make_object,
-                                   make_occluder, object_track, render, sample_scene)
+from vjepa2.data.clips.synthetic import (BACKGROUNDS, COLOURS, MOTIONS, REVERSED_MOTION, SHAPES, Background, Motion,
+                                         Scene, SceneObject, SyntheticVideos, colour_rgb, make_motion, make_object,
+                                         make_occluder, object_track, render, sample_scene)
 
 PLAIN = Background(kind="plain", colours=("#000000", "#000000"))
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from vjepa2.cli import main
 from vjepa2.config import ConfigError
-from vjepa2.data.trajectories import apply_action
+from vjepa2.data.trajectories.trajectory import apply_action
 from vjepa2.models import VisionEncoder, encoder_config
 from vjepa2.models.ac_predictor import ACPredictor, ac_predictor_config, normalize_latents
 from vjepa2.world_model.collect import ToyPushSource, collect
@@ -176,7 +176,7 @@ def test_train_ac_cli_end_to_end(toy_data, tmp_path, one_thread):
     # The run's checkpoint is a complete world model: encoder rebuilt, predictor loaded.
     world = load_world_model(out)
     # Input scales were set from the data (1 / RMS of the varying action / state entries) and saved.
-    from vjepa2.data.trajectories import find_trajectories, read_trajectory
+    from vjepa2.data.trajectories.trajectory import find_trajectories, read_trajectory
     trajs = [read_trajectory(t) for t in find_trajectories(toy_data / "data")]
     acts = np.concatenate([t.actions for t in trajs])
     moving = acts[:, acts.std(axis=0) > 1e-8]

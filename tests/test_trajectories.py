@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from vjepa2.data.trajectories import (TrajectoryError, actions_from_states, apply_action, euler_to_matrix,
-                                     load_trajectories, matrix_to_euler, read_droid_episode, read_trajectory,
-                                     resample_actions, resample_indices, write_trajectory)
-from vjepa2.data.video import write_video
+from vjepa2.data.trajectories.trajectory import (TrajectoryError, actions_from_states, apply_action, euler_to_matrix,
+                                                 load_trajectories, matrix_to_euler, read_droid_episode, read_trajectory,
+                                                 resample_actions, resample_indices, write_trajectory)
+from vjepa2.data.clips.video import write_video
 
 
 def axis_rotation(axis, angle):

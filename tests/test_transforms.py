@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from vjepa2.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform, center_crop,
-                                    normalize, random_resized_crop_box, resize_short_side, spatial_views)
+from vjepa2.data.clips.transforms import (IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform, center_crop,
+                                          normalize, random_resized_crop_box, resize_short_side, spatial_views)
 
 MEAN = np.array(IMAGENET_MEAN).reshape(3, 1, 1, 1)
 STD = np.array(IMAGENET_STD).reshape(3, 1, 1, 1)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from video_fixtures import clip_indices, corner_image, index_frame, index_video
 
-from vjepa2.data.video import (VideoError, VideoReadError, list_videos, read_clip, read_segments, segment_starts,
-                               write_video)
+from vjepa2.data.clips.video import (VideoError, VideoReadError, list_videos, read_clip, read_segments, segment_starts,
+                                     write_video)
 
 CONTAINERS = [  # (file name, codec)
     ("h264.mp4", "libx264"),

@@ -235,7 +235,7 @@ def test_2_1_round_trips_through_save_public(tmp_path):
 def test_embed_writes_2_1_features_and_hierarchical_ones(tmp_path, capsys):
     from safetensors import safe_open
 
-    from vjepa2.data.video import write_video
+    from vjepa2.data.clips.video import write_video
 
     path = tmp_path / "v21.pt"
     torch.save(release_checkpoint("vitl_dist"), path)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vjepa2.data.video import write_video
+from vjepa2.data.clips.video import write_video
 
 DIGITS = 4
 BASE = 8

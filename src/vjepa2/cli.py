@@ -105,7 +105,7 @@ def run_embed(args: argparse.Namespace) -> int:
     """The ``vjepa2 embed`` command; returns the exit code."""
     import tempfile
 
-    from vjepa2.data.video import list_videos
+    from vjepa2.data.clips.video import list_videos
     from vjepa2.embed import EXIT_USAGE, EmbedError, demo_video
 
     try:

@@ -30,8 +30,8 @@ import torch
 
 from vjepa2.errors import InputError
 from vjepa2 import memory, precision
-from vjepa2.data.transforms import EvalTransform
-from vjepa2.data.video import ClipInfo, VideoReadError, read_clip, write_video
+from vjepa2.data.clips.transforms import EvalTransform
+from vjepa2.data.clips.video import ClipInfo, VideoReadError, read_clip, write_video
 from vjepa2.files import OutputPathError, atomic_write, check_not_an_input, check_output_file
 from vjepa2.models import VisionEncoder
 from vjepa2.models.vjepa2_1 import VisionEncoder21
@@ -184,7 +184,7 @@ def embed_videos(paths: Iterable[str | os.PathLike], encoder: VisionEncoder, out
     """Embed each video's centred clip and write tokens + pooled vectors to ``out`` (safetensors).
 
     Each clip is ``frames`` frames at ``fps`` (None = every frame), preprocessed with
-    :class:`~vjepa2.data.transforms.EvalTransform` (``size`` crop) into ``(3, T, size, size)`` and
+    :class:`~vjepa2.data.clips.transforms.EvalTransform` (``size`` crop) into ``(3, T, size, size)`` and
     encoded in batches of ``batch_size`` to ``(N, D)`` tokens. Files that cannot be read are skipped
     and listed in the report; ``out`` is written (atomically) if at least one video succeeded.
     """

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from vjepa2.config import ConfigError, from_dict, to_dict
-from vjepa2.data.video import VideoReadError, read_clip
+from vjepa2.data.clips.video import VideoReadError, read_clip
 from vjepa2.evals.data import EvalDataError, ToyVideos
 from vjepa2.evals.features import ClipConfig, FeatureFunction, module_digest
 from vjepa2.evals.probe import (GridConfig, ProbeReport, check_clip_geometry, fit_and_report,

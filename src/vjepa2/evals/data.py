@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from vjepa2.errors import InputError
-from vjepa2.data.lists import ListError, VideoSource, read_video_source
-from vjepa2.data.transforms import EVAL_RESIZE_RATIO
-from vjepa2.data.video import VideoReadError, read_segments
+from vjepa2.data.clips.lists import ListError, VideoSource, read_video_source
+from vjepa2.data.clips.transforms import EVAL_RESIZE_RATIO
+from vjepa2.data.clips.video import VideoReadError, read_segments
 from vjepa2.evals.toy import ToyTask
 
 

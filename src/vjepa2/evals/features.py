@@ -4,7 +4,7 @@ For every video ``i`` the probe sees ``V`` *views*, each the concatenation of th
 ``S`` temporal segments: a ``(V, S * N, D)`` tensor (``N`` tokens per segment).
 
 - Evaluation views: 1 centre crop (resize short side to ``size * 256 / 224``, centre crop), or
-  ``views > 1`` spatial crops along the long side (:func:`vjepa2.data.transforms.spatial_views`);
+  ``views > 1`` spatial crops along the long side (:func:`vjepa2.data.clips.transforms.spatial_views`);
   the probe's softmax is averaged over them.
 - Training views: view 0 is the evaluation centre crop, views ``1 .. train_views - 1`` are random
   resized crops (no flip by default: a mirror turns "moving left" into "moving right"), each a pure
@@ -38,7 +38,7 @@ from torch import nn
 
 from vjepa2.config import ConfigError
 from vjepa2.progress import progress_bar
-from vjepa2.data.transforms import EvalTransform, TrainTransform, spatial_views
+from vjepa2.data.clips.transforms import EvalTransform, TrainTransform, spatial_views
 from vjepa2.embed import SafetensorsStreamWriter
 from vjepa2.evals.data import LabelledVideos, labels_tensor
 

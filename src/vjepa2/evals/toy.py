@@ -1,4 +1,4 @@
-"""Built-in labelled tasks drawn from the procedural generator (:mod:`vjepa2.data.synthetic`).
+"""Built-in labelled tasks drawn from the procedural generator (:mod:`vjepa2.data.clips.synthetic`).
 
 ``toy-ssv2`` (temporal reasoning, 12 classes)
     Six pairs of classes, each pair a motion and its exact time reversal: moving left / right, moving
@@ -34,8 +34,8 @@ import numpy as np
 
 from vjepa2.config import ConfigError
 from vjepa2.files import atomic_write_text
-from vjepa2.data.synthetic import (COLOURS, SHAPES, Motion, Scene, SceneObject, make_motion, make_object,
-                                   render, sample_background)
+from vjepa2.data.clips.synthetic import (COLOURS, SHAPES, Motion, Scene, SceneObject, make_motion, make_object,
+                                         render, sample_background)
 
 TOY_TASKS = ("toy-ssv2", "toy-appearance", "toy-anticipation")
 SPLITS = ("train", "val")
@@ -169,7 +169,7 @@ def export_toy_dataset(name: str, out: str | os.PathLike, config: ToyConfig | No
     Returns:
         ``{"train": path, "val": path, "classes": path}``.
     """
-    from vjepa2.data.video import write_video
+    from vjepa2.data.clips.video import write_video
     from vjepa2.progress import progress_bar
 
     if size % 2:

@@ -344,7 +344,7 @@ class ACPredictor(nn.Module):
                 training), or ``(B, T0, state_dim)``: the states of the imagined steps are then
                 integrated with ``state_update(state (B, S), action (B, A)) -> (B, S)``.
             state_update: required when ``states`` stops at ``T0``; e.g.
-                :func:`vjepa2.data.trajectories.apply_action` for the 7-D pose convention.
+                :func:`vjepa2.data.trajectories.trajectory.apply_action` for the 7-D pose convention.
             extrinsics: ``(B, T0 + H - 1, extrinsics_dim)`` when ``use_extrinsics``.
             grid: frame token grid ``(H', W')`` (square by default).
             use_cache: feed one step at a time through a KV cache (cost linear in ``H``); False

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterable, Literal
 
 from vjepa2.config import ConfigError, apply_overrides, from_dict, load_yaml, resolve_recipe
-from vjepa2.data.dataset import DataConfig
+from vjepa2.data.clips.dataset import DataConfig
 from vjepa2.masking import MaskConfig
 from vjepa2.engine.config import CheckpointConfig, DistributedConfig, LogConfig, OptimConfig
 from vjepa2.models.sizes import SIZES, EncoderConfig, Position, PredictorConfig, encoder_config, predictor_config

@@ -19,7 +19,7 @@ from torch import nn
 
 from vjepa2 import memory, precision
 from vjepa2.config import config_yaml
-from vjepa2.data.dataset import PretrainBatch, build_pretrain_loader, build_sources
+from vjepa2.data.clips.dataset import PretrainBatch, build_pretrain_loader, build_sources
 from vjepa2.files import atomic_write_text, open_run_folder
 from vjepa2.masking import MaskConfig, corrupt_tokens
 from vjepa2.models.encoder import VisionEncoder, gather_tokens

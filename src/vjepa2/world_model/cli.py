@@ -142,7 +142,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from vjepa2.data.trajectories import TrajectoryError
+    from vjepa2.data.trajectories.trajectory import TrajectoryError
     from vjepa2.weights import WeightsError
     from vjepa2.world_model.evaluate import format_errors, imagined_states, rollout_errors
     from vjepa2.world_model.feature_cache import build_feature_cache

@@ -1,4 +1,4 @@
-"""``vjepa2 collect``: write random-action trajectories in our format (:mod:`vjepa2.data.trajectories`).
+"""``vjepa2 collect``: write random-action trajectories in our format (:mod:`vjepa2.data.trajectories.trajectory`).
 
 ::
 
@@ -7,7 +7,7 @@
 
 Episode ``i`` is seeded with ``seed + i`` and written to ``OUT/episode_<i>/`` (``steps`` actions,
 ``steps + 1`` frames); existing episodes are kept, so an interrupted collection resumes where it
-stopped. ``--format lerobot`` writes a LeRobot v3.0 dataset instead (:mod:`vjepa2.data.lerobot_write`:
+stopped. ``--format lerobot`` writes a LeRobot v3.0 dataset instead (:mod:`vjepa2.data.trajectories.lerobot_write`:
 one parquet and one h264 mp4 for all episodes, readable by LeRobot's tools and by ``vjepa2 train-ac``),
 built aside and moved into place at the end. For toy-push the stored states/actions use the 7-D
 robot convention (effector ``(x, y, 0, 0, 0, 0, 0)``; see :mod:`vjepa2.world_model.envs.toy_push`)
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vjepa2.data.trajectories import write_trajectory
+from vjepa2.data.trajectories.trajectory import write_trajectory
 from vjepa2.files import OutputPathError, RunLock, check_output_dir, write_json
 from vjepa2.progress import progress_bar
 from vjepa2.world_model.envs.toy_push import ToyPushConfig, ToyPushSource
@@ -116,7 +116,7 @@ def collect_lerobot(source, out: str | os.PathLike, episodes: int, steps: int, s
     The task string of every episode is ``"<env>: random actions"``; the settings are kept in
     ``meta/vjepa2_collect.json``. An existing non-empty ``out`` is refused unless ``overwrite``.
     """
-    from vjepa2.data.lerobot_write import LeRobotWriter
+    from vjepa2.data.trajectories.lerobot_write import LeRobotWriter
 
     out, fps, description = _prepare(source, out, episodes, steps, seed)
     with LeRobotWriter(out, fps, robot_type=description["env"], overwrite=overwrite) as writer:

@@ -10,7 +10,7 @@ from typing import Literal
 import torch
 
 from vjepa2.config import ConfigError, from_dict
-from vjepa2.data.lerobot import Streams
+from vjepa2.data.trajectories.lerobot import Streams
 from vjepa2.models.ac_predictor import ACPredictorConfig, ac_predictor_config
 from vjepa2.models.sizes import SIZES
 from vjepa2.engine.config import CheckpointConfig, DistributedConfig, LogConfig, OptimConfig
@@ -23,12 +23,12 @@ STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": 
 @dataclass(frozen=True)
 class ACDataConfig:
     """Trajectories (our format, DROID episodes, or a LeRobot v3.0 / v2.1 dataset; see
-    :mod:`vjepa2.data.sources`) and clips.
+    :mod:`vjepa2.data.trajectories.sources`) and clips.
 
     ``clip_steps`` frames per training clip; shorter trajectories are skipped and reported.
     ``cache_dir``: where encoded features are kept (default ``<output_dir>/features``).
     ``camera`` / ``state`` / ``action``: which streams of a LeRobot dataset make the trajectory
-    (:class:`vjepa2.data.lerobot.Streams`: a video key or its last part; state keys joined by ``+``;
+    (:class:`vjepa2.data.trajectories.lerobot.Streams`: a video key or its last part; state keys joined by ``+``;
     an action key or ``derive``); ``camera`` also picks DROID's ``left`` / ``right`` camera.
     """
 

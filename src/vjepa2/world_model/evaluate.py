@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from vjepa2.data.poses import apply_action, set_to_target
+from vjepa2.data.trajectories.poses import apply_action, set_to_target
 from vjepa2.models.ac_predictor import ACPredictor, normalize_latents
 from vjepa2.world_model.feature_cache import feature_metadata, read_features
 
@@ -54,7 +54,7 @@ def rollout_errors(predictor: ACPredictor, files: list[Path], horizons=(1, 2, 4,
     - ``copy``: the current latent as the prediction for every future step.
 
     States after the first come from ``state_update(state, action)`` (as when planning; e.g.
-    :func:`~vjepa2.data.trajectories.apply_action`), or from the recordings when it is None (then
+    :func:`~vjepa2.data.trajectories.trajectory.apply_action`), or from the recordings when it is None (then
     the shuffled rows keep the true states). Returns ``{"model": {k: err}, "shuffled": ..., "copy": ...}``.
     """
     from vjepa2.progress import progress_bar

@@ -9,7 +9,7 @@ Cache layout: ``<cache_dir>/<encoder fingerprint>/<trajectory key>.safetensors``
 - ``features`` ``(T, H'*W', D)`` raw encoder outputs (layer-norm them with
   :func:`vjepa2.models.ac_predictor.normalize_latents` before use, as training does),
 - ``states`` ``(T, S)``, ``actions`` ``(T-1, A)`` and ``extra.<name>`` per-step extras,
-- metadata: the source (a directory, or a LeRobot episode; :mod:`vjepa2.data.sources`), the streams
+- metadata: the source (a directory, or a LeRobot episode; :mod:`vjepa2.data.trajectories.sources`), the streams
   read, a signature of its files (size + mtime), fps, grid, encoder info.
 
 The fingerprint hashes the encoder config, its weights and the preprocessing, so a different
@@ -35,11 +35,11 @@ from safetensors.torch import save_file
 
 from vjepa2.files import atomic_path
 from vjepa2 import precision
-from vjepa2.data.lerobot import Streams, split_episode_source
-from vjepa2.data.sources import find_sources, read_source, source_signature
-from vjepa2.data.trajectories import Convention, Skipped, Trajectory, TrajectoryError
-from vjepa2.data.video import VideoReadError
-from vjepa2.data.transforms import center_crop, normalize, resize_short_side
+from vjepa2.data.trajectories.lerobot import Streams, split_episode_source
+from vjepa2.data.trajectories.sources import find_sources, read_source, source_signature
+from vjepa2.data.trajectories.trajectory import Convention, Skipped, Trajectory, TrajectoryError
+from vjepa2.data.clips.video import VideoReadError
+from vjepa2.data.clips.transforms import center_crop, normalize, resize_short_side
 from vjepa2.progress import progress_bar
 from vjepa2.models.encoder import VisionEncoder
 
@@ -150,7 +150,7 @@ def build_feature_cache(root: str | os.PathLike, encoder: VisionEncoder, cache_d
                         streams: Streams = Streams(), widths: tuple[int, int] | None = None) -> TrajectoryFeatures:
     """Encode every trajectory under ``root`` not cached yet (or changed since) into ``cache_dir``.
 
-    ``root`` is a folder of trajectories or a LeRobot dataset (:mod:`vjepa2.data.sources`); a
+    ``root`` is a folder of trajectories or a LeRobot dataset (:mod:`vjepa2.data.trajectories.sources`); a
     trajectory that cannot be read is skipped and listed with the reason, never fatal.
 
     Trajectories with fewer than ``min_steps`` frames at ``fps`` are skipped and listed in the

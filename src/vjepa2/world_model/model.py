@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from vjepa2.config import ConfigError, from_dict
-from vjepa2.data.lerobot import Streams
+from vjepa2.data.trajectories.lerobot import Streams
 from vjepa2.files import run_kind
 from vjepa2.models.ac_predictor import ACPredictor, normalize_latents
 from vjepa2.models.encoder import VisionEncoder

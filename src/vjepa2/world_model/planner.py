@@ -45,7 +45,7 @@ import torch
 
 from vjepa2 import precision
 from vjepa2.config import ConfigError, from_dict
-from vjepa2.data.poses import apply_action, set_to_target
+from vjepa2.data.trajectories.poses import apply_action, set_to_target
 from vjepa2.models.ac_predictor import ACCache, ACPredictor
 
 EnergyFn = Callable[[torch.Tensor], torch.Tensor]
@@ -79,7 +79,7 @@ class CEMConfig:
             over the imagined steps.
         select: return the final ``mean`` or the ``best`` sample seen.
         imagined_states: states of imagined steps: ``integrate`` them from the actions
-            (:func:`vjepa2.data.poses.apply_action`, needs state and action of the same
+            (:func:`vjepa2.data.trajectories.poses.apply_action`, needs state and action of the same
             width), ``target`` (the action is the next value of the first ``A`` state entries,
             as under absolute position control, e.g. PushT), ``hold`` the last observed state, or
             ``auto`` (integrate when widths match, else hold).

@@ -32,7 +32,7 @@ from torch import nn
 
 from vjepa2 import memory, precision
 from vjepa2.config import ConfigError
-from vjepa2.data.trajectories import Skipped, TrajectoryError
+from vjepa2.data.trajectories.trajectory import Skipped, TrajectoryError
 from vjepa2.files import open_run_folder
 from vjepa2.models.ac_predictor import ACPredictor, ACPredictorConfig, normalize_latents
 from vjepa2.models.encoder import VisionEncoder

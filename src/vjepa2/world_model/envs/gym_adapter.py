@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vjepa2.data.transforms import center_crop, resize_short_side
+from vjepa2.data.clips.transforms import center_crop, resize_short_side
 
 
 def _gymnasium():

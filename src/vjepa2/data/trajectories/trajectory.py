@@ -12,7 +12,7 @@ Our format — one directory per trajectory::
 
 When ``actions.npy`` is absent, actions are derived from consecutive states (:func:`actions_from_states`).
 
-States and actions follow the ``pose7`` or ``delta`` convention of :mod:`vjepa2.data.poses`
+States and actions follow the ``pose7`` or ``delta`` convention of :mod:`vjepa2.data.trajectories.poses`
 (the pose maths, re-exported here).
 
 DROID raw layout — one directory per episode::
@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from vjepa2.errors import InputError
-from vjepa2.data.poses import Convention, actions_from_states, apply_action, euler_to_matrix, matrix_to_euler
-from vjepa2.data.video import read_clip, write_video
+from vjepa2.data.trajectories.poses import Convention, actions_from_states, apply_action, euler_to_matrix, matrix_to_euler
+from vjepa2.data.clips.video import read_clip, write_video
 from vjepa2.files import atomic_dir
 
 FRAME_DIGITS = 6
@@ -58,7 +58,7 @@ def resample_indices(num_frames: int, source_fps: float, target_fps: float) -> n
     """Frame indices that sample ``num_frames`` frames at ``source_fps`` at ``target_fps``.
 
     Sample ``k`` at time ``k / target_fps`` shows frame ``floor(k * source_fps / target_fps)``
-    (the frame on screen then, as :func:`vjepa2.data.video.read_clip` samples).
+    (the frame on screen then, as :func:`vjepa2.data.clips.video.read_clip` samples).
     """
     if source_fps <= 0 or target_fps <= 0:
         raise ValueError(f"frame rates must be positive, got source {source_fps}, target {target_fps}")
@@ -194,7 +194,7 @@ def read_trajectory(path: str | os.PathLike, fps: float | None = None, conventio
         return read_droid_episode(path, fps=fps, camera=camera)
     states_file = path / "states.npy"
     if not states_file.is_file():
-        raise TrajectoryError(f"{path}: no states.npy (T, S) — see vjepa2.data.trajectories for the format")
+        raise TrajectoryError(f"{path}: no states.npy (T, S) — see vjepa2.data.trajectories.trajectory for the format")
     states = _load_npy(states_file, "states").astype(np.float32)
     if states.ndim != 2 or len(states) < 1:
         raise TrajectoryError(f"{states_file}: states must be a (T, S) array, got shape {states.shape}")
@@ -367,7 +367,7 @@ def load_trajectories(root: str | os.PathLike, min_steps: int = 2, fps: float | 
     return kept, skipped
 
 
-# The pose maths is re-exported: it lives in vjepa2.data.poses.
+# The pose maths is re-exported: it lives in vjepa2.data.trajectories.poses.
 __all__ = ["FRAME_DIGITS", "Convention", "Skipped", "Trajectory", "TrajectoryError", "actions_from_states",
            "apply_action", "euler_to_matrix", "find_trajectories", "is_trajectory_dir", "load_trajectories",
            "matrix_to_euler", "read_droid_episode", "read_trajectory", "resample_actions", "resample_indices",

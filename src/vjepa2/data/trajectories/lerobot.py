@@ -40,9 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vjepa2.data.poses import Convention, actions_from_states
-from vjepa2.data.trajectories import Trajectory, TrajectoryError
-from vjepa2.data.video import VideoReadError, read_clip
+from vjepa2.data.trajectories.poses import Convention, actions_from_states
+from vjepa2.data.trajectories.trajectory import Trajectory, TrajectoryError
+from vjepa2.data.clips.video import VideoReadError, read_clip
 
 VERSIONS = ("v3.0", "v2.1")
 DERIVE = "derive"
@@ -148,7 +148,7 @@ class LeRobotDataset:
     """An opened LeRobot dataset: its ``info``, ``version``, ``fps`` and :class:`EpisodeFiles` per episode.
 
     ``LeRobotDataset(root).episodes`` lists episodes; :meth:`read_episode` reads one as a
-    :class:`~vjepa2.data.trajectories.Trajectory`. Missing or malformed metadata raises
+    :class:`~vjepa2.data.trajectories.trajectory.Trajectory`. Missing or malformed metadata raises
     :class:`LeRobotError` at opening; a bad episode raises it when read (callers skip it).
     """
 

@@ -45,7 +45,7 @@ _IMAGE_FORMAT_SUFFIX = "_pipe"
 
 
 class VideoError(Exception):
-    """Base class of the errors raised by :mod:`vjepa2.data.video`."""
+    """Base class of the errors raised by :mod:`vjepa2.data.clips.video`."""
 
 
 class VideoReadError(VideoError):

@@ -2,11 +2,11 @@
 
 A *source* is a string that names one trajectory:
 
-- a trajectory directory of our format or a DROID raw episode (:mod:`vjepa2.data.trajectories`);
-- ``<dataset root>#episode=<index>``: one episode of a LeRobot dataset (:mod:`vjepa2.data.lerobot`).
+- a trajectory directory of our format or a DROID raw episode (:mod:`vjepa2.data.trajectories.trajectory`);
+- ``<dataset root>#episode=<index>``: one episode of a LeRobot dataset (:mod:`vjepa2.data.trajectories.lerobot`).
 
 :func:`find_sources` lists the sources under a root (a LeRobot dataset when the root has
-``meta/info.json``), :func:`read_source` reads one as a :class:`~vjepa2.data.trajectories.Trajectory`
+``meta/info.json``), :func:`read_source` reads one as a :class:`~vjepa2.data.trajectories.trajectory.Trajectory`
 and :func:`source_signature` digests its files so that caches notice edits. :class:`Streams` says
 which camera / state / action streams to take where a dataset holds several.
 """
@@ -19,10 +19,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from vjepa2.data.lerobot import (LeRobotDataset, LeRobotError, Streams, episode_source, is_lerobot_dataset,
-                                 split_episode_source)
-from vjepa2.data.poses import Convention
-from vjepa2.data.trajectories import Trajectory, find_trajectories, read_trajectory
+from vjepa2.data.trajectories.lerobot import (LeRobotDataset, LeRobotError, Streams, episode_source, is_lerobot_dataset,
+                                              split_episode_source)
+from vjepa2.data.trajectories.poses import Convention
+from vjepa2.data.trajectories.trajectory import Trajectory, find_trajectories, read_trajectory
 
 
 @dataclass(frozen=True)

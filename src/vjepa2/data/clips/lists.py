@@ -14,7 +14,7 @@ List files (the public release's format). One sample per line::
   when the loader reads it, so listing millions of videos stays cheap.
 
 Folders. Every video or image file below the folder (extensions of
-:data:`vjepa2.data.video.VIDEO_EXTENSIONS` / ``IMAGE_EXTENSIONS``, hidden files skipped, sorted by
+:data:`vjepa2.data.clips.video.VIDEO_EXTENSIONS` / ``IMAGE_EXTENSIONS``, hidden files skipped, sorted by
 path) is a sample. Its label is the index of its first-level sub-folder in the sorted list of
 sub-folders (``classes``); files directly in the folder get the class ``""``, which sorts first. A
 folder without sub-folders is therefore one class, label 0. Folders inside it that a training run
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from vjepa2.errors import InputError
-from vjepa2.data.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_videos
+from vjepa2.data.clips.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_videos
 from vjepa2.files import is_run_folder
 
 
@@ -197,7 +197,7 @@ class Mixture:
     """Weighted mixture of sources; sample ``j`` of source ``i`` has weight ``w_i / len(source_i)``.
 
     A source is anything indexable with a length (a :class:`VideoSource`; a bounded
-    :class:`vjepa2.data.synthetic.SyntheticVideos`) or unbounded (``len()`` raises ``TypeError``:
+    :class:`vjepa2.data.clips.synthetic.SyntheticVideos`) or unbounded (``len()`` raises ``TypeError``:
     its index is drawn from ``[0, 2**62)``).
 
     ``Mixture([read_list("k710.txt"), read_list("ssv2.txt")], [0.335, 0.1]).sample(rng)``

@@ -41,10 +41,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vjepa2.errors import InputError
 from vjepa2.config import ConfigError
-from vjepa2.data.lists import Mixture, VideoEntry, read_video_source
-from vjepa2.data.synthetic import BACKGROUNDS, MOTIONS, Scene, SyntheticVideos, render
-from vjepa2.data.transforms import TrainTransform
-from vjepa2.data.video import read_clip
+from vjepa2.data.clips.lists import Mixture, VideoEntry, read_video_source
+from vjepa2.data.clips.synthetic import BACKGROUNDS, MOTIONS, Scene, SyntheticVideos, render
+from vjepa2.data.clips.transforms import TrainTransform
+from vjepa2.data.clips.video import read_clip
 from vjepa2.masking import MaskConfig, step_masks
 
 #: Random-stream tag of the per-slot data draws (kept apart from the mask streams).
@@ -83,7 +83,7 @@ class SourceConfig:
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """Options of the embedded generator (:mod:`vjepa2.data.synthetic`).
+    """Options of the embedded generator (:mod:`vjepa2.data.clips.synthetic`).
 
     Attributes:
         seed: scene seed: scene ``i`` is a pure function of ``(seed, i)`` (independent of the run seed,

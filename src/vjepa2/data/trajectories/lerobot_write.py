@@ -1,4 +1,4 @@
-"""Write trajectories as a LeRobot v3.0 dataset (the layout in :mod:`vjepa2.data.lerobot`), so that
+"""Write trajectories as a LeRobot v3.0 dataset (the layout in :mod:`vjepa2.data.trajectories.lerobot`), so that
 LeRobot's own tools open what ``vjepa2 collect --format lerobot`` records.
 
 Everything goes to one data parquet, one mp4 per camera (h264, constant frame rate, episodes back to
@@ -26,7 +26,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from vjepa2.data.lerobot import require_pyarrow
+from vjepa2.data.trajectories.lerobot import require_pyarrow
 from vjepa2.files import atomic_dir
 
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"

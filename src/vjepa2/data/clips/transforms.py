@@ -1,6 +1,6 @@
 """Clip transforms on torch tensors; every frame of a clip gets the same geometric operation.
 
-Input clips are what :func:`vjepa2.data.video.read_clip` returns: uint8 ``(T, H, W, 3)``.
+Input clips are what :func:`vjepa2.data.clips.video.read_clip` returns: uint8 ``(T, H, W, 3)``.
 Outputs are float32 ``(C, T, H, W)``, ImageNet-normalised, ready to stack into the encoder's
 ``(B, C, T, H, W)``.
 
