@@ -207,12 +207,9 @@ def check_output_file(path: str | os.PathLike, what: str = "--out", overwrite: b
     return path
 
 
-def _same_or_inside(path: Path, other: Path) -> bool:
-    """``path`` is ``other`` (the same file, links resolved) or lies below the folder ``other``."""
-    path, other = path.resolve(), other.resolve()
-    if path == other or (path.exists() and other.exists() and os.path.samefile(path, other)):
-        return True
-    return other.is_dir() and other in path.parents
+def _same_file(a: Path, b: Path) -> bool:
+    """``a`` and ``b`` name the same file or folder (links resolved)."""
+    return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
 
 
 def check_not_an_input(out: str | os.PathLike, inputs: dict[str, str | os.PathLike], what: str = "--out",
@@ -224,10 +221,10 @@ def check_not_an_input(out: str | os.PathLike, inputs: dict[str, str | os.PathLi
     for given, path in inputs.items():
         path = Path(path)
         given = given if given == str(path) else f"{given} {path}"
-        if path.resolve() == out.resolve() or (out.exists() and path.exists() and os.path.samefile(out, path)):
+        if _same_file(out, path):
             raise OutputPathError(f"{what} {out} is also the input {given}; writing it would destroy the input: "
                                   f"choose another {what}")
-        if inside and path.is_dir() and _same_or_inside(out, path):
+        if inside and path.is_dir() and path.resolve() in out.resolve().parents:
             raise OutputPathError(f"{what} {out} is inside the input folder {given} ({path}); what the run writes "
                                   f"there would be read as input: choose an {what} outside it")
 

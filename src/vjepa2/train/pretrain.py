@@ -76,7 +76,7 @@ class JEPA(nn.Module):
                 noise: torch.Generator | None = None,
                 sketch: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One micro-batch as the training loop runs it (:func:`vjepa2.engine.loop.optimizer_step`):
-        the inputs of :meth:`loss`, moved to the model's device and dtype here; returns ``(loss,
+        the inputs of :meth:`loss_of`, moved to the model's device and dtype here; returns ``(loss,
         logged)``, ``logged`` = ``[loss, regulariser, target std, loss of each mask generator]``
         (detached; target std: per-dimension std of the layer-normed targets, the collapse monitor)."""
         weight = self.encoder.patch_embed.proj.weight

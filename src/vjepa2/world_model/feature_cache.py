@@ -208,9 +208,10 @@ def build_feature_cache(root: str | os.PathLike, encoder: VisionEncoder, cache_d
             "encoder_fingerprint": fingerprint, "encoder": encoder_info or {}, "meta": traj.meta})
         files.append(target)
     if widths is None and files:
-        common = Counter(cached_widths(f) for f in files).most_common(1)[0][0]
-        files = [f for f in files if cached_widths(f) == common
-                 or not _skip_width(feature_metadata(f).get("source", f), cached_widths(f), common, skipped,
+        found = {f: cached_widths(f) for f in files}
+        common = Counter(found.values()).most_common(1)[0][0]
+        files = [f for f in files if found[f] == common
+                 or not _skip_width(feature_metadata(f).get("source", f), found[f], common, skipped,
                                     "most trajectories'")]
     return TrajectoryFeatures(files=files, skipped=skipped, directory=directory, fingerprint=fingerprint)
 

@@ -36,7 +36,7 @@ from vjepa2.data.trajectories.trajectory import Skipped, TrajectoryError
 from vjepa2.files import open_run_folder
 from vjepa2.models.ac_predictor import ACPredictor, ACPredictorConfig, normalize_latents
 from vjepa2.models.encoder import VisionEncoder
-from vjepa2.models.sizes import SIZES, EncoderConfig
+from vjepa2.models.sizes import EncoderConfig
 from vjepa2.engine import distributed as dist_utils
 from vjepa2.engine import loop
 from vjepa2.engine.checkpoint import CheckpointDir
@@ -332,8 +332,11 @@ def check_step_memory(cfg: ACTrainConfig, encoder: EncoderConfig, env: dist_util
     (:mod:`vjepa2.memory`: the frames encoded at once; a micro-batch's feature windows plus the
     activations the predictor keeps over all their tokens)."""
     micro = loop.per_micro_step(cfg.batch_size, "batch_size", env, cfg.optim.grad_accumulation)
-    dim, depth = cfg.model.dim or SIZES[cfg.model.size][0], cfg.model.depth or SIZES[cfg.model.size][1]
     side = cfg.encoder.img_size
+    # The predictor's width and depth as the model config resolves them (the data's widths do not matter here).
+    sized = cfg.model.build(enc_dim=encoder.dim, img_size=side, patch_size=encoder.patch_size,
+                            action_dim=cfg.model.action_dim or 1, state_dim=cfg.model.state_dim or 1)
+    dim, depth = sized.dim, sized.depth
     tokens = cfg.data.clip_steps * (side // encoder.patch_size) ** 2
     memory.check_fits(memory.clip_bytes(cfg.encoder.batch_size, 1, side), env.device,
                       f"encoding {cfg.encoder.batch_size} frames at a time at {side} px",
