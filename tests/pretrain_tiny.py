@@ -14,8 +14,8 @@ from vjepa2.config import from_dict
 from vjepa2.train.config import PretrainConfig
 
 TINY = {
-    "model": {"size": "tiny", "dim": 48, "depth": 1, "heads": 3, "mlp_hidden": 96, "predictor_dim": 48,
-              "predictor_depth": 1, "predictor_heads": 3, "predictor_mlp_hidden": 96},
+    "model": {"size": "tiny", "dim": 48, "depth": 1, "heads": 3, "mlp_hidden": 96, "predictor": {"dim": 48,
+              "depth": 1, "heads": 3, "mlp_hidden": 96}},
     "data": {"sources": [{"kind": "synthetic"}], "num_workers": 0},
     "optim": {"lr": 1e-3},
     "batch_size": 4,

@@ -33,7 +33,7 @@ def micro_settings(ablations, seeds=(0,)):
     return ablations.Settings(
         seeds=seeds, step_scale=0.003,  # 1 + 6 + 1 steps
         extra_overrides=("batch_size=4", "model.dim=48", "model.depth=1", "model.mlp_hidden=96",
-                         "model.predictor_dim=48", "model.predictor_depth=1", "model.predictor_mlp_hidden=96",
+                         "model.predictor.dim=48", "model.predictor.depth=1", "model.predictor.mlp_hidden=96",
                          "log.every=1000",
                          # the public tube masks: at this micro size the recipe's half-time boxes leave so
                          # much context that dropping masked tokens no longer saves FLOPs, a premise below

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "learning_curve.py"
-MICRO = ["model.dim=48", "model.depth=1", "model.mlp_hidden=96", "model.predictor_dim=48", "model.predictor_depth=1",
-         "model.predictor_mlp_hidden=96", "batch_size=4", "phases.warmup.iterations=1",
+MICRO = ["model.dim=48", "model.depth=1", "model.mlp_hidden=96", "model.predictor.dim=48", "model.predictor.depth=1",
+         "model.predictor.mlp_hidden=96", "batch_size=4", "phases.warmup.iterations=1",
          "phases.cooldown.iterations=1", "phases.cooldown.frames=8", "phases.cooldown.resolution=64",
          "loss.regularizer=vicreg"]
 

@@ -26,8 +26,8 @@ from vjepa2.train.pretrain import pretrain
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY_PRETRAIN = ["model.size=tiny", "model.dim=48", "model.depth=1", "model.heads=3", "model.mlp_hidden=96",
-                 "model.predictor_dim=48", "model.predictor_depth=1", "model.predictor_heads=3",
-                 "model.predictor_mlp_hidden=96", "batch_size=2", "log.tensorboard=false", "log.progress_bar=false",
+                 "model.predictor.dim=48", "model.predictor.depth=1", "model.predictor.heads=3",
+                 "model.predictor.mlp_hidden=96", "batch_size=2", "log.tensorboard=false", "log.progress_bar=false",
                  "data.num_workers=0", "device=cpu"]
 
 

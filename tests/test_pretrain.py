@@ -27,8 +27,8 @@ def _losses(out_dir):
 def test_both_masking_modes_learn_without_collapse(tmp_path, mode):
     steps = 40
     cfg = tiny_config(tmp_path / mode, mask={"mode": mode}, batch_size=8, optim={"lr": 2e-3},
-                      model={"dim": 64, "depth": 2, "heads": 4, "mlp_hidden": 128, "predictor_dim": 64,
-                             "predictor_heads": 4, "predictor_mlp_hidden": 128},
+                      model={"dim": 64, "depth": 2, "heads": 4, "mlp_hidden": 128, "predictor": {"dim": 64,
+                             "heads": 4, "mlp_hidden": 128}},
                       checkpoint={"every": 100},
                       phases=[{"name": "main", "iterations": steps, "frames": 4, "resolution": 64,
                                "lr_schedule": "warmup", "lr_start": 2e-4}])
@@ -110,6 +110,12 @@ def test_phases_switch_clip_shape_and_resume_lands_in_the_right_phase(tmp_path, 
     shutil.copytree(tmp_path / "full", tmp_path / "resumed")
     for name in ("step-00000006.pt", "step-00000007.pt"):
         (tmp_path / "resumed" / "checkpoints" / name).unlink()
+    # ... as written before the predictor's size was nested (flat predictor_* keys): still resumes.
+    older = tmp_path / "resumed" / "checkpoints" / "step-00000004.pt"
+    state = torch.load(older, weights_only=True)
+    model = state[TRAIN_STATE_KEY]["config"]["model"]
+    model.update({f"predictor_{key}": value for key, value in model.pop("predictor").items() if key != "size"})
+    torch.save(state, older)
     calls.clear()
     summary = pretrain(tiny_config(tmp_path / "resumed", phases=phases, checkpoint={"every": 2, "keep_last": 10}),
                        resume=True)

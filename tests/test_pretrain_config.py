@@ -27,6 +27,17 @@ def test_overrides_reach_nested_keys_and_phases_by_name():
     assert [p.name for p in cfg.phases] == ["warmup", "constant", "cooldown"]  # order kept
 
 
+def test_predictor_size_is_nested_and_the_flat_spelling_still_reads():
+    cfg = load_pretrain_config("tiny", ["model.predictor.depth=1"])
+    assert cfg.model.predictor.numbers() == {"dim": 96, "depth": 1, "heads": 3, "mlp_hidden": 384}
+    flat = load_pretrain_config("tiny", ["model.predictor_depth=1", "model.predictor_mlp_hidden=192"])
+    assert flat.model.predictor.numbers() == {"dim": 96, "depth": 1, "heads": 3, "mlp_hidden": 192}
+    built = flat.model.predictor_config(flat.encoder_config())
+    assert (built.dim, built.depth, built.mlp_hidden, built.enc_dim) == (96, 1, 192, 96)
+    vitl = load_pretrain_config("vitl").model  # the public predictor: small's width, 12 heads
+    assert vitl.predictor.numbers() == {"dim": 384, "depth": 12, "heads": 12, "mlp_hidden": 1536}
+
+
 @pytest.mark.parametrize("override, named", [
     ("optim.lrr=1e-4", "optim.lrr (did you mean optim.lr?)"),
     ("optim.lr=-1", "optim.lr"),
@@ -38,6 +49,8 @@ def test_overrides_reach_nested_keys_and_phases_by_name():
     ("phases.cooldown.frames=7", "phases.cooldown.frames=7 is not a multiple of model.tubelet_size"),
     ("phases.constant.lr_end=0.0", "phases.constant.lr_end"),
     ("model.size=enormous", "model.size"),
+    ("model.predictor.size=enormous", "model.predictor.size"),
+    ("model.predictor.depth=0", "model.predictor.depth must be positive"),
     ("ema=[0.9, 1.2]", "ema"),
 ])
 def test_config_errors_name_the_key(override, named):

@@ -128,10 +128,14 @@ def from_dict(cls: type[T], data: dict | None, prefix: str = "") -> T:
     A nested section given in part is laid over the field's default, so ``grid.epochs=5`` changes
     one key and keeps the others as the enclosing config defines them.
 
+    A class with an ``upgrade(data) -> data`` classmethod has it applied first (older key layouts).
     After construction, a dataclass's own ``validate()`` method (if any) is called so that
     cross-field rules fail just as early.
     """
     data = dict(data or {})
+    upgrade = getattr(cls, "upgrade", None)  # a class that reads an older layout of its keys
+    if callable(upgrade):
+        data = upgrade(data)
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))

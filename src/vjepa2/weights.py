@@ -606,15 +606,24 @@ def _load_model(fmt: _ModelFormat, path: str | os.PathLike, key: str, config, ov
 RANDOM_PREFIX = "random:"
 
 
+def new_encoder(config: EncoderConfig | Encoder21Config, seed: int | None = None) -> VisionEncoder | VisionEncoder21:
+    """A freshly initialised encoder of ``config`` in train mode (V-JEPA 2, or 2.1 for an
+    :class:`Encoder21Config`): the one place encoders are constructed. ``seed``: initialise from
+    this seed without touching the caller's random state; None draws from the caller's state."""
+    model = VisionEncoder21 if isinstance(config, Encoder21Config) else VisionEncoder
+    if seed is None:
+        return model(config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return model(config)
+
+
 def random_encoder(spec: str, seed: int = 0, **config_overrides) -> VisionEncoder:
     """The encoder ``random:<size>`` (e.g. ``random:tiny``) with seeded random weights, eval mode."""
     size = spec[len(RANDOM_PREFIX):]
     if size not in SIZES:
         raise WeightsError(f"{spec}: unknown size {size!r}; use random:<size> with size one of {', '.join(SIZES)}")
-    config = encoder_config(size, **config_overrides)
-    with torch.random.fork_rng(devices=[]):  # seeds the init without changing the caller's random state
-        torch.manual_seed(seed)
-        return VisionEncoder(config).eval()
+    return new_encoder(encoder_config(size, **config_overrides), seed).eval()
 
 
 def load_encoder(path: str | os.PathLike, key: str | tuple[str, ...] = ENCODER_KEYS,
@@ -644,11 +653,7 @@ def load_encoder(path: str | os.PathLike, key: str | tuple[str, ...] = ENCODER_K
     if str(path).startswith(RANDOM_PREFIX):
         return random_encoder(str(path), seed, **config_overrides)
     encoder = _load_model(_ENCODER, path, key, config, config_overrides)
-    if random_init:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            encoder = type(encoder)(encoder.config).eval()
-    return encoder
+    return new_encoder(encoder.config, seed).eval() if random_init else encoder
 
 
 def load_predictor(path: str | os.PathLike, key: str = "predictor", config: PredictorConfig | None = None,

@@ -29,7 +29,7 @@ from typing import Any, Iterator, Protocol
 import torch
 from torch import nn
 
-from vjepa2.config import ConfigError, save_yaml, to_dict
+from vjepa2.config import ConfigError, from_dict, save_yaml, to_dict
 from vjepa2.files import check_not_an_input, check_output_dir
 from vjepa2.engine import distributed as dist_utils
 from vjepa2.engine.checkpoint import CheckpointDir, capture_rng_state, restore_rng_state
@@ -291,7 +291,8 @@ def _restore(trainer: Trainer, cfg, resume: bool, checkpoints: CheckpointDir, en
     # Memory-mapped on the other ranks: reading the same file is cheap.
     state = found[1] if found else torch.load(found_path, map_location="cpu", weights_only=True, mmap=True)
     train_state = state[TRAIN_STATE_KEY]
-    check_same_model(train_state["config"], to_dict(cfg), found_path)
+    saved_config = current_layout(train_state["config"], type(cfg))
+    check_same_model(saved_config, to_dict(cfg), found_path)
     dist_utils.load_full_state_dicts(trainer.training_model, trainer.optimizer, trainer.model_state(state),
                                      state["opt"])
     rng = train_state["rng"]
@@ -300,12 +301,21 @@ def _restore(trainer: Trainer, cfg, resume: bool, checkpoints: CheckpointDir, en
     else:
         say(f"checkpoint was written by {len(rng)} processes, this run has {env.world_size}: "
             f"random generators are re-seeded instead of restored")
-    changed = [line for line in config_differences(train_state["config"], to_dict(cfg))
+    changed = [line for line in config_differences(saved_config, to_dict(cfg))
                if not line.startswith("output_dir:")]  # a moved run directory is not a change
     say(f"resumed from {found_path} at step {train_state['step']} (phase {train_state['phase']})"
         + (f"; config changed since: {'; '.join(changed)}" if changed else ""))
     # A resume is a new attempt: the streak that stopped a run does not count against it.
     return int(train_state["step"]), Counters(**{**train_state["counters"], "nonfinite_in_a_row": 0})
+
+
+def current_layout(saved: dict, config_type: type) -> dict:
+    """A checkpoint's saved config in today's key layout (e.g. sizes nested since it was written),
+    or as saved when it no longer reads as a ``config_type`` (the comparison then names the keys)."""
+    try:
+        return to_dict(from_dict(config_type, saved))
+    except ConfigError:
+        return saved
 
 
 def _save(trainer: Trainer, cfg, checkpoints: CheckpointDir, env: dist_utils.DistEnv, step: int,

@@ -106,6 +106,39 @@ SIZES: dict[str, tuple[int, int, int, int]] = {
 }
 
 
+#: The four numbers a named size fixes, in the order of :data:`SIZES`.
+SIZE_NUMBERS = ("dim", "depth", "heads", "mlp_hidden")
+
+
+@dataclass(frozen=True)
+class TransformerSize:
+    """A transformer's shape as a recipe writes it: a named size from :data:`SIZES` with any of
+    ``dim``/``depth``/``heads``/``mlp_hidden`` replaced (null = the named size's value). The one
+    definition of sizes in configs: the pretraining encoder and predictor and the AC predictor."""
+
+    size: str = "large"
+    dim: int | None = None
+    depth: int | None = None
+    heads: int | None = None
+    mlp_hidden: int | None = None
+
+    def numbers(self) -> dict[str, int]:
+        """``{"dim", "depth", "heads", "mlp_hidden"}``: the named size's with the given ones replaced."""
+        named = dict(zip(SIZE_NUMBERS, SIZES[self.size]))
+        return {key: named[key] if getattr(self, key) is None else getattr(self, key) for key in SIZE_NUMBERS}
+
+    def check_size(self, where: str) -> None:
+        """Raise :class:`ConfigError` naming ``where`` (e.g. ``model.predictor``) for an unknown size or a
+        non-positive number."""
+        if self.size not in SIZES:
+            raise ConfigError(f"{where}.size: unknown size {self.size!r}; choose one of {', '.join(SIZES)}")
+        for key in SIZE_NUMBERS:
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{where}.{key} must be positive, got {value} "
+                                  f"(leave it out or null for the size's value)")
+
+
 def encoder_config(size: str = "large", **overrides) -> EncoderConfig:
     """Config of a named size (``tiny`` ... ``giant``), any field overridable.
 

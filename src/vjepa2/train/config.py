@@ -23,62 +23,63 @@ from vjepa2.config import ConfigError, apply_overrides, from_dict, load_yaml, re
 from vjepa2.data.clips.dataset import DataConfig
 from vjepa2.masking import MaskConfig
 from vjepa2.engine.config import CheckpointConfig, DistributedConfig, LogConfig, OptimConfig
-from vjepa2.models.sizes import SIZES, EncoderConfig, Position, PredictorConfig, encoder_config, predictor_config
+from vjepa2.models.sizes import (SIZE_NUMBERS, EncoderConfig, Position, PredictorConfig, TransformerSize,
+                                 encoder_config, predictor_config)
 
 LrSchedule = Literal["warmup", "constant", "linear", "cosine"]
 
 
-_SIZE_KEYS = ("dim", "depth", "heads", "mlp_hidden")  # null = the named size's value
+#: The keys older configs (and checkpoints saved before the predictor's size was nested) used.
+_FLAT_PREDICTOR_KEYS = {f"predictor_{key}": key for key in SIZE_NUMBERS}
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(TransformerSize):
     """Encoder and predictor architecture.
 
-    ``size`` names an encoder (``tiny`` ... ``giant``, see :data:`vjepa2.models.SIZES`); any of
-    ``dim``/``depth``/``heads``/``mlp_hidden`` given here replaces that size's value.
+    ``size`` names the encoder (``tiny`` ... ``giant``, see :data:`vjepa2.models.SIZES`); any of
+    ``dim``/``depth``/``heads``/``mlp_hidden`` given here replaces that size's value. ``predictor``
+    is the predictor's size in the same form (default: the public 384/12/12/1536, i.e. ``small``
+    with 12 heads). Configs that spell it flat (``predictor_dim: 96``) are read as nested.
     """
 
     size: str = "large"
-    dim: int | None = None
-    depth: int | None = None
-    heads: int | None = None
-    mlp_hidden: int | None = None
     patch_size: int = 16
     tubelet_size: int = 2
     position: Position = "rope_compatible"
-    predictor_dim: int = 384
-    predictor_depth: int = 12
-    predictor_heads: int = 12
-    predictor_mlp_hidden: int = 1536
+    predictor: TransformerSize = TransformerSize("small", heads=12)
     num_mask_tokens: int = 10
     activation_checkpointing: bool = False
 
+    @classmethod
+    def upgrade(cls, data: dict) -> dict:
+        """``data`` with the flat ``predictor_<key>`` spelling moved into ``predictor``."""
+        flat = {_FLAT_PREDICTOR_KEYS[key]: data[key] for key in _FLAT_PREDICTOR_KEYS if key in data}
+        if not flat:
+            return data
+        rest = {key: value for key, value in data.items() if key not in _FLAT_PREDICTOR_KEYS}
+        return {**rest, "predictor": {**(rest.get("predictor") or {}), **flat}}
+
     def validate(self) -> None:
-        if self.size not in SIZES:
-            raise ConfigError(f"model.size: unknown model size {self.size!r}; choose one of {', '.join(SIZES)}")
-        for key in ("dim", "depth", "heads", "mlp_hidden", "patch_size", "tubelet_size", "predictor_dim",
-                    "predictor_depth", "predictor_heads", "predictor_mlp_hidden", "num_mask_tokens"):
-            value = getattr(self, key)
-            if value is not None and value <= 0:
-                raise ConfigError(f"model.{key} must be positive, got {value}"
-                                  + (" (leave it out or null for the size's value)" if key in _SIZE_KEYS else ""))
+        self.check_size("model")
+        self.predictor.check_size("model.predictor")
+        for key in ("patch_size", "tubelet_size", "num_mask_tokens"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"model.{key} must be positive, got {getattr(self, key)}")
         try:  # dims that do not fit together (e.g. dim not divisible by heads) fail here, not mid-run
-            self.predictor(self.encoder(self.tubelet_size, self.patch_size))
+            self.predictor_config(self.encoder(self.tubelet_size, self.patch_size))
         except ConfigError as err:
             raise ConfigError(f"model: {err}") from None
 
     def encoder(self, frames: int, resolution: int) -> EncoderConfig:
         """Encoder config; ``frames``/``resolution`` set the native grid of the ``sincos`` table."""
-        dims = {k: getattr(self, k) for k in _SIZE_KEYS if getattr(self, k) is not None}
-        return encoder_config(self.size, **dims, patch_size=self.patch_size, tubelet_size=self.tubelet_size,
-                              position=self.position, img_size=resolution, num_frames=frames,
-                              activation_checkpointing=self.activation_checkpointing)
+        return encoder_config(self.size, **self.numbers(), patch_size=self.patch_size,
+                              tubelet_size=self.tubelet_size, position=self.position, img_size=resolution,
+                              num_frames=frames, activation_checkpointing=self.activation_checkpointing)
 
-    def predictor(self, encoder: EncoderConfig) -> PredictorConfig:
-        return predictor_config(encoder, dim=self.predictor_dim, depth=self.predictor_depth,
-                                heads=self.predictor_heads, mlp_hidden=self.predictor_mlp_hidden,
-                                num_mask_tokens=self.num_mask_tokens,
+    def predictor_config(self, encoder: EncoderConfig) -> PredictorConfig:
+        """The predictor config for ``encoder`` (its grid, width and position mode)."""
+        return predictor_config(encoder, **self.predictor.numbers(), num_mask_tokens=self.num_mask_tokens,
                                 activation_checkpointing=self.activation_checkpointing)
 
 
@@ -228,7 +229,7 @@ class PretrainConfig:
         return self.model.encoder(first.frames, first.resolution)
 
     def predictor_config(self) -> PredictorConfig:
-        return self.model.predictor(self.encoder_config())
+        return self.model.predictor_config(self.encoder_config())
 
 
 # ------------------------------------------------------------------------------------------------

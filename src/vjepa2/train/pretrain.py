@@ -22,7 +22,7 @@ from vjepa2.config import config_yaml
 from vjepa2.data.clips.dataset import PretrainBatch, build_pretrain_loader, build_sources
 from vjepa2.files import atomic_write_text, open_run_folder
 from vjepa2.masking import MaskConfig, corrupt_tokens
-from vjepa2.models.encoder import VisionEncoder, gather_tokens
+from vjepa2.models.encoder import gather_tokens
 from vjepa2.models.predictor import Predictor
 from vjepa2.models.sizes import EncoderConfig, PredictorConfig
 from vjepa2.engine import distributed as dist_utils
@@ -34,7 +34,7 @@ from vjepa2.engine.monitor import RunMonitor, target_feature_rank
 from vjepa2.engine.losses import change_weights, temporal_change
 from vjepa2.train.regularizers import regularizer_value
 from vjepa2.engine.schedules import ema_momentum_at, lr_at
-from vjepa2.weights import METADATA_KEY, add_prefix, checkpoint_metadata, strip_prefixes
+from vjepa2.weights import METADATA_KEY, add_prefix, checkpoint_metadata, new_encoder, strip_prefixes
 
 CHECKPOINT_KEYS = ("encoder", "target_encoder", "predictor", "opt", "epoch", TRAIN_STATE_KEY)
 
@@ -64,7 +64,7 @@ class JEPA(nn.Module):
     def __init__(self, encoder: EncoderConfig, predictor: PredictorConfig, mask: MaskConfig,
                  loss: LossConfig | None = None) -> None:
         super().__init__()
-        self.encoder = VisionEncoder(encoder)
+        self.encoder = new_encoder(encoder)
         self.predictor = Predictor(predictor)
         self.target_encoder = make_target(self.encoder)
         self.mask = mask

@@ -12,7 +12,7 @@ import torch
 from vjepa2.config import ConfigError, from_dict
 from vjepa2.data.trajectories.lerobot import Streams
 from vjepa2.models.ac_predictor import ACPredictorConfig, ac_predictor_config
-from vjepa2.models.sizes import SIZES
+from vjepa2.models.sizes import TransformerSize
 from vjepa2.engine.config import CheckpointConfig, DistributedConfig, LogConfig, OptimConfig
 from vjepa2.engine.schedules import LrSegment
 
@@ -71,7 +71,7 @@ class ACEncoderConfig:
 
 
 @dataclass(frozen=True)
-class ACModelConfig:
+class ACModelConfig(TransformerSize):
     """The AC predictor: a named width/depth/heads (``tiny`` ... ``giant``; the paper uses ``large``
     = 24 x 1024 x 16: ``size: large`` with ``dim``/``depth``/``heads``/``mlp_hidden`` set to null)
     with overrides. The defaults (tiny cut to 4 blocks of width 96, 2 heads) train on a CPU in
@@ -98,13 +98,12 @@ class ACModelConfig:
     init_checkpoint: str | None = None
 
     def validate(self) -> None:
-        if self.size not in SIZES:
-            raise ConfigError(f"model.size: unknown size {self.size!r}; choose one of {', '.join(SIZES)}")
+        self.check_size("model")
         for name in ("action_scale", "state_scale"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"model.{name} must be positive or null (from the data), got {value}")
-        for name in ("dim", "depth", "heads", "mlp_hidden", "action_dim", "state_dim"):
+        for name in ("action_dim", "state_dim"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"model.{name} must be positive or null, got {value}")
@@ -112,8 +111,7 @@ class ACModelConfig:
     def build(self, enc_dim: int, img_size: int, patch_size: int, action_dim: int, state_dim: int,
               action_scale: float = 1.0, state_scale: float = 1.0) -> ACPredictorConfig:
         """The predictor config; ``action_scale``/``state_scale`` are used where the config leaves them null."""
-        dims = {k: getattr(self, k) for k in ("dim", "depth", "heads", "mlp_hidden") if getattr(self, k) is not None}
-        return ac_predictor_config(self.size, enc_dim=enc_dim, **dims, action_dim=action_dim, state_dim=state_dim,
+        return ac_predictor_config(self.size, enc_dim=enc_dim, **self.numbers(), action_dim=action_dim, state_dim=state_dim,
                                    extrinsics_dim=max(action_dim - 1, 1), img_size=img_size, patch_size=patch_size,
                                    position=self.position, activation_checkpointing=self.activation_checkpointing,
                                    residual=self.residual,
