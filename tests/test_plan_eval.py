@@ -109,6 +109,10 @@ def test_plan_eval_works_through_the_gymnasium_adapter(tmp_path):
     assert (tmp_path / "plan-eval-state.md").is_file() and (tmp_path / "plan-state-landscape.png").is_file()
     with pytest.raises(ValueError, match="2-D actions and 2-D states"):
         plan_eval(tiny_world(), cfg, None, source=source, progress=False)
+    oracle = load_plan_eval_config(None, FAST + ["success_tolerance=0.02", "baselines=[oracle]"], env="gym:Dot",
+                                   pairs=2, size=32, goal_steps=4)
+    with pytest.raises(ValueError, match="cannot be set to a saved state"):  # before any planning
+        plan_eval(tiny_world(action_dim=2, state_dim=2), oracle, None, source=source, progress=False)
 
 
 def make_position_env(low=100.0, high=600.0):
@@ -167,8 +171,6 @@ def test_config_errors_are_early_and_named():
         load_plan_eval_config(env="gym:Pendulum-v1")
     with pytest.raises(ConfigError, match="baselines"):
         load_plan_eval_config(None, ["baselines=[random,greedy]"], task="reach")
-    with pytest.raises(ConfigError, match="only toy-push"):
-        load_plan_eval_config(None, ["baselines=[oracle]", "success_tolerance=0.1"], env="gym:Pendulum-v1")
     with pytest.raises(ConfigError, match="did you mean planner.samples"):
         load_plan_eval_config(None, ["planner.sample=3"], task="reach")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from vjepa2.commands import add_config_arguments, add_recipe_option, load_command_config, print_config
 from vjepa2.world_model import collect
 from vjepa2.world_model.evaluate import STATE_MODES
+from vjepa2.world_model.policies import Policy
 
 
 def add_parser(subparsers) -> None:
@@ -30,6 +31,16 @@ def add_parser(subparsers) -> None:
                    help="toy-push: probability of repeating the previous random action (default 0.8)")
     p.add_argument("--block-bias", type=float, default=0.5,
                    help="toy-push: probability that a new random action heads roughly towards the block (default 0.5)")
+    p.add_argument("--policy", default="random",
+                   help="what acts: random (default; toy-push: its sticky walk) or MODULE:NAME, a function "
+                        "(info, rng) -> action or a class with get_action(info) (see vjepa2.world_model.policies)")
+    p.add_argument("--policy-noise", type=float, default=0.0,
+                   help="probability that a step takes a uniform random action instead of the policy's (default 0)")
+    p.add_argument("--frameskip", type=int, default=1,
+                   help="env steps per recorded step, the action held (default 1; DINO-WM uses 5)")
+    p.add_argument("--state-key", help="a Dict observation's entry the world model is conditioned on (e.g. proprio)")
+    p.add_argument("--env-state-key", help="a Dict observation's entry success tests read (e.g. state), "
+                                           "stored as env_states.npy")
     p.add_argument("--video", action="store_true", help="store frames.mp4 (lossy h264) instead of PNG frames")
     p.add_argument("--format", choices=["folders", "lerobot"], default="folders",
                    help="folders: one trajectory folder per episode (default); lerobot: a LeRobot v3.0 dataset")
@@ -96,7 +107,9 @@ def add_plan_eval_parser(subparsers) -> None:
 def _collect(args: argparse.Namespace) -> int:
     try:
         source = collect.make_source(args.env, size=args.size, repeat_prob=args.repeat_prob,
-                                     block_bias=args.block_bias)
+                                     block_bias=args.block_bias, frameskip=args.frameskip,
+                                     state_key=args.state_key, env_state_key=args.env_state_key)
+        policy = Policy(args.policy, source, args.policy_noise)
     except (ValueError, ImportError) as err:
         print(f"vjepa2 collect: {err}", file=sys.stderr)
         return 2
@@ -105,10 +118,10 @@ def _collect(args: argparse.Namespace) -> int:
     try:
         if args.format == "lerobot":
             collect.collect_lerobot(source, args.out, args.episodes, args.steps, seed=args.seed,
-                                    overwrite=args.overwrite)
+                                    overwrite=args.overwrite, policy=policy)
         else:
             collect.collect(source, args.out, args.episodes, args.steps, seed=args.seed, video=args.video,
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite, policy=policy)
     except (ValueError, FileExistsError, ImportError) as err:
         print(f"vjepa2 collect: {err}", file=sys.stderr)
         return 2

@@ -59,6 +59,8 @@ class MPCConfig:
         context_frames: observed frames the world model is conditioned on (the last ones, with
             the actions executed between them).
         seed: plan call ``i`` of an episode samples with seed ``seed + i``.
+        warm_start: each plan's CEM starts from the previous plan shifted by the executed actions
+            (its last action repeated), instead of from the action box's centre.
     """
 
     steps_per_goal: int = 20
@@ -66,6 +68,7 @@ class MPCConfig:
     energy_threshold: float | None = None
     context_frames: int = 1
     seed: int = 0
+    warm_start: bool = False
 
     def validate(self) -> None:
         if self.steps_per_goal < 0:
@@ -166,6 +169,12 @@ def latent_distance(latent: torch.Tensor, goal: torch.Tensor) -> float:
     return float((latent.float() - goal.float()).abs().mean())
 
 
+def shifted(plan: torch.Tensor, executed: int) -> torch.Tensor:
+    """``(H, P)`` plan with its first ``executed`` actions dropped and its last one repeated in their place."""
+    executed = min(executed, len(plan) - 1) if len(plan) > 1 else 0
+    return torch.cat((plan[executed:], plan[-1:].expand(executed, -1)), dim=0) if executed else plan.clone()
+
+
 def run_mpc(world: LatentEncoder, planner: LatentPlanner, env: ControlEnv, goals: list[Goal],
             config: MPCConfig | None = None, on_step: Callable[[MPCEpisode], None] | None = None) -> MPCEpisode:
     """Drive ``env`` through ``goals`` in order with model-predictive control (see the module docstring).
@@ -189,7 +198,7 @@ def run_mpc(world: LatentEncoder, planner: LatentPlanner, env: ControlEnv, goals
     episode.frames.append(frame)
     # The last `context_frames` observations with the actions executed between them.
     history: deque[Observation] = deque([encode_observation(world, frame, state)], maxlen=cfg.context_frames)
-    plan_calls = 0
+    plan_calls, previous = 0, None
     for index, goal in enumerate(goals):
         goal_latent = world.encode(goal.image[None])[0]
         goal_state = None if goal.state is None else torch.as_tensor(goal.state, dtype=torch.float32)
@@ -210,8 +219,11 @@ def run_mpc(world: LatentEncoder, planner: LatentPlanner, env: ControlEnv, goals
             states = torch.stack([h.state for h in past])
             past_actions = torch.stack([h.action for h in past[:-1]]) if len(past) > 1 else None
             extra = {} if goal_state is None else {"goal_state": goal_state}  # planners without a state term
+            if cfg.warm_start and previous is not None:
+                extra["initial"] = shifted(previous, cfg.execute)
             plan = planner.plan(frames, states, goal_latent, past_actions=past_actions, seed=cfg.seed + plan_calls,
                                 **extra)
+            previous = plan.planned
             plan_calls += 1
             episode.plan_seconds.append(plan.seconds)
             episode.energies.append(plan.energy)

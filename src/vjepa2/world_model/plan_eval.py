@@ -6,20 +6,26 @@
     vjepa2 plan-eval --run runs/ac --env toy-push --task push --out runs/plan-push planner.samples=200
     vjepa2 plan-eval --run runs/ac-pendulum --env gym:Pendulum-v1 --out runs/plan-pendulum success_tolerance=0.1
 
-Start/goal pairs: pair ``i`` resets the world with seed ``seed + i`` and replays ``goal_steps``
-actions of the same random policy that ``vjepa2 collect`` records (seeded by the pair), so every
-goal is reachable; the frame reached is the goal image, the true state reached the goal state.
+Start/goal pairs: pair ``i`` resets the world with seed ``seed + i`` and plays ``goal_steps``
+actions of the goal policy (by default the random policy that ``vjepa2 collect`` records; any
+``goal_policy=MODULE:NAME``, seeded by the pair), so every goal is reachable; the frame reached is
+the goal image, the true state reached the goal state. With ``start_steps=[a, b)`` the pair starts
+at a step of that held-out episode instead of its first frame (DINO-WM's protocol: goals 25 env
+steps along held-out trajectories), restored for every method by replaying the episode.
 Pairs whose start already passes the success test are skipped (and listed), and the next seed
 is drawn, until ``pairs`` pairs are found. The default seeds (from 100000) are far from those of
 ``vjepa2 collect`` (0, 1, ...), so the pairs are held out from the training episodes.
 
-Each pair is then run from its start three ways, with the same budget of
+Each pair is then run from its start by every method, with the same budget of
 ``mpc.steps_per_goal`` actions and the same stop rule (the true success test, checked after
-every action): model-predictive control with the latent planner, uniformly random actions, and
-zero actions. Success (toy-push): ``reach`` = effector within ``reach_tolerance`` (0.05) of the
+every action): model-predictive control with the latent planner, uniformly random actions, zero
+actions, and on request the ``shortcut`` (no model: the agent straight to the goal's agent
+position) and the ``oracle`` (the planner's search with the true simulator as its world model). Success (toy-push): ``reach`` = effector within ``reach_tolerance`` (0.05) of the
 goal effector; ``push`` = block within 0.05 of the goal block position and 0.35 rad of its angle.
 A Gymnasium env (``gym:<id>``, task ``state``) succeeds when the state vector is within
-``success_tolerance`` (L2) of the goal state.
+``success_tolerance`` (L2) of the goal state, or when every group of ``success`` holds (e.g.
+PushT's agent and block positions within 20 and block angle within pi/9); the table's caption says
+which.
 
 Output in ``--out``: ``plan-eval-<task>.json`` (every episode), ``plan-eval-<task>.md`` (the
 table), and pictures: ``plan-<task>-episode-<i>.png`` / ``.gif`` (observed frames beside the
@@ -28,6 +34,7 @@ goal) and ``plan-<task>-landscape.png`` (energy over a grid of first actions, ch
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -41,12 +48,13 @@ import torch
 from vjepa2.config import ConfigError, apply_overrides, from_dict, load_yaml, resolve_recipe, to_dict
 from vjepa2.files import atomic_write_text
 from vjepa2.progress import progress_bar
-from vjepa2.world_model.envs.control import GymControl, ToyPushControl, make_control
+from vjepa2.world_model.envs.control import GymControl, SuccessGroup, ToyPushControl, make_control
 from vjepa2.world_model.mpc import Goal, MPCConfig, run_mpc
+from vjepa2.world_model.policies import RANDOM, Policy, policy_info
 from vjepa2.world_model.planner import CEMConfig, LatentPlanner, PlanResult, cem, fit_to_action_bounds, make_constraint
 
 BASELINES = ("random", "zero")
-METHODS = (*BASELINES, "oracle")
+METHODS = (*BASELINES, "shortcut", "oracle")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -62,14 +70,33 @@ class PlanEvalConfig:
         env: ``toy-push`` or ``gym:<gymnasium id>``.
         task: toy-push: ``reach`` or ``push``; Gymnasium envs: ``state`` (the default there).
         pairs: start/goal pairs evaluated.
-        goal_steps: random actions replayed from the start to make the goal (``K``).
+        goal_steps: steps of the goal policy from the start to the goal (``K``; each step is
+            ``frameskip`` env steps).
+        goal_policy / goal_policy_noise: what walks from the start to the goal (``random``, or
+            ``MODULE:NAME`` as in ``vjepa2 collect --policy``; see :mod:`vjepa2.world_model.policies`).
+        start_steps: ``[a, b)``: each pair starts at step t, drawn uniformly from ``[a, b)``, of an
+            episode of the goal policy (so start and goal lie on one held-out trajectory, as in
+            DINO-WM's protocol); the start is restored by replaying the episode's first t actions.
+        frameskip / state_key / env_state_key: as in ``vjepa2 collect`` (use the training data's).
+        goal_frameskip: env steps per step of the goal policy (``start_steps`` and ``goal_steps``
+            count those); null = ``frameskip``. DINO-WM's goals are 25 *env* steps along
+            trajectories recorded at the env's rate: ``goal_frameskip=1 goal_steps=25``.
         seed: pair ``i`` is drawn with seed ``seed + i`` (skipped seeds are taken over by the next).
         size: frame size in pixels of the env's renderings (as collected for training).
         repeat_prob / block_bias: toy-push's random policy (as in ``vjepa2 collect``).
         success_tolerance: distance under which a goal counts as reached (toy-push: overrides its
-            0.05 position tolerances; Gymnasium: required, L2 over the state vector).
-        baselines: which of ``random`` / ``zero`` / ``oracle`` to run next to the planner.
-            ``oracle`` (toy-push only, off by default: it is slow) is the same CEM + MPC with
+            0.05 position tolerances; Gymnasium: L2 over the state vector, unless ``success`` is given).
+        success: a Gymnasium env's success test as groups of env-state entries, each within its
+            tolerance (``{dims: [4], tolerance: 0.349, angle: true}`` wraps angle differences);
+            the reported distance is the first group's.
+        shortcut_dims: env-state entries commanded as the action by the ``shortcut`` baseline
+            (envs whose actions are target positions, e.g. PushT's ``[0, 1]``); toy-push's
+            shortcut moves the effector straight at its goal position.
+        baselines: which of ``random`` / ``zero`` / ``shortcut`` / ``oracle`` to run next to the
+            planner. ``shortcut`` (no model) commands the agent straight to the goal's agent
+            position every step: what a planner that only reads proprioception could do.
+            ``oracle`` (toy-push, or a Gymnasium env with ``get_state``/``set_state`` somewhere
+            in its wrapper stack; off by default: it is slow) is the same CEM + MPC with
             energies from the true simulator instead of the world model (each candidate played
             in the real dynamics, its frames encoded): the upper bound of latent planning with
             this encoder and these planner settings, which separates world-model error from the
@@ -90,6 +117,15 @@ class PlanEvalConfig:
     repeat_prob: float = 0.8
     block_bias: float = 0.5
     success_tolerance: float | None = None
+    success: tuple[SuccessGroup, ...] = ()
+    goal_policy: str = RANDOM
+    goal_policy_noise: float = 0.0
+    start_steps: tuple[int, int] = (0, 1)
+    frameskip: int = 1
+    goal_frameskip: int | None = None
+    state_key: str | None = None
+    env_state_key: str | None = None
+    shortcut_dims: tuple[int, ...] | None = None
     baselines: tuple[str, ...] = BASELINES
     pictures: int = 1
     landscape_grid: int = 31
@@ -103,9 +139,21 @@ class PlanEvalConfig:
             raise ConfigError(f"task: toy-push needs task reach or push (--task reach), got {self.task!r}")
         if self.env.startswith("gym:") and self.task not in (None, "state"):
             raise ConfigError(f"task: a Gymnasium env is scored on its state vector (task state), got {self.task!r}")
-        if self.env.startswith("gym:") and self.success_tolerance is None:
+        if self.env.startswith("gym:") and self.success_tolerance is None and not self.success:
             raise ConfigError("success_tolerance: a Gymnasium env needs the state distance that counts as success, "
-                              "e.g. success_tolerance=0.1")
+                              "e.g. success_tolerance=0.1, or success groups")
+        if self.env == "toy-push" and (self.success or self.shortcut_dims is not None):
+            raise ConfigError("success / shortcut_dims: toy-push has its own success test and shortcut; leave them out")
+        if "shortcut" in self.baselines and self.env.startswith("gym:") and self.shortcut_dims is None:
+            raise ConfigError("baselines: shortcut on a Gymnasium env needs shortcut_dims, the env-state entries "
+                              "that are the agent's target position (e.g. shortcut_dims=[0,1])")
+        if not 0 <= self.start_steps[0] < self.start_steps[1]:
+            raise ConfigError(f"start_steps must be [a, b) with 0 <= a < b, got {list(self.start_steps)}")
+        for name in ("frameskip", "goal_frameskip"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.goal_policy_noise <= 1:
+            raise ConfigError(f"goal_policy_noise must be in [0, 1], got {self.goal_policy_noise}")
         for name in ("pairs", "goal_steps", "size", "landscape_grid"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -116,8 +164,6 @@ class PlanEvalConfig:
         unknown = sorted(set(self.baselines) - set(METHODS))
         if unknown:
             raise ConfigError(f"baselines: unknown {unknown}; choose from {list(METHODS)}")
-        if "oracle" in self.baselines and self.env != "toy-push":
-            raise ConfigError("baselines: oracle replays candidates in the simulator, which only toy-push allows")
 
     @property
     def task_name(self) -> str:
@@ -134,7 +180,9 @@ def load_plan_eval_config(path: str | None = None, overrides=(), **top_level) ->
 def control_for(cfg: PlanEvalConfig, source=None) -> ToyPushControl | GymControl:
     """The env of ``cfg`` under control (``source``: an already built Gymnasium episode source, e.g. in tests)."""
     return make_control(cfg.env, cfg.task, size=cfg.size, repeat_prob=cfg.repeat_prob, block_bias=cfg.block_bias,
-                        success_tolerance=cfg.success_tolerance, source=source)
+                        success_tolerance=cfg.success_tolerance, source=source, frameskip=cfg.frameskip,
+                        state_key=cfg.state_key, env_state_key=cfg.env_state_key, success=cfg.success,
+                        shortcut_dims=cfg.shortcut_dims)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -144,37 +192,77 @@ def control_for(cfg: PlanEvalConfig, source=None) -> ToyPushControl | GymControl
 
 @dataclass
 class Pair:
-    """A start (``reset(seed)``) and the goal reached by the random actions replayed from it:
-    its image, its true state (for success tests) and the state the world model observes there
-    (``goal_observed``, for a planner energy with a state term)."""
+    """A start (``reset(seed)``, then ``start_actions`` replayed) and the goal the goal policy
+    reached from there: its image, its true state (for success tests) and the state the world
+    model observes there (``goal_observed``, for a planner energy with a state term)."""
 
     seed: int
     goal_image: np.ndarray
     goal_state: np.ndarray
     start_distance: float
     goal_observed: np.ndarray | None = None
+    start_actions: list[np.ndarray] = field(default_factory=list)
+    goal_frameskip: int | None = None  # env steps per start action (None: the control's own)
+
+
+@contextlib.contextmanager
+def frameskip_of(control, frameskip: int | None):
+    """``control``'s source steps ``frameskip`` env steps at a time inside the block (None: as it is)."""
+    kept = control.source.frameskip
+    control.source.frameskip = kept if frameskip is None else frameskip
+    try:
+        yield
+    finally:
+        control.source.frameskip = kept
+
+
+def restore_start(control, pair: Pair) -> None:
+    """Put ``control`` at the pair's start: reset with its seed, replay its start actions (each
+    held for the pair's ``goal_frameskip`` env steps, as :func:`make_pairs` made them)."""
+    control.reset(pair.seed)
+    with frameskip_of(control, pair.goal_frameskip):
+        for action in pair.start_actions:
+            control.step_env(action)
+
+
+def walk(control, policy: Policy, rng: np.random.Generator, steps: int) -> list[np.ndarray]:
+    """``steps`` actions of ``policy`` played from where ``control`` is; returns them."""
+    actions = []
+    for _ in range(steps):
+        frame, state = control.observe()
+        action = policy(policy_info(control.source, frame, state, {"env_states": control.true_state()}), rng)
+        control.step_env(action)
+        actions.append(np.array(action, copy=True))
+    return actions
 
 
 def make_pairs(control, cfg: PlanEvalConfig) -> tuple[list[Pair], list[int]]:
     """``cfg.pairs`` start/goal pairs and the seeds skipped because their start was already a success."""
     pairs, skipped = [], []
+    policy = Policy(cfg.goal_policy, control.source, cfg.goal_policy_noise)
     attempts = 20 * cfg.pairs
     for seed in range(cfg.seed, cfg.seed + attempts):
+        first, end = cfg.start_steps
+        start_step = first if end - first == 1 else int(np.random.default_rng([seed, 2]).integers(first, end))
         control.reset(seed)
+        policy.reset(seed)
         rng = np.random.default_rng(seed)
-        for _ in range(cfg.goal_steps):
-            control.step_env(control.exploration_action(rng))
+        with frameskip_of(control, cfg.goal_frameskip):
+            start_actions = walk(control, policy, rng, start_step)
+            walk(control, policy, rng, cfg.goal_steps)
         (goal_image, observed), goal_state = control.observe(), control.true_state()
-        goal_image, observed = goal_image.copy(), np.array(observed, dtype=np.float32)
-        control.reset(seed)
+        pair = Pair(seed, goal_image.copy(), goal_state, 0.0, np.array(observed, dtype=np.float32), start_actions,
+                    cfg.goal_frameskip)
+        restore_start(control, pair)
         if control.success(goal_state):
             skipped.append(seed)
             continue
-        pairs.append(Pair(seed, goal_image, goal_state, control.distance(goal_state), observed))
+        pair.start_distance = control.distance(goal_state)
+        pairs.append(pair)
         if len(pairs) == cfg.pairs:
             return pairs, skipped
     raise ValueError(f"only {len(pairs)} of {cfg.pairs} pairs in {attempts} seeds have a goal that differs from "
-                     f"the start; raise goal_steps (now {cfg.goal_steps}) so the random actions move further")
+                     f"the start; raise goal_steps (now {cfg.goal_steps}) so the goal policy moves further")
 
 
 @dataclass
@@ -189,13 +277,23 @@ class EpisodeResult:
     seconds: float
 
 
+def baseline_action(control, pair: Pair, method: str, rng: np.random.Generator) -> np.ndarray:
+    """The next action of a model-free baseline: ``random`` (uniform in the action bounds), ``zero``,
+    or ``shortcut`` (the agent straight to the goal's agent position)."""
+    if method == "random":
+        return control.uniform_action(rng)
+    if method == "shortcut":
+        return control.reference_action(pair.goal_state)
+    return control.zero_action()
+
+
 def run_baseline(control, pair: Pair, method: str, budget: int) -> EpisodeResult:
-    """Random (uniform in the action bounds, seeded by the pair) or zero actions, same stop rule as MPC."""
-    control.reset(pair.seed)
+    """A model-free baseline (:func:`baseline_action`, seeded by the pair), same stop rule as MPC."""
+    restore_start(control, pair)
     rng = np.random.default_rng([pair.seed, 1])
     start, steps = time.perf_counter(), 0
     while not control.success(pair.goal_state) and steps < budget:
-        control.step_env(control.uniform_action(rng) if method == "random" else control.zero_action())
+        control.step_env(baseline_action(control, pair, method, rng))
         steps += 1
     return EpisodeResult(method, pair.seed, control.success(pair.goal_state), control.distance(pair.goal_state),
                          steps, time.perf_counter() - start)
@@ -203,7 +301,7 @@ def run_baseline(control, pair: Pair, method: str, budget: int) -> EpisodeResult
 
 def run_planner(control, pair: Pair, world, planner, mpc: MPCConfig, method: str = "planner"):
     """Model-predictive control from the pair's start toward its goal image; returns (result, episode)."""
-    control.reset(pair.seed)
+    restore_start(control, pair)
     goal = Goal(pair.goal_image, reached=lambda: control.success(pair.goal_state), name=f"seed {pair.seed}",
                 state=pair.goal_observed)
     episode = run_mpc(world, planner, control, [goal], mpc)
@@ -214,35 +312,30 @@ def run_planner(control, pair: Pair, world, planner, mpc: MPCConfig, method: str
 
 class SimulatorPlanner:
     """The ``oracle`` baseline: :func:`~vjepa2.world_model.planner.cem` with the same settings as
-    the latent planner, but each candidate is played in the true toy-push dynamics from the current
-    state, its frames are rendered and encoded, and the energy is the mean L1 between those
+    the latent planner, but each candidate is played in the env's own dynamics from the current
+    state (the source's ``simulate``: toy-push, or a Gymnasium env whose wrapper stack can save and
+    restore its state), its frames are encoded, and the energy is the mean L1 between those
     latents and the goal latent (last step, or summed over steps, as ``config.energy`` says), plus
-    the same state term as the planner's (``state_weight``) on the true final robot state."""
+    the same state term as the planner's (``state_weight``) on the states reached."""
 
-    def __init__(self, control: ToyPushControl, world, config: CEMConfig) -> None:
+    def __init__(self, control, world, config: CEMConfig) -> None:
         self.control, self.world, self.config = control, world, config
         self.model_action_dim = control.model_action_dim
 
-    def plan(self, frames, states, goal, past_actions=None, seed=None, goal_state=None) -> PlanResult:
-        env = self.control.env
-        start_state, started = env.get_state(), time.perf_counter()
-        dims = list(self.config.action_dims)
+    def plan(self, frames, states, goal, past_actions=None, seed=None, goal_state=None, initial=None) -> PlanResult:
+        started = time.perf_counter()
+        dims = list(range(self.model_action_dim)) if self.config.action_dims is None else list(self.config.action_dims)
 
         def energy(planned: torch.Tensor) -> torch.Tensor:  # (S, H, P) -> (S,)
-            rendered, robot_states = [], []
-            for sequence in planned.double().numpy():
-                env.set_state(start_state)
-                for action in sequence:
-                    env.step(action)
-                    rendered.append(env.render())
-                    robot_states.append(env.robot_state())
-            env.set_state(start_state)
-            latents = self.world.encode(np.stack(rendered)).view(*planned.shape[:2], *goal.shape)
+            played = [self.control.source.simulate(sequence) for sequence in planned.double().numpy()]
+            rendered = np.concatenate([frames_ for frames_, _ in played])
+            reached = np.stack([states_ for _, states_ in played])
+            latents = self.world.encode(rendered).view(*planned.shape[:2], *goal.shape)
             per_step = (latents - goal).abs().mean(dim=(-2, -1))
-            per_step = per_step + self.state_term(np.stack(robot_states).reshape(*planned.shape[:2], -1), goal_state)
+            per_step = per_step + self.state_term(reached, goal_state)
             return per_step[:, -1] if self.config.energy == "final" else per_step.sum(dim=1)
 
-        result = cem(energy, len(dims), self.config, seed=seed)
+        result = cem(energy, len(dims), self.config, seed=seed, initial=initial)
         actions = torch.zeros(self.config.horizon, self.model_action_dim)
         actions[:, dims] = result.actions
         return PlanResult(actions, result.actions, result.energy, result.best_energy, result.history,
@@ -284,6 +377,7 @@ class PlanEvalReport:
     skipped_seeds: list[int]
     start_distance_mean: float
     files: list[str] = field(default_factory=list)
+    success_test: str = ""
 
     def summary(self, method: str) -> MethodSummary:
         return next(s for s in self.summaries if s.method == method)
@@ -291,9 +385,10 @@ class PlanEvalReport:
     def markdown(self) -> str:
         cfg = self.config
         lines = [f"Planning on {cfg['env']} ({cfg['task'] or 'state'}): {len(self.episodes) // len(self.summaries)} "
-                 f"start/goal pairs, goals {cfg['goal_steps']} random actions away (mean start distance "
+                 f"start/goal pairs, {goal_description(cfg)} (mean start distance "
                  f"{self.start_distance_mean:.3f}), budget {cfg['mpc']['steps_per_goal']} actions; "
-                 f"{len(self.skipped_seeds)} seeds skipped (start already at the goal).", "",
+                 f"{len(self.skipped_seeds)} seeds skipped (start already at the goal)."
+                 + (f" Success: {self.success_test}." if self.success_test else ""), "",
                  "| method | success rate | final distance (mean) | final distance (median) | actions (mean) | "
                  "seconds / action |", "|---|---:|---:|---:|---:|---:|"]
         for s in self.summaries:
@@ -306,6 +401,18 @@ class PlanEvalReport:
         return {"config": self.config, "summaries": [dataclasses.asdict(s) for s in self.summaries],
                 "episodes": [dataclasses.asdict(e) for e in self.episodes], "skipped_seeds": self.skipped_seeds,
                 "start_distance_mean": self.start_distance_mean, "files": self.files}
+
+
+def goal_description(cfg: dict) -> str:
+    """How the goals were made, in words (from a plan-eval config dict)."""
+    goal_frameskip = cfg.get("goal_frameskip") or cfg.get("frameskip", 1)
+    skip = f" x {goal_frameskip} env steps" if goal_frameskip > 1 else ""
+    first, end = cfg.get("start_steps", (0, 1))
+    if cfg.get("goal_policy", RANDOM) == RANDOM and (first, end) == (0, 1):
+        return f"goals {cfg['goal_steps']}{skip} random actions away"
+    start = f"step {first}" if end - first == 1 else f"a step in [{first}, {end})"
+    return (f"goals {cfg['goal_steps']}{skip} steps of {cfg.get('goal_policy', RANDOM)} after {start} of its "
+            f"held-out episode")
 
 
 def summarize(method: str, results: list[EpisodeResult]) -> MethodSummary:
@@ -341,7 +448,7 @@ def draw_landscape(control, pair: Pair, world, planner: LatentPlanner, cfg: Plan
 
     if planner.planned_dim < 2:
         return None
-    control.reset(pair.seed)
+    restore_start(control, pair)
     frame, state = control.observe()
     latents = world.encode(np.stack([frame, pair.goal_image]))
     frames, states, goal = latents[:1], torch.as_tensor(state, dtype=torch.float32)[None], latents[1]
@@ -383,6 +490,8 @@ def plan_eval(world, cfg: PlanEvalConfig, out: str | Path | None = None, source=
     task = cfg.task_name
     methods = ["planner", *cfg.baselines]
     oracle = SimulatorPlanner(control, world, planner.config) if "oracle" in cfg.baselines else None
+    if oracle is not None and hasattr(control.source, "simulator"):
+        control.source.simulator()  # a Gymnasium env that cannot be put back into a state fails here
     results: dict[str, list[EpisodeResult]] = {m: [] for m in methods}
     files: list[str] = []
     bar = progress_bar(pairs, desc=f"plan-eval {task}", unit="pair", disable=not progress)
@@ -406,7 +515,7 @@ def plan_eval(world, cfg: PlanEvalConfig, out: str | Path | None = None, source=
     config["planner"] = to_dict(planner.config)
     report = PlanEvalReport(config, [summarize(m, results[m]) for m in methods],
                             [r for m in methods for r in results[m]], skipped,
-                            float(np.mean([p.start_distance for p in pairs])), files)
+                            float(np.mean([p.start_distance for p in pairs])), files, control.describe_success())
     if out_dir is not None:
         md, js = out_dir / f"plan-eval-{task}.md", out_dir / f"plan-eval-{task}.json"
         report.files += [str(md), str(js)]

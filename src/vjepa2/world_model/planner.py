@@ -312,7 +312,7 @@ def _score(energy_fn: EnergyFn, candidates: torch.Tensor, deduplicate: bool, dev
 
 @torch.no_grad()
 def cem(energy_fn: EnergyFn, action_dim: int, config: CEMConfig | None = None, seed: int | None = None,
-        device: torch.device | str = "cpu") -> CEMResult:
+        device: torch.device | str = "cpu", initial: torch.Tensor | None = None) -> CEMResult:
     """Minimise ``energy_fn`` over constrained action sequences with the Cross-Entropy Method.
 
     Args:
@@ -325,6 +325,8 @@ def cem(energy_fn: EnergyFn, action_dim: int, config: CEMConfig | None = None, s
         seed: seed of the sampling generator (default ``config.seed``). Samples are drawn on the
             CPU, so a seed gives the same candidates on every device.
         device: where candidates are handed to ``energy_fn``.
+        initial: ``(H, P)`` the mean to start from (a warm start, e.g. the previous plan shifted
+            by one step); default: the constraint's centre or ``config.init_mean``.
 
     Returns:
         :class:`CEMResult`; every candidate ever scored, and the plan, satisfy the constraint.
@@ -335,6 +337,10 @@ def cem(energy_fn: EnergyFn, action_dim: int, config: CEMConfig | None = None, s
     shape = (cfg.horizon, action_dim)
     centre, spread = constraint.centre_and_spread()
     mean = centre.expand(shape).clone() if cfg.init_mean is None else torch.full(shape, float(cfg.init_mean))
+    if initial is not None:
+        if tuple(initial.shape) != shape:
+            raise ValueError(f"initial must be (horizon, actions) = {shape}, got {tuple(initial.shape)}")
+        mean = constraint.project(initial.float().clone())
     std = spread.expand(shape).clone() if cfg.init_std is None else torch.full(shape, float(cfg.init_std))
     best_energy, best_actions = math.inf, constraint.project(mean)
     history = []
@@ -545,7 +551,8 @@ class LatentPlanner:
 
     def plan(self, frames: torch.Tensor, states: torch.Tensor, goal: torch.Tensor,
              past_actions: torch.Tensor | None = None, seed: int | None = None,
-             grid: tuple[int, int] | None = None, goal_state: torch.Tensor | None = None) -> PlanResult:
+             grid: tuple[int, int] | None = None, goal_state: torch.Tensor | None = None,
+             initial: torch.Tensor | None = None) -> PlanResult:
         """Plan ``H`` actions from observed latents toward a goal latent.
 
         Args:
@@ -555,6 +562,7 @@ class LatentPlanner:
             past_actions: ``(T0 - 1, A)`` the actions executed between the observed frames.
             seed: sampling seed of this call (default ``config.seed``).
             goal_state: ``(S,)`` the goal's observed state, for the energy's state term.
+            initial: ``(H, P)`` CEM's starting mean (a warm start from the previous plan).
         """
         if goal.ndim != 2 or tuple(goal.shape) != tuple(frames.shape[1:]):
             raise ValueError(f"goal must be one frame's latents {tuple(frames.shape[1:])}, got {tuple(goal.shape)}")
@@ -562,7 +570,7 @@ class LatentPlanner:
         context = self.context(frames, states, past_actions, grid)
         device = next(self.predictor.parameters()).device
         result = cem(lambda planned: self.energies(context, goal, self.to_model_actions(planned), goal_state),
-                     self.planned_dim, self.config, seed=seed, device=device)
+                     self.planned_dim, self.config, seed=seed, device=device, initial=initial)
         return PlanResult(self.to_model_actions(result.actions), result.actions, result.energy, result.best_energy,
                           result.history, time.perf_counter() - start)
 

@@ -16,11 +16,13 @@ Its attributes ``action_dims`` (the model-action entries that move the env, None
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from vjepa2.world_model.envs.toy_push import ToyPushConfig, ToyPushSource, action_from_robot
+from vjepa2.config import ConfigError
+from vjepa2.world_model.envs.toy_push import ToyPushConfig, ToyPushSource, action_from_robot, wrap_angle
 
 
 class ToyPushControl:
@@ -38,11 +40,11 @@ class ToyPushControl:
     labels = ("dx", "dy")
 
     def __init__(self, task: Literal["reach", "push"], size: int = 64, repeat_prob: float = 0.8,
-                 block_bias: float = 0.5, success_tolerance: float | None = None) -> None:
+                 block_bias: float = 0.5, success_tolerance: float | None = None, frameskip: int = 1) -> None:
         tolerance = {} if success_tolerance is None else {"reach_tolerance": success_tolerance,
                                                           "push_tolerance": success_tolerance}
         self.source = ToyPushSource(ToyPushConfig(size=size, task=task, **tolerance),
-                                    repeat_prob=repeat_prob, block_bias=block_bias)
+                                    repeat_prob=repeat_prob, block_bias=block_bias, frameskip=frameskip)
         self.env = self.source.env
         self.task = task
         self.low, self.high = self.env.action_low.copy(), self.env.action_high.copy()
@@ -85,28 +87,71 @@ class ToyPushControl:
 
     def reference_action(self, goal: np.ndarray) -> np.ndarray:
         """The planned entries ``(dx, dy)`` that move the effector straight at its goal position."""
-        return np.clip(goal[:2] - self.env.get_state()[:2], self.low, self.high)
+        return np.clip((goal[:2] - self.env.get_state()[:2]) / self.source.frameskip, self.low, self.high)
+
+    def describe_success(self) -> str:
+        cfg = self.env.config
+        if self.task == "reach":
+            return f"effector within {cfg.reach_tolerance:g} of the goal's"
+        return f"block within {cfg.push_tolerance:g} of the goal's position and {cfg.push_angle_tolerance:g} rad of its angle"
+
+
+@dataclass(frozen=True)
+class SuccessGroup:
+    """One part of a success test: the state entries ``dims`` must lie within ``tolerance`` (L2)
+    of the goal's; ``angle``: the entries are angles, differences wrapped to (-pi, pi]."""
+
+    dims: tuple[int, ...]
+    tolerance: float
+    angle: bool = False
+
+    def validate(self) -> None:
+        if not self.dims or min(self.dims) < 0:
+            raise ConfigError(f"success group dims must be non-negative state indices, got {list(self.dims)}")
+        if not self.tolerance > 0:
+            raise ConfigError(f"success group tolerance must be positive, got {self.tolerance}")
+
+    def distance(self, state: np.ndarray, goal: np.ndarray) -> float:
+        dims = list(self.dims)
+        if max(dims) >= min(len(state), len(goal)):
+            raise ValueError(f"success group dims {dims} do not fit a {len(state)}-entry state")
+        gap = np.asarray(state, dtype=np.float64)[dims] - np.asarray(goal, dtype=np.float64)[dims]
+        if self.angle:
+            gap = wrap_angle(gap)
+        return float(np.linalg.norm(gap))
+
+    def describe(self) -> str:
+        return f"entries {list(self.dims)} within {self.tolerance:g}" + (" (angles)" if self.angle else "")
 
 
 class GymControl:
     """A Gymnasium env (via :class:`~vjepa2.world_model.envs.gym_adapter.GymSource`) for planning:
-    model actions are the env's actions, states its observations; success = state within
-    ``success_tolerance`` (L2) of the goal state. Once the env reports the end of an episode,
-    further actions are ignored (the state stays where the episode ended)."""
+    model actions are the env's actions, states its (conditioning) observations. Success: every
+    group of ``success`` holds on the env state (a Dict observation's ``env_state_key`` entry, else
+    the state), or, with none given, the whole state within ``success_tolerance`` (L2); the reported
+    distance is the first group's. ``shortcut_dims``: env-state entries that, commanded as the
+    action, send the agent to its goal position (PushT: ``[0, 1]``; the ``shortcut`` baseline).
+    Once the env reports the end of an episode, further actions are ignored."""
 
     action_dims = None
     labels = ("action[0]", "action[1]")
 
-    def __init__(self, source, success_tolerance: float) -> None:
+    def __init__(self, source, success_tolerance: float | None = None, success: tuple[SuccessGroup, ...] = (),
+                 shortcut_dims: tuple[int, ...] | None = None) -> None:
+        if not success and success_tolerance is None:
+            raise ValueError("a Gymnasium env needs a success test: success_tolerance or success groups")
         self.source = source
-        self.tolerance = float(success_tolerance)
+        self.groups = tuple(success)
+        self.tolerance = None if success_tolerance is None else float(success_tolerance)
+        self.shortcut_dims = None if shortcut_dims is None else list(shortcut_dims)
         self.low, self.high = source.low.copy(), source.high.copy()
         self.model_action_dim = int(source.low.size)
-        self._frame = self._state = None
+        self._frame = self._state = self._env_state = None
         self._done = False
 
     def reset(self, seed: int) -> None:
-        self._frame, self._state, _ = self.source.reset(seed)
+        self._frame, self._state, extras = self.source.reset(seed)
+        self._env_state = extras.get("env_states", self._state)
         self._done = False
 
     def observe(self) -> tuple[np.ndarray, np.ndarray]:
@@ -115,8 +160,9 @@ class GymControl:
     def step_env(self, env_action: np.ndarray) -> None:
         if self._done:
             return
-        self._frame, self._state, _, self._done = self.source.step(
+        self._frame, self._state, extras, self._done = self.source.step(
             np.asarray(env_action, dtype=self.source.env.action_space.dtype).reshape(self.low.shape))
+        self._env_state = extras.get("env_states", self._state)
 
     def act(self, action: np.ndarray) -> None:
         self.step_env(action)
@@ -130,31 +176,45 @@ class GymControl:
         return np.zeros_like(self.low)
 
     def true_state(self) -> np.ndarray:
-        return np.asarray(self._state, dtype=np.float64).copy()
+        return np.asarray(self._env_state, dtype=np.float64).copy()
 
     def success(self, goal: np.ndarray) -> bool:
-        return self.distance(goal) < self.tolerance
+        if not self.groups:
+            return self.distance(goal) < self.tolerance
+        return all(group.distance(self.true_state(), goal) < group.tolerance for group in self.groups)
 
     def distance(self, goal: np.ndarray) -> float:
-        return float(np.linalg.norm(np.asarray(self._state, dtype=np.float64) - goal))
+        if self.groups:
+            return self.groups[0].distance(self.true_state(), goal)
+        return float(np.linalg.norm(self.true_state() - goal))
 
-    def reference_action(self, goal: np.ndarray) -> None:
-        return None
+    def describe_success(self) -> str:
+        if not self.groups:
+            return f"state within {self.tolerance:g} (L2)"
+        return "; ".join(group.describe() for group in self.groups)
+
+    def reference_action(self, goal: np.ndarray) -> np.ndarray | None:
+        """The goal's ``shortcut_dims`` entries as the action (None without them)."""
+        if self.shortcut_dims is None:
+            return None
+        return np.clip(np.asarray(goal, dtype=np.float64)[self.shortcut_dims], self.low, self.high)
 
 
 def make_control(env: str, task: str | None = None, *, size: int = 64, repeat_prob: float = 0.8,
-                 block_bias: float = 0.5, success_tolerance: float | None = None,
-                 source=None) -> ToyPushControl | GymControl:
-    """``toy-push`` (``task`` reach or push) or ``gym:<gymnasium id>`` (needs ``success_tolerance``)
-    under control; ``source``: an already built Gymnasium episode source (e.g. a test env), used
-    instead of making ``env``. ``repeat_prob`` / ``block_bias`` apply to toy-push only."""
+                 block_bias: float = 0.5, success_tolerance: float | None = None, source=None,
+                 frameskip: int = 1, state_key: str | None = None, env_state_key: str | None = None,
+                 success: tuple[SuccessGroup, ...] = (),
+                 shortcut_dims: tuple[int, ...] | None = None) -> ToyPushControl | GymControl:
+    """``toy-push`` (``task`` reach or push) or ``gym:<gymnasium id>`` (needs a success test) under
+    control; ``source``: an already built Gymnasium episode source (e.g. a test env), used instead
+    of making ``env``. ``repeat_prob`` / ``block_bias`` apply to toy-push only; ``frameskip``,
+    ``state_key`` and ``env_state_key`` as in ``vjepa2 collect``."""
     if env == "toy-push":
         return ToyPushControl(task, size=size, repeat_prob=repeat_prob, block_bias=block_bias,
-                              success_tolerance=success_tolerance)
-    if success_tolerance is None:
-        raise ValueError(f"{env}: a Gymnasium env needs success_tolerance, the state distance that counts as success")
+                              success_tolerance=success_tolerance, frameskip=frameskip)
     if source is None:
         from vjepa2.world_model.envs.gym_adapter import GymSource
 
-        source = GymSource.make(env.removeprefix("gym:"), size=size)
-    return GymControl(source, success_tolerance)
+        source = GymSource.make(env.removeprefix("gym:"), size=size, state_key=state_key,
+                                env_state_key=env_state_key, frameskip=frameskip)
+    return GymControl(source, success_tolerance, success, shortcut_dims)

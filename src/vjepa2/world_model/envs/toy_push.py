@@ -295,7 +295,10 @@ class ToyPushSource:
     probability ``repeat_prob``, otherwise draws a new one -- uniform in the action box, or with
     probability ``block_bias`` a random-length step roughly towards the block."""
 
-    def __init__(self, config: ToyPushConfig | None = None, repeat_prob: float = 0.8, block_bias: float = 0.5) -> None:
+    def __init__(self, config: ToyPushConfig | None = None, repeat_prob: float = 0.8, block_bias: float = 0.5,
+                 frameskip: int = 1) -> None:
+        if frameskip < 1:
+            raise ValueError(f"frameskip must be >= 1, got {frameskip}")
         if not 0.0 <= repeat_prob < 1.0:
             raise ValueError(f"repeat_prob must be in [0, 1), got {repeat_prob}")
         if not 0.0 <= block_bias <= 1.0:
@@ -304,7 +307,9 @@ class ToyPushSource:
         self.repeat_prob = repeat_prob
         self.block_bias = block_bias
         self._previous: np.ndarray | None = None
-        self.fps = FPS
+        self.frameskip = int(frameskip)  # env steps per source step, the action held
+        self.fps = FPS / self.frameskip
+        self.low, self.high = self.env.action_low, self.env.action_high
 
     def reset(self, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
         frame, info = self.env.reset(seed=seed)
@@ -327,17 +332,36 @@ class ToyPushSource:
         length = rng.uniform(0.3, 1.0) * self.env.config.max_step
         return np.clip(length * np.array([np.cos(heading), np.sin(heading)]), self.env.action_low, self.env.action_high)
 
+    def uniform_action(self, rng: np.random.Generator) -> np.ndarray:
+        return self.env.sample_action(rng)
+
     def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict, bool]:
-        frame, _, _, _, info = self.env.step(action)
+        for _ in range(self.frameskip):
+            frame, _, _, _, info = self.env.step(action)
         return frame, self.env.robot_state(), {"env_states": info["state"]}, False
+
+    def simulate(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Play env actions ``(H, 2)`` from the current state and put the world back; returns the
+        frames ``(H, size, size, 3)`` and robot states ``(H, 7)`` after each step."""
+        saved = self.env.get_state()
+        frames, states = [], []
+        try:
+            for action in np.asarray(actions, dtype=np.float64):
+                frame, state, _, _ = self.step(action)
+                frames.append(frame)
+                states.append(state)
+        finally:
+            self.env.set_state(saved)
+        return np.stack(frames), np.stack(states)
 
     def stored_action(self, action: np.ndarray) -> np.ndarray:
         clipped = np.clip(action, self.env.action_low, self.env.action_high)
         return robot_from_xy(clipped).astype(np.float32)
 
     def describe(self) -> dict:
-        return {"env": "toy-push", "toy_push": asdict(self.env.config), "repeat_prob": self.repeat_prob,
-                "block_bias": self.block_bias}
+        described = {"env": "toy-push", "toy_push": asdict(self.env.config), "repeat_prob": self.repeat_prob,
+                     "block_bias": self.block_bias}
+        return {**described, "frameskip": self.frameskip} if self.frameskip > 1 else described
 
     def close(self) -> None:
         self.env.close()
