@@ -38,6 +38,7 @@ import numpy as np
 
 ENV_ID = "pusht_protocol/PushTDict-v0"
 ENV = f"gym:pusht_protocol:{ENV_ID}"  # gymnasium imports this module, which registers the env
+RELATIVE_ENV_ID = "pusht_protocol/PushTDictRelative-v0"
 HERE = Path(__file__).resolve().parent
 SUCCESS = "success=[{dims: [0, 1, 2, 3], tolerance: 20}, {dims: [4], tolerance: 0.3491, angle: true}]"
 ROWS = ("planner", "latent-only", "shortcut", "random", "zero")
@@ -86,6 +87,29 @@ def make_pusht_dict(render_mode: str = "rgb_array"):
     return DictObservation(gymnasium.make("gym_pusht/PushT-v0", obs_type="state", render_mode=render_mode).unwrapped)
 
 
+def make_pusht_relative(render_mode: str = "rgb_array"):
+    """:func:`make_pusht_dict` with actions relative to the agent: ``(dx, dy)`` in [-100, 100]^2,
+    the PD target being the agent's position plus the action (a variant of the world model's input)."""
+    import gymnasium
+
+    class RelativeActions(gymnasium.ActionWrapper):
+        def __init__(self, env):
+            super().__init__(env)
+            self.action_space = gymnasium.spaces.Box(-100.0, 100.0, (2,), np.float32)
+
+        def action(self, action):
+            agent = np.asarray(self.env.unwrapped.agent.position, dtype=np.float64)
+            return np.clip(agent + np.asarray(action, dtype=np.float64), 0.0, 512.0)
+
+        def get_state(self):
+            return self.env.get_state()
+
+        def set_state(self, state):
+            self.env.set_state(state)
+
+    return RelativeActions(make_pusht_dict(render_mode))
+
+
 def _register() -> None:
     try:
         import gymnasium
@@ -93,6 +117,7 @@ def _register() -> None:
         return
     if ENV_ID not in gymnasium.registry:
         gymnasium.register(ENV_ID, entry_point=make_pusht_dict, max_episode_steps=300)
+        gymnasium.register(RELATIVE_ENV_ID, entry_point=make_pusht_relative, max_episode_steps=300)
 
 
 _register()
@@ -108,6 +133,13 @@ class WeakPolicy:
         target = state[:2] + rng.uniform(-100.0, 100.0, 2)
         target = np.clip(target, state[2:4] - 100.0, state[2:4] + 100.0)
         return np.clip(target, 0.0, 512.0)
+
+
+class WeakPolicyRelative(WeakPolicy):
+    """:class:`WeakPolicy` for the relative-action env: the same targets, as offsets from the agent."""
+
+    def get_action(self, info: dict) -> np.ndarray:
+        return np.clip(super().get_action(info) - np.asarray(info["env_state"][:2]), -100.0, 100.0)
 
 
 # ------------------------------------------------------------------------------------------------

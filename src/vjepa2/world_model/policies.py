@@ -74,9 +74,11 @@ class Policy:
         if not 0.0 <= noise <= 1.0:
             raise PolicyError(f"policy noise must be in [0, 1], got {noise}")
         self.spec, self.source, self.noise = spec, source, float(noise)
+        self._reset = None  # the policy's own reset(seed), if it has one
         self._act = None if spec == RANDOM else self._bind(import_object(spec), spec)
 
     def _bind(self, obj, spec: str):
+        """``obj`` (a function or a class, see the module docstring) as a function (info, rng) -> action."""
         if inspect.isclass(obj):
             obj = obj()
             if hasattr(obj, "set_env"):
@@ -88,8 +90,6 @@ class Policy:
             raise PolicyError(f"policy {spec!r} is a {type(obj).__name__}: give a function (info, rng) -> action "
                               f"or a class with get_action(info)")
         return obj
-
-    _reset = None
 
     def reset(self, seed: int) -> None:
         """Start of an episode (seeded)."""
