@@ -171,8 +171,8 @@ def latent_distance(latent: torch.Tensor, goal: torch.Tensor) -> float:
 
 def shifted(plan: torch.Tensor, executed: int) -> torch.Tensor:
     """``(H, P)`` plan with its first ``executed`` actions dropped and its last one repeated in their place."""
-    executed = min(executed, len(plan) - 1) if len(plan) > 1 else 0
-    return torch.cat((plan[executed:], plan[-1:].expand(executed, -1)), dim=0) if executed else plan.clone()
+    executed = min(executed, len(plan) - 1)
+    return torch.cat((plan[executed:], plan[-1:].expand(executed, -1)), dim=0)
 
 
 def run_mpc(world: LatentEncoder, planner: LatentPlanner, env: ControlEnv, goals: list[Goal],

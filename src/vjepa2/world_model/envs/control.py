@@ -98,30 +98,33 @@ class ToyPushControl:
 
 @dataclass(frozen=True)
 class SuccessGroup:
-    """One part of a success test: the state entries ``dims`` must lie within ``tolerance`` (L2)
-    of the goal's; ``angle``: the entries are angles, differences wrapped to (-pi, pi]."""
+    """One part of a success test: the state entries ``dims`` (None: all of them) must lie within
+    ``tolerance`` (L2) of the goal's; ``angle``: the entries are angles, differences wrapped to (-pi, pi]."""
 
-    dims: tuple[int, ...]
+    dims: tuple[int, ...] | None
     tolerance: float
     angle: bool = False
 
     def validate(self) -> None:
-        if not self.dims or min(self.dims) < 0:
+        if self.dims is not None and (not self.dims or min(self.dims) < 0):
             raise ConfigError(f"success group dims must be non-negative state indices, got {list(self.dims)}")
         if not self.tolerance > 0:
             raise ConfigError(f"success group tolerance must be positive, got {self.tolerance}")
 
     def distance(self, state: np.ndarray, goal: np.ndarray) -> float:
-        dims = list(self.dims)
-        if max(dims) >= min(len(state), len(goal)):
-            raise ValueError(f"success group dims {dims} do not fit a {len(state)}-entry state")
-        gap = np.asarray(state, dtype=np.float64)[dims] - np.asarray(goal, dtype=np.float64)[dims]
+        gap = np.asarray(state, dtype=np.float64) - np.asarray(goal, dtype=np.float64)
+        if self.dims is not None:
+            if max(self.dims) >= min(len(state), len(goal)):
+                raise ValueError(f"success group dims {list(self.dims)} do not fit a {len(state)}-entry state")
+            gap = gap[list(self.dims)]
         if self.angle:
             gap = wrap_angle(gap)
         return float(np.linalg.norm(gap))
 
     def describe(self) -> str:
-        return f"entries {list(self.dims)} within {self.tolerance:g}" + (" (angles)" if self.angle else "")
+        what = "state" if self.dims is None else f"entries {list(self.dims)}"
+        kind = " (angles)" if self.angle else " (L2)" if self.dims is None else ""
+        return f"{what} within {self.tolerance:g}{kind}"
 
 
 class GymControl:
@@ -141,8 +144,7 @@ class GymControl:
         if not success and success_tolerance is None:
             raise ValueError("a Gymnasium env needs a success test: success_tolerance or success groups")
         self.source = source
-        self.groups = tuple(success)
-        self.tolerance = None if success_tolerance is None else float(success_tolerance)
+        self.groups = tuple(success) or (SuccessGroup(None, float(success_tolerance)),)
         self.shortcut_dims = None if shortcut_dims is None else list(shortcut_dims)
         self.low, self.high = source.low.copy(), source.high.copy()
         self.model_action_dim = int(source.low.size)
@@ -179,18 +181,12 @@ class GymControl:
         return np.asarray(self._env_state, dtype=np.float64).copy()
 
     def success(self, goal: np.ndarray) -> bool:
-        if not self.groups:
-            return self.distance(goal) < self.tolerance
         return all(group.distance(self.true_state(), goal) < group.tolerance for group in self.groups)
 
     def distance(self, goal: np.ndarray) -> float:
-        if self.groups:
-            return self.groups[0].distance(self.true_state(), goal)
-        return float(np.linalg.norm(self.true_state() - goal))
+        return self.groups[0].distance(self.true_state(), goal)
 
     def describe_success(self) -> str:
-        if not self.groups:
-            return f"state within {self.tolerance:g} (L2)"
         return "; ".join(group.describe() for group in self.groups)
 
     def reference_action(self, goal: np.ndarray) -> np.ndarray | None:

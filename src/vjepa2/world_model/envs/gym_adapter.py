@@ -59,13 +59,15 @@ def check_observation_keys(space, state_key: str | None, env_state_key: str | No
         raise ValueError(f"{name}: the observation space is {type(space).__name__}; states are taken from Box "
                          f"observations or from Box entries of a Dict")
     keys = list(space.spaces)
+    if state_key is None:
+        raise ValueError(f"{name}: the observation is a Dict with keys {keys}; choose the state the world "
+                         f"model is conditioned on with state_key (e.g. --state-key {keys[0]})")
     for what, key in (("state_key", state_key), ("env_state_key", env_state_key)):
-        if key is None and what == "state_key":
-            raise ValueError(f"{name}: the observation is a Dict with keys {keys}; choose the state the world "
-                             f"model is conditioned on with state_key (e.g. --state-key {keys[0]})")
-        if key is not None and key not in keys:
+        if key is None:
+            continue
+        if key not in keys:
             raise ValueError(f"{name}: {what} {key!r} is not in the observation; its keys are {keys}")
-        if key is not None and not isinstance(space.spaces[key], spaces.Box):
+        if not isinstance(space.spaces[key], spaces.Box):
             raise ValueError(f"{name}: observation[{key!r}] is a {type(space.spaces[key]).__name__}, not a Box")
     return state_key, env_state_key
 
