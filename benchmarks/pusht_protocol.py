@@ -211,6 +211,7 @@ def encoder(args, seed_dir: Path, data: Path, seed: int, log: Path) -> str:
         run(vjepa2("pretrain", "--out", str(pre), "--resume", f"seed={seed}", f"threads={args.threads}",
                    f"data.sources=[{{kind: folder, path: {data}}}]", f"phases.warmup.iterations={warmup}",
                    f"phases.constant.iterations={constant}", f"phases.cooldown.iterations={cooldown}",
+                   *(f"phases.{phase}.resolution={args.size}" for phase in ("warmup", "constant", "cooldown")),
                    "log.tensorboard=false", "log.progress_bar=false"), log)
     return str(final)
 

@@ -57,3 +57,21 @@ def test_auto_dtype_is_bf16_exactly_where_bf16_is_native(monkeypatch):
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     assert precision.resolve_dtype("auto", "cpu") == "fp32" and precision.resolve_dtype("auto", "cuda") == "bf16"
     assert precision.resolve_dtype("fp64", "cpu") == "fp64" and precision.resolve_dtype("bf16", "cpu") == "bf16"
+
+
+def test_fastest_dtype_times_both_where_bf16_is_native_and_only_fp32_elsewhere(monkeypatch):
+    import time
+
+    calls = []
+
+    def run(dtype):
+        calls.append(dtype)
+        time.sleep(0.02 if dtype == "fp32" else 0.001)
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    chosen, seconds = precision.fastest_dtype(run, "cpu", repeats=2)
+    assert chosen == "bf16" and set(seconds) == {"fp32", "bf16"} and seconds["bf16"] < seconds["fp32"]
+    assert calls.count("fp32") == 3 and calls.count("bf16") == 3  # one warm-up + 2 timed each
+    calls.clear()
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert precision.fastest_dtype(run, "cpu")[0] == "fp32" and "bf16" not in calls

@@ -225,3 +225,30 @@ def test_missing_list_file_fails_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match=r"data.sources\[0\].*nope.txt"):
         pretrain(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_auto_dtype_measures_without_touching_the_run(tmp_path, monkeypatch, capsys):
+    """``dtype: auto`` times a forward + backward in both dtypes, says which it picked, and leaves the
+    weights, RNG and batches as they were: forced to pick fp32 it trains exactly like ``dtype: fp32``."""
+    from vjepa2 import precision
+
+    real, timed = precision.fastest_dtype, []
+
+    def fastest(run, device, repeats=3):
+        _, seconds = real(run, device, repeats=1)
+        timed.append(seconds)
+        return "fp32", seconds
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "fastest_dtype", fastest)
+    runs = {}
+    for dtype in ("auto", "fp32"):
+        cfg = tiny_config(tmp_path / dtype, dtype=dtype, mask={"mode": "noise"},
+                          phases=[{"name": "main", "iterations": 4, "frames": 4, "resolution": 32}])
+        pretrain(cfg)
+        runs[dtype] = _losses(cfg.output_dir)
+    assert len(timed) == 1 and set(timed[0]) == {"fp32", "bf16"}
+    assert "dtype auto: fp32 (one forward + backward at phase main's shape" in capsys.readouterr().out
+    assert runs["auto"] == runs["fp32"]
+    saved = (tmp_path / "auto" / "config.yaml").read_text()
+    assert "dtype: fp32" in saved

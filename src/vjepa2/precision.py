@@ -13,14 +13,15 @@ from __future__ import annotations
 import functools
 import warnings
 from contextlib import nullcontext
-from typing import ContextManager
+from typing import Callable, ContextManager
 
 import torch
 
 DTYPES = ("fp32", "bf16", "fp64")
 #: Parameter dtype of each ``dtype`` setting: bf16 is autocast over fp32 weights; fp64 holds the whole
 #: model in float64 (slow; for numerical checks whose answer must not depend on the CPU's kernels).
-PARAM_DTYPES = {"fp32": torch.float32, "bf16": torch.float32, "fp64": torch.float64}
+PARAM_DTYPES = {"fp32": torch.float32, "bf16": torch.float32, "fp64": torch.float64,
+                "auto": torch.float32}  # auto: fp32 or bf16, both over fp32 weights
 
 
 @functools.lru_cache(maxsize=None)
@@ -58,12 +59,44 @@ def _warn_slow_bf16() -> None:
 
 def resolve_dtype(dtype: str, device: torch.device | str) -> str:
     """``auto`` -> ``bf16`` on CUDA and on CPUs with native bf16 (AVX512-BF16 / AMX), else ``fp32``;
-    any other setting is returned as it is."""
+    any other setting is returned as it is. (A trainer that can time its own step decides ``auto``
+    by :func:`fastest_dtype` instead, where bf16 is native.)"""
     if dtype != "auto":
         return dtype
+    return "bf16" if bf16_is_native(device) else "fp32"
+
+
+def bf16_is_native(device: torch.device | str) -> bool:
+    """Whether bf16 runs in hardware on ``device`` (CUDA, or a CPU with AVX512-BF16 / AMX)."""
     device = torch.device(device)
-    native = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
-    return "bf16" if native else "fp32"
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+
+
+def fastest_dtype(run: Callable[[str], object], device: torch.device | str,
+                  repeats: int = 3) -> tuple[str, dict[str, float]]:
+    """``auto`` decided by measurement: ``(dtype, {dtype: median seconds})`` of ``run(dtype)`` (e.g.
+    one forward and backward of the model at the run's shapes) in ``fp32`` and, where bf16 is native,
+    ``bf16``; each timed ``repeats`` times after one warm-up call. Where bf16 is emulated it is not
+    timed (50-100x slower, see the module docstring) and the answer is ``fp32``."""
+    import statistics
+    import time
+
+    device = torch.device(device)
+    candidates = ("fp32", "bf16") if bf16_is_native(device) else ("fp32",)
+    seconds = {}
+    for dtype in candidates:
+        run(dtype)
+        times = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            run(dtype)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - start)
+        seconds[dtype] = statistics.median(times)
+    return min(seconds, key=seconds.get), seconds
 
 
 def autocast(device: torch.device | str, dtype: str) -> ContextManager:

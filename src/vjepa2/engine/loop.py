@@ -28,6 +28,7 @@ from typing import Any, Iterator, Protocol
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from vjepa2.config import ConfigError, from_dict, save_yaml, to_dict
 from vjepa2.files import check_not_an_input, check_output_dir
@@ -120,7 +121,8 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_inp
 
     ``model(*inputs) -> (loss, logged)`` for each micro-batch's ``inputs`` (under ``autocast``): the
     loss to minimise and a 1-D tensor of values to log (``logged[0]`` is the loss). Returns
-    ``(logged mean over micro-batches and processes (float64), grad_norm, finite)``. A step whose
+    ``(logged mean over micro-batches and processes (float64), grad_norm, finite)``. The parts are
+    named ``forward``, ``backward`` and ``optimizer`` in a ``torch.profiler`` trace. A step whose
     logged values or gradient norm are not finite leaves the weights as they were (the caller then
     skips its own updates too, e.g. the EMA).
     """
@@ -129,19 +131,21 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_inp
     sums = None
     for m, inputs in enumerate(micro_inputs):
         with dist_utils.gradient_sync(model, enabled=m == len(micro_inputs) - 1):
-            with autocast:
+            with autocast, record_function("forward"):
                 loss, logged = model(*inputs)
-            (loss / len(micro_inputs)).backward()
+            with record_function("backward"):
+                (loss / len(micro_inputs)).backward()
         part = logged.detach().to(torch.float64) / len(micro_inputs)
         sums = part if sums is None else sums + part
     values = dist_utils.all_reduce_sum(sums) / dist_utils.world_size()
-    params = [p for p in dist_utils.unwrap(model).parameters() if p.grad is not None]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad or math.inf)
-    grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
-    finite = bool(torch.isfinite(values).all()) and math.isfinite(grad_norm)
-    if finite:
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    with record_function("optimizer"):  # gradient norm (and clipping), AdamW
+        params = [p for p in dist_utils.unwrap(model).parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip_grad or math.inf)
+        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+        finite = bool(torch.isfinite(values).all()) and math.isfinite(grad_norm)
+        if finite:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
     return values, grad_norm, finite
 
 
@@ -223,8 +227,9 @@ def run_loop(trainer: Trainer, cfg, env: dist_utils.DistEnv, resume: bool) -> Ru
                               "lr": report.lr, "grad_norm": report.grad_norm, "clips_per_s": clips_per_s,
                               "nonfinite_total": counters.nonfinite_total, "files_skipped": counters.files_skipped,
                               "elapsed_s": time.perf_counter() - started}
-                    row = {**common, **report.row, **(trainer.log_values() if hasattr(trainer, "log_values") else {})}
-                    monitor.log({k: v for k, v in row.items() if k in trainer.columns})
+                    with record_function("log"):
+                        extra = trainer.log_values() if hasattr(trainer, "log_values") else {}
+                        monitor.log({k: v for k, v in {**common, **report.row, **extra}.items() if k in trainer.columns})
                 due = (step + 1) % cfg.checkpoint.every == 0 or phase_end or step + 1 in cfg.checkpoint.keep_steps
                 signum = _agreed_signal(stop, env)
                 if (due or signum) and counters.nonfinite_in_a_row == 0:  # never during a streak (vjepa2.engine.guard)

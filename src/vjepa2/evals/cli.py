@@ -9,6 +9,7 @@ Examples::
     vjepa2 eval anticipation --checkpoint runs/pretrain-tiny/checkpoints/step-00000300.pt --dataset toy-anticipation
     vjepa2 eval anticipation --checkpoint vitl.pt --ek100-train EPIC_100_train.csv \\
         --ek100-val EPIC_100_validation.csv --videos /data/EPIC-KITCHENS clips.fps=8
+    vjepa2 eval toy-seg --encoder runs/pretrain-tiny/checkpoints/step-00000300.pt      # dense probe, mIoU
     vjepa2 eval make-dataset --dataset toy-ssv2 --out data/toy-ssv2
     vjepa2 eval toy-report                                  # pretrain + every baseline -> runs/toy-report
     vjepa2 eval toy-report results_md=docs/results.md image_dir=docs/img    # ... and the results page
@@ -80,6 +81,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     ant.add_argument("--no-predictor", action="store_true", help="probe the encoder tokens only (ablation)")
     _common(ant)
     ant.set_defaults(func=run_anticipation)
+
+    seg = sub.add_parser("toy-seg", help="dense probe: a linear head on every frozen token, mIoU on toy-seg",
+                         description="Per-token shape-class labels from the procedural renderer; a linear head "
+                                     "on the frozen tokens; mIoU and token accuracy on held-out scenes.")
+    seg.add_argument("--encoder", required=True, help="checkpoint (.pt), transformers directory, or random:<size>")
+    seg.add_argument("--random-init", action="store_true", help="same architecture, seeded random weights")
+    seg.add_argument("--input", choices=["video", "image"], help="image = the middle frame repeated")
+    seg.add_argument("--out", help="write results.json here")
+    seg.add_argument("--threads", type=int)
+    seg.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train_size=128 frames=4 size=32")
+    seg.set_defaults(func=run_toy_seg)
 
     make = sub.add_parser("make-dataset", help="export a built-in task as videos + list files",
                           description="Writes <out>/{train,val}/*.mp4, <out>/{train,val}.txt and <out>/classes.txt.")
@@ -188,6 +200,34 @@ def run_anticipation(args: argparse.Namespace) -> int:
         print(f"  {report.val.unseen_actions} validation actions never occur in training: action recall@5 "
               f"counting them as misses {report.best.heads['action'].recall_at_5_with_unseen:.2f}%")
     print(f"wrote {cfg.out}/results.json, confusion.png, probes.pt")
+    return 0
+
+
+def run_toy_seg(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from vjepa2.config import from_dict
+    from vjepa2.evals.dense import ToySegConfig, toy_seg
+    from vjepa2.evals.probe import load_frozen_encoder
+
+    _threads(args)
+    try:
+        data = apply_overrides({"input": args.input} if args.input else {}, args.overrides)
+        cfg = from_dict(ToySegConfig, data)
+        encoder = load_frozen_encoder(args.encoder, random_init=args.random_init, seed=cfg.seed)
+        result = toy_seg(encoder, cfg)
+    except (ConfigError, ValueError) as err:
+        return _fail("toy-seg", err)
+    result["encoder"] = args.encoder + (" (random init)" if args.random_init else "")
+    print(f"toy-seg ({cfg.input}): mIoU {100 * result['miou']:.1f} %, token accuracy "
+          f"{100 * result['token_accuracy']:.1f} % ({result['val_tokens']} validation tokens)")
+    if args.out:
+        from vjepa2.files import atomic_write_text
+
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(args.out) / "results.json", json.dumps(result, indent=2))
+        print(f"wrote {Path(args.out) / 'results.json'}")
     return 0
 
 

@@ -6,6 +6,8 @@
    the pretrained encoder on the videos; a random-init encoder of the same size; the pretrained
    encoder on image-only clips (middle frame repeated); the pretrained encoder on shuffled frames.
 3. Action anticipation on toy-anticipation: pretrained encoder + predictor vs random-init ones.
+   toy-seg (:mod:`vjepa2.evals.dense`: a linear head on every token, mIoU) for the pretrained
+   encoder, a random-init one and the pretrained one on image-only clips.
 4. Write ``out/summary.json``; with ``image_dir`` / ``results_md`` given, the confusion matrices to
    ``<image_dir>/eval-*.png`` and the section "Frozen evaluation (toy-SSv2)" of that page (other
    sections are left as they are).
@@ -31,6 +33,7 @@ import torch
 from vjepa2.config import ConfigError, from_dict, to_dict
 from vjepa2.evals.anticipation import HEAD_NAMES, AnticipationFeatures
 from vjepa2.evals.data import ToyVideos
+from vjepa2.evals.dense import ToySegConfig, toy_seg
 from vjepa2.evals.features import ClipConfig, EncoderFeatures, build_features
 from vjepa2.engine.monitor import effective_rank
 from vjepa2.evals.probe import (GridConfig, fit_and_report, load_frozen_encoder, resolve_device)
@@ -63,6 +66,7 @@ class ToyReportConfig:
         light_grid / full_grid: the probe grids (smaller than the paper's 5 x 4 to fit the CPU budget).
         whitened_rows: add the diagnostic rows with PCA-whitened features (light probe).
         anticipation: also run the anticipation comparison; ``anticipation_variant`` its probe.
+        toy_seg: the dense probe's settings (null: not run).
         results_md / image_dir: where the section and the figures go (null, the default: not written;
             the project's own page is ``results_md=docs/results.md image_dir=docs/img``).
     """
@@ -81,6 +85,7 @@ class ToyReportConfig:
     whitened_rows: bool = True
     anticipation: bool = True
     anticipation_variant: ProbeVariant = "light"
+    toy_seg: ToySegConfig | None = field(default_factory=ToySegConfig)
     seed: int = 0
     device: str = "cpu"
     results_md: str | None = None
@@ -234,6 +239,8 @@ def run_toy_report(cfg: ToyReportConfig, progress: bool = True) -> Path:
                 results["probes"].append(entry)
     if cfg.anticipation:
         results["anticipation"] = _anticipation(cfg, checkpoint, device, progress)
+    if cfg.toy_seg:
+        results["toy_seg"] = toy_seg_rows(encoders, cfg.toy_seg)
     results["seconds"] = {"pretraining": round(pretrain_done - started, 1),
                           "evaluation": round(time.time() - pretrain_done, 1),
                           "total": round(time.time() - started, 1)}
@@ -246,6 +253,17 @@ def run_toy_report(cfg: ToyReportConfig, progress: bool = True) -> Path:
     if cfg.results_md:
         write_section(Path(cfg.results_md), render_section(results, cfg))
     return summary
+
+
+#: toy-seg rows of the report: (row label, encoder, input).
+SEG_ROWS = (("pretrained", "pretrained", "video"), ("random-init", "random", "video"),
+            ("image-only", "pretrained", "image"))
+
+
+def toy_seg_rows(encoders: dict, seg: ToySegConfig) -> list[dict]:
+    """toy-seg for each of :data:`SEG_ROWS`: ``[{"row", "miou", "token_accuracy", "per_class", ...}]``."""
+    return [{"row": label, **toy_seg(encoders[kind], dataclasses.replace(seg, input=mode))}
+            for label, kind, mode in SEG_ROWS]
 
 
 def _anticipation(cfg: ToyReportConfig, checkpoint: Path, device: torch.device, progress: bool) -> list[dict]:
@@ -355,6 +373,14 @@ def render_section(results: dict, cfg: ToyReportConfig) -> str:
             lines.append(f"| {row['row']} | {_fmt(row['action_recall5'])} | {_fmt(row['action_top1'])} | "
                          f"{_fmt(row['verb_top1'])} | {_fmt(row['noun_top1'])} |")
         lines.append("| *chance* | 17.9 | 3.6 | 25.0 | 14.3 |")
+    if results.get("toy_seg"):
+        seg = cfg.toy_seg
+        lines += ["", f"**toy-seg** (dense: which shape, or background, covers most of each token; a linear head on "
+                      f"every frozen token, {seg.train_size} training / {seg.val_size} validation scenes, "
+                      f"{seg.frames} frames at {seg.size} px; mIoU over the classes present, %):", "",
+                  "| encoder / input | mIoU | token accuracy |", "|---|---:|---:|"]
+        for row in results["toy_seg"]:
+            lines.append(f"| {row['row']} | {_fmt(100 * row['miou'])} | {_fmt(100 * row['token_accuracy'])} |")
     figures = [e for e in probes if e.get("figure")]
     if figures:
         lines += ["", "Confusion matrices (light probe): " + ", ".join(

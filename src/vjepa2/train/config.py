@@ -163,8 +163,9 @@ class PretrainConfig:
     """Everything one pretraining run needs. See the module docstring for batch-size semantics.
 
     ``dtype``: ``fp32``; ``bf16`` (autocast over fp32 weights; fast on GPUs and AMX / AVX512-BF16 CPUs
-    for models wide enough: at width 96 the casts cost more than they save); ``auto`` (bf16 where it is
-    native, fp32 elsewhere);
+    for models wide enough: at width 96 the casts cost more than they save); ``auto`` (where bf16 is
+    native, the faster of fp32 and bf16 for this model, measured at the start of the run and printed;
+    fp32 elsewhere);
     ``fp64`` (the whole model in float64: slow, for checks whose result must not depend on the CPU's
     float32 kernels, e.g. that gradient accumulation or two processes reach one process's weights).
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 
 from vjepa2 import memory, precision
 from vjepa2.config import config_yaml
@@ -168,7 +169,8 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches
     logged, grad_norm, finite = optimizer_step(model, optimizer, inputs, lr=lr, clip_grad=cfg.optim.clip_grad,
                                                autocast=precision.autocast(device, cfg.dtype))
     if finite:
-        dist_utils.unwrap(model).update_target(momentum)
+        with record_function("ema"):
+            dist_utils.unwrap(model).update_target(momentum)
     loss, regularizer, target_std, *mask_losses = (float(x) for x in logged)
     return StepResult(loss, mask_losses, regularizer, grad_norm, target_std, finite)
 
@@ -309,7 +311,8 @@ class PretrainTrainer:
 
     def step(self, step: int, where) -> loop.StepReport:
         cfg, env = self.cfg, self.env
-        micro_batches = [next(loader) for loader in self.loaders]
+        with record_function("batch"):
+            micro_batches = [next(loader) for loader in self.loaders]
         if self.rank_clips is None:  # a loader that cannot rebuild a past step: the phase's first batch seen
             self.rank_clips = micro_batches[0].clips
         self.report_skipped(step, micro_batches)
@@ -321,6 +324,32 @@ class PretrainTrainer:
         row = {**{f"loss_mask{i}": v for i, v in enumerate(result.mask_losses)}, "loss_reg": result.regularizer,
                "ema_momentum": momentum, "target_std": result.target_std}
         return loop.StepReport(result.loss, result.finite, result.grad_norm, lr, cfg.phase_batch_size(where.phase), row)
+
+    def measured_dtype(self) -> PretrainConfig:
+        """``dtype: auto`` decided on this machine: one forward and backward of this model on a batch of
+        the longest phase, timed in fp32 and bf16 (:func:`vjepa2.precision.fastest_dtype`); the config
+        with the faster one. Rank 0 measures and every process follows; the weights, the RNG state and
+        the loaders are left as they were (no optimiser step, gradients cleared)."""
+        cfg, env = self.cfg, self.env
+        phase = max(cfg.phases, key=lambda p: p.iterations)
+        chosen, seconds = "fp32", {}
+        if env.is_main:
+            loaders = open_loaders(cfg, phase, 0, env)
+            batch = next(loaders[0])
+            close_loaders(loaders)
+
+            def forward_backward(dtype: str) -> None:
+                with precision.autocast(env.device, dtype):
+                    loss, _ = self.model(batch.clips, batch.masks, *noise_generators(cfg, 0, env)[:1])
+                loss.backward()
+                self.model.zero_grad(set_to_none=True)
+
+            with torch.random.fork_rng(devices=[env.device] if env.device.type == "cuda" else []):
+                chosen, seconds = precision.fastest_dtype(forward_backward, env.device)
+            times = ", ".join(f"{dtype} {s:.3f} s" for dtype, s in seconds.items())
+            print(f"dtype auto: {chosen} (one forward + backward at phase {phase.name}'s shape on this machine: "
+                  f"{times})", flush=True)
+        return dataclasses.replace(cfg, dtype=dist_utils.broadcast_object(chosen))
 
     def log_values(self) -> dict:
         self.target_rank = target_feature_rank(self.training_model, self.rank_clips.to(self.env.device))
@@ -371,13 +400,16 @@ def pretrain(cfg: PretrainConfig, resume: bool = False) -> RunSummary:
     folders = {f"data.sources[{i}]": source.path for i, source in enumerate(cfg.data.sources)
                if source.kind != "synthetic"}
     with loop.distributed_run(cfg, folders) as env:
-        cfg = dataclasses.replace(cfg, dtype=precision.resolve_dtype(cfg.dtype, env.device))
+        if cfg.dtype == "auto" and not precision.bf16_is_native(env.device):
+            cfg = dataclasses.replace(cfg, dtype="fp32")  # emulated bf16: nothing to measure
         for phase in cfg.phases:
             check_step_memory(cfg, phase, env)  # batch-size and memory errors before any work
         build_sources(cfg.data, print if env.is_main else None)  # a bad list file fails now, not at the first step
         # One process per run folder: a second `--resume` of a live run would delete its temporary files.
         with open_run_folder(cfg.output_dir, "pretrain", env.is_main):
             trainer = PretrainTrainer(cfg, env)
+            if cfg.dtype == "auto":
+                cfg = trainer.cfg = trainer.measured_dtype()
             run = loop.run_loop(trainer, cfg, env, resume)
     summary = RunSummary(**vars(run), target_std=trainer.target_std, target_rank=trainer.target_rank,
                          skipped_files=trainer.skipped_files)

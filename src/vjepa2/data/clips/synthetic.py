@@ -281,25 +281,23 @@ def object_track(obj: SceneObject, frames: int, time_reversed: bool = False) -> 
     return {"x": x, "y": y, "size": size, "angle": angle}
 
 
-def render(scene: Scene, frames: int, size: int | tuple[int, int]) -> np.ndarray:
-    """Draw ``scene`` as ``frames`` frames of ``size`` (int: square; or ``(H, W)``).
-
-    Returns:
-        uint8 ``(T, H, W, 3)`` RGB.
-    """
+def _frame_geometry(frames: int, size: int | tuple[int, int]) -> tuple[int, int, float, np.ndarray, np.ndarray]:
+    """``(height, width, short side, pixel-centre xs (1, W), ys (H, 1))`` of a clip, checked."""
     if frames < 1:
         raise ValueError(f"frames must be >= 1, got {frames}")
     height, width = (size, size) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
     if height < 1 or width < 1:
         raise ValueError(f"size must be positive, got {size}")
-    tau = _clip_times(frames, scene.time_reversed)
-    short = float(min(height, width))
     # Pixel centres in pixels; shapes are measured in short-side units so they stay round.
     xs = (np.arange(width, dtype=np.float32) + 0.5)[None, :]
     ys = (np.arange(height, dtype=np.float32) + 0.5)[:, None]
-    background = _background(scene.background, tau, xs, ys, short)
-    canvas = np.array(np.broadcast_to(np.clip(background + 0.5, 0, 255).astype(np.uint8),
-                                      (frames, height, width, 3)))
+    return height, width, float(min(height, width)), xs, ys
+
+
+def _coverage(scene: Scene, tau: np.ndarray, xs: np.ndarray, ys: np.ndarray, short: float):
+    """For each object in drawing order, ``(obj, (y0, y1, x0, x1), inside)``: the box it sweeps over
+    the clip and its boolean coverage of that box in every frame, ``(T, y1 - y0, x1 - x0)``."""
+    height, width = ys.shape[0], xs.shape[1]
     for obj in scene.objects:
         cx, cy, radius, angle = _object_track(obj, tau)
         cx_px, cy_px, radius_px = cx * width, cy * height, np.maximum(radius * short, 1e-3)
@@ -317,9 +315,35 @@ def render(scene: Scene, frames: int, size: int | tuple[int, int]) -> np.ndarray
         # World -> object frame: undo the object's clockwise rotation.
         u = (dx * cos + dy * sin) * inv_radius
         v = (dy * cos - dx * sin) * inv_radius
-        region = canvas[:, y0:y1, x0:x1]
-        region[_inside(obj.shape, u, v)] = colour_rgb(obj.colour)
+        yield obj, (y0, y1, x0, x1), _inside(obj.shape, u, v)
+
+
+def render(scene: Scene, frames: int, size: int | tuple[int, int]) -> np.ndarray:
+    """Draw ``scene`` as ``frames`` frames of ``size`` (int: square; or ``(H, W)``).
+
+    Returns:
+        uint8 ``(T, H, W, 3)`` RGB.
+    """
+    height, width, short, xs, ys = _frame_geometry(frames, size)
+    tau = _clip_times(frames, scene.time_reversed)
+    background = _background(scene.background, tau, xs, ys, short)
+    canvas = np.array(np.broadcast_to(np.clip(background + 0.5, 0, 255).astype(np.uint8),
+                                      (frames, height, width, 3)))
+    for obj, (y0, y1, x0, x1), inside in _coverage(scene, tau, xs, ys, short):
+        canvas[:, y0:y1, x0:x1][inside] = colour_rgb(obj.colour)
     return canvas
+
+
+def render_labels(scene: Scene, frames: int, size: int | tuple[int, int]) -> np.ndarray:
+    """Which shape covers each pixel of :func:`render`'s clip: uint8 ``(T, H, W)``, 0 = background,
+    ``1 + SHAPES.index(shape)`` where an object of that shape is drawn on top (later objects over
+    earlier ones, as drawn)."""
+    height, width, short, xs, ys = _frame_geometry(frames, size)
+    tau = _clip_times(frames, scene.time_reversed)
+    labels = np.zeros((frames, height, width), dtype=np.uint8)
+    for obj, (y0, y1, x0, x1), inside in _coverage(scene, tau, xs, ys, short):
+        labels[:, y0:y1, x0:x1][inside] = 1 + SHAPES.index(obj.shape)
+    return labels
 
 
 # ---------------------------------------------------------------------------------------------- sampling
@@ -461,4 +485,4 @@ class SyntheticVideos:
 
 __all__ = ["BACKGROUNDS", "Background", "COLOURS", "MOTIONS", "Motion", "REVERSED_MOTION", "ROLES", "SHAPES",
            "Scene", "SceneObject", "SyntheticVideos", "colour_rgb", "make_motion", "make_object", "make_occluder",
-           "object_track", "render", "sample_background", "sample_scene"]
+           "object_track", "render", "render_labels", "sample_background", "sample_scene"]
