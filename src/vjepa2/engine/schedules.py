@@ -91,3 +91,16 @@ def ema_momentum_at(cfg, step: int) -> float:
     """EMA momentum of global ``step``: linear from ``ema[0]`` to ``ema[1]`` over the whole run."""
     start, end = cfg.ema
     return start + (end - start) * step / max(cfg.total_iterations, 1)
+
+
+def context_weight_at(cfg, step: int) -> float:
+    """V-JEPA 2.1's ``lambda_t`` on the context loss at global ``step`` (0 for other objectives): 0
+    until the fraction ``loss.context_warmup[0]`` of the run, then linear up to ``loss.context_weight``
+    at ``loss.context_warmup[1]``, held after."""
+    loss = cfg.loss
+    if loss.objective != "vjepa2_1":
+        return 0.0
+    start, end = (fraction * cfg.total_iterations for fraction in loss.context_warmup)
+    if step >= end:
+        return loss.context_weight
+    return loss.context_weight * max(step - start, 0.0) / max(end - start, 1e-9)

@@ -14,6 +14,7 @@ clips per micro-step, so a recipe means the same thing on one CPU and on 128 GPU
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from vjepa2.config import ConfigError, apply_overrides, from_dict, load_yaml, re
 from vjepa2.data.clips.dataset import DataConfig
 from vjepa2.masking import MaskConfig
 from vjepa2.engine.config import CheckpointConfig, DistributedConfig, LogConfig, OptimConfig
+from vjepa2.models.vjepa2_1 import Encoder21Config, Predictor21Config
 from vjepa2.models.sizes import (SIZE_NUMBERS, EncoderConfig, Position, PredictorConfig, TransformerSize,
                                  encoder_config, predictor_config)
 
@@ -93,9 +95,21 @@ class LossConfig:
     ``motion_weight`` lambda (0 = the paper's plain mean): weight each target token's error by
     ``1 + lambda * c / mean(c)`` (rescaled to mean 1), ``c`` = how much the target feature at that
     place changed since the previous time step (:func:`vjepa2.train.pretrain.change_weights`).
+
+    ``objective``: ``vjepa2`` (the above) or ``vjepa2_1``, V-JEPA 2.1's (arXiv 2603.14482; drop masks
+    only): a 2.1 encoder whose four hierarchical levels (each layer-normed) are the targets and the
+    predictor's input (deep supervision), and a dense loss on the *context* tokens too, ``+
+    lambda_t * mean(w * |ctx_pred - target|^p) / p``, where ``w = 1 / sqrt(d)`` (``d``: the token's
+    distance in grid units to the nearest masked token) with ``context_distance_weight`` and 1
+    without, and ``lambda_t`` rises linearly from 0 to ``context_weight``
+    between the fractions ``context_warmup`` of the run's steps (the release: from step 15k to 30k).
     """
 
     loss_exp: float = 1.0
+    objective: Literal["vjepa2", "vjepa2_1"] = "vjepa2"
+    context_weight: float = 0.5
+    context_warmup: tuple[float, float] = (0.25, 0.5)
+    context_distance_weight: bool = True
     motion_weight: float = 0.0
     regularizer: Literal["none", "vicreg", "sigreg"] = "none"
     regularizer_weight: float = 1.0
@@ -107,7 +121,11 @@ class LossConfig:
     def validate(self) -> None:
         if not (math.isfinite(self.loss_exp) and self.loss_exp > 0):
             raise ConfigError(f"loss.loss_exp must be positive (1 = L1, 2 = L2), got {self.loss_exp}")
-        for key in ("regularizer_weight", "vicreg_cov_weight", "motion_weight"):
+        start, end = self.context_warmup
+        if not 0.0 <= start <= end <= 1.0:
+            raise ConfigError(f"loss.context_warmup must be two fractions of the run, 0 <= start <= end <= 1, "
+                              f"got {list(self.context_warmup)}")
+        for key in ("regularizer_weight", "vicreg_cov_weight", "motion_weight", "context_weight"):
             value = getattr(self, key)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"loss.{key} must be a finite number >= 0, got {value}")
@@ -213,6 +231,12 @@ class PretrainConfig:
             raise ConfigError(f"threads must be >= 1 or null (PyTorch's default), got {self.threads}")
         if self.max_nonfinite_steps < 1:
             raise ConfigError(f"max_nonfinite_steps must be >= 1, got {self.max_nonfinite_steps}")
+        if self.loss.objective == "vjepa2_1" and self.mask.mode != "drop":
+            raise ConfigError("loss.objective=vjepa2_1 trains with dropped context tokens (mask.mode=drop), "
+                              f"got mask.mode={self.mask.mode}")
+        if self.loss.objective == "vjepa2_1" and self.model.numbers()["depth"] < 4:
+            raise ConfigError(f"loss.objective=vjepa2_1 supervises four encoder levels: model.depth must be >= 4, "
+                              f"got {self.model.numbers()['depth']}")
         if len(self.mask.generators) > self.model.num_mask_tokens:
             raise ConfigError(f"mask.generators: {len(self.mask.generators)} generators but the predictor has "
                               f"model.num_mask_tokens={self.model.num_mask_tokens}")
@@ -226,11 +250,23 @@ class PretrainConfig:
         return phase.batch_size or self.batch_size
 
     def encoder_config(self) -> EncoderConfig:
+        """The online (and target) encoder's config; a V-JEPA 2.1 one (four hierarchical levels, its
+        rotary RoPE at the training grid) for ``loss.objective: vjepa2_1``."""
         first = self.phases[0]
-        return self.model.encoder(first.frames, first.resolution)
+        encoder = self.model.encoder(first.frames, first.resolution)
+        if self.loss.objective != "vjepa2_1":
+            return encoder
+        fields = {**dataclasses.asdict(encoder), "position": "rope_rotary", "output": "hierarchical",
+                  "interpolate_rope": False}
+        return Encoder21Config(**fields)
 
     def predictor_config(self) -> PredictorConfig:
-        return self.model.predictor_config(self.encoder_config())
+        """The predictor's config; for ``vjepa2_1`` one that reads and predicts all four levels."""
+        predictor = self.model.predictor_config(self.encoder_config())
+        if self.loss.objective != "vjepa2_1":
+            return predictor
+        fields = {**dataclasses.asdict(predictor), "position": "rope_rotary", "levels": 4, "out_dim": None}
+        return Predictor21Config(**fields)
 
 
 # ------------------------------------------------------------------------------------------------

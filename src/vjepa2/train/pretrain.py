@@ -24,7 +24,9 @@ from vjepa2.data.clips.dataset import PretrainBatch, build_pretrain_loader, buil
 from vjepa2.files import atomic_write_text, open_run_folder
 from vjepa2.masking import MaskConfig, corrupt_tokens
 from vjepa2.models.encoder import gather_tokens
+from vjepa2.layers.rope import grid_positions
 from vjepa2.models.predictor import Predictor
+from vjepa2.models.vjepa2_1 import Predictor21, Predictor21Config
 from vjepa2.models.sizes import EncoderConfig, PredictorConfig
 from vjepa2.engine import distributed as dist_utils
 from vjepa2.engine import loop
@@ -34,7 +36,7 @@ from vjepa2.engine.loop import TRAIN_STATE_KEY, optimizer_step
 from vjepa2.engine.monitor import RunMonitor, target_feature_rank
 from vjepa2.engine.losses import change_weights, temporal_change
 from vjepa2.train.regularizers import regularizer_value
-from vjepa2.engine.schedules import ema_momentum_at, lr_at
+from vjepa2.engine.schedules import context_weight_at, ema_momentum_at, lr_at
 from vjepa2.weights import METADATA_KEY, add_prefix, checkpoint_metadata, new_encoder, strip_prefixes
 
 CHECKPOINT_KEYS = ("encoder", "target_encoder", "predictor", "opt", "epoch", TRAIN_STATE_KEY)
@@ -43,14 +45,16 @@ CHECKPOINT_KEYS = ("encoder", "target_encoder", "predictor", "opt", "epoch", TRA
 @dataclass
 class JEPAOutput:
     """``loss`` (scalar: the prediction losses averaged over mask generators, plus the weighted
-    regulariser), ``mask_losses`` ``(G,)`` (prediction only), ``regularizer`` (scalar, unweighted,
-    0 without one), and the layer-normed target features ``targets`` ``(B, N, D)``; all but ``loss``
-    detached (for logs and the collapse monitor)."""
+    regulariser and, for V-JEPA 2.1, the weighted context term), ``mask_losses`` ``(G,)`` (masked
+    tokens only), ``regularizer`` (scalar, unweighted, 0 without one), and the layer-normed target
+    features ``targets`` ``(B, N, levels * D)``; all but ``loss`` detached (for logs and the collapse
+    monitor)."""
 
     loss: torch.Tensor
     mask_losses: torch.Tensor
     regularizer: torch.Tensor
     targets: torch.Tensor
+    context_loss: torch.Tensor | None = None  # V-JEPA 2.1: the context term (unweighted by lambda), detached
 
 
 class JEPA(nn.Module):
@@ -66,7 +70,8 @@ class JEPA(nn.Module):
                  loss: LossConfig | None = None) -> None:
         super().__init__()
         self.encoder = new_encoder(encoder)
-        self.predictor = Predictor(predictor)
+        self.predictor = Predictor21(predictor) if isinstance(predictor, Predictor21Config) else Predictor(predictor)
+        self.levels = predictor.levels if isinstance(predictor, Predictor21Config) else 1
         self.target_encoder = make_target(self.encoder)
         self.mask = mask
         self.loss = loss or LossConfig()
@@ -74,19 +79,22 @@ class JEPA(nn.Module):
             token.requires_grad_(i < len(mask.generators))
 
     def forward(self, clips: torch.Tensor, masks: list[tuple[torch.Tensor, torch.Tensor]],
-                noise: torch.Generator | None = None,
-                sketch: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                noise: torch.Generator | None = None, sketch: torch.Generator | None = None,
+                context_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """One micro-batch as the training loop runs it (:func:`vjepa2.engine.loop.optimizer_step`):
         the inputs of :meth:`loss_of`, moved to the model's device and dtype here; returns ``(loss,
-        logged)``, ``logged`` = ``[loss, regulariser, target std, loss of each mask generator]``
-        (detached; target std: per-dimension std of the layer-normed targets, the collapse monitor)."""
+        logged)``, ``logged`` = ``[loss, regulariser, target std, context loss, loss of each mask
+        generator]`` (detached; target std: per-dimension std of the layer-normed targets, the collapse
+        monitor; context loss: V-JEPA 2.1's context term, 0 for V-JEPA 2)."""
         weight = self.encoder.patch_embed.proj.weight
         clips = clips.to(weight.device, weight.dtype, non_blocking=True)
         masks = [(c.to(weight.device, non_blocking=True), t.to(weight.device, non_blocking=True)) for c, t in masks]
-        out = self.loss_of(clips, masks, noise, sketch)
+        out = self.loss_of(clips, masks, noise, sketch, context_weight)
         target_std = out.targets.flatten(0, 1).std(dim=0).mean()
+        dtype = out.regularizer.dtype
+        context = out.context_loss if out.context_loss is not None else out.regularizer.new_zeros(())
         return out.loss, torch.cat((out.loss.detach().reshape(1), out.regularizer.reshape(1),
-                                    target_std.reshape(1).to(out.regularizer.dtype), out.mask_losses))
+                                    target_std.reshape(1).to(dtype), context.reshape(1).to(dtype), out.mask_losses))
 
     @torch.no_grad()
     def update_target(self, momentum: float) -> None:
@@ -94,32 +102,37 @@ class JEPA(nn.Module):
         ema_update(self.target_encoder, self.encoder, momentum)
 
     def loss_of(self, clips: torch.Tensor, masks: list[tuple[torch.Tensor, torch.Tensor]],
-                noise: torch.Generator | None = None, sketch: torch.Generator | None = None) -> JEPAOutput:
-        """The V-JEPA 2 loss of a batch.
+                noise: torch.Generator | None = None, sketch: torch.Generator | None = None,
+                context_weight: float = 0.0) -> JEPAOutput:
+        """The V-JEPA 2 loss of a batch (V-JEPA 2.1's with ``loss.objective: vjepa2_1``).
 
         Args:
             clips: ``(B, 3, T, H, W)`` normalised clips.
             masks: per mask generator ``(context_idx (B, Nc), target_idx (B, Nt))``.
             noise: generator of the corruption noise (``noise`` mode only).
             sketch: generator of SIGReg's random directions (the same on every process).
+            context_weight: V-JEPA 2.1's ``lambda_t`` on the context term at this step.
         """
         p = self.loss.loss_exp
-        # Targets: the EMA encoder sees the whole clip; layer norm without affine parameters.
+        # Targets: the EMA encoder sees the whole clip; layer norm without affine parameters (for
+        # V-JEPA 2.1 on each of the hierarchical levels, concatenated: (B, N, levels * D)).
         with torch.no_grad():
-            h = self.target_encoder(clips)
-            h = F.layer_norm(precision.at_least_fp32(h), (h.size(-1),))
+            h = level_norm(precision.at_least_fp32(self.target_encoder(clips)), self.levels)
         if self.mask.mode == "noise":
             tokens, grid = self.encoder.embed(clips)
         else:
             grid = self.encoder.grid(clips.shape)
         # (B, N) weights on the tokens that move (loss.motion_weight), or None for the paper's plain mean.
         weights = change_weights(temporal_change(h, grid), self.loss.motion_weight) if self.loss.motion_weight else None
-        losses, regularizers = [], []
+        losses, regularizers, context_losses = [], [], []
         for i, (context_idx, target_idx) in enumerate(masks):
             if self.mask.mode == "drop":
                 # The encoder sees only the context tokens; the predictor fills in the targets.
                 z = self.encoder(clips, keep=context_idx)
                 pred = self.predictor(z, context_idx, target_idx, mask_index=i, grid=grid)
+                if isinstance(self.predictor, Predictor21):  # V-JEPA 2.1: the context tokens are predicted too
+                    pred, context_pred = pred
+                    context_losses.append(self._context_loss(context_pred, h, context_idx, target_idx, grid))
             else:
                 # The encoder sees every token, the targets' embeddings corrupted; the predictor denoises.
                 z = self.encoder.forward_tokens(corrupt_tokens(tokens, target_idx, self.mask, noise), None, grid)
@@ -133,17 +146,48 @@ class JEPA(nn.Module):
             if self.loss.regularizer != "none":  # on the online encoder's output tokens (B, Nc or N, D)
                 regularizers.append(self._regularizer(z, sketch))
         mask_losses = torch.stack(losses)
-        loss, regularizer = mask_losses.mean(), mask_losses.new_zeros(())
+        loss, regularizer, context_loss = mask_losses.mean(), mask_losses.new_zeros(()), None
         if regularizers:
             regularizer = torch.stack(regularizers).mean()
             loss = loss + self.loss.regularizer_weight * regularizer
-        return JEPAOutput(loss, mask_losses.detach(), regularizer.detach(), h)
+        if context_losses:
+            context_loss = torch.stack(context_losses).mean()
+            loss = loss + context_weight * context_loss
+            context_loss = context_loss.detach()
+        return JEPAOutput(loss, mask_losses.detach(), regularizer.detach(), h, context_loss)
+
+    def _context_loss(self, context_pred: torch.Tensor, h: torch.Tensor, context_idx: torch.Tensor,
+                      target_idx: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        """V-JEPA 2.1's dense term: ``mean(w * |context_pred - h[context]|^p) / p`` over ``(B, Nc)``,
+        ``w = 1 / sqrt(distance to the nearest masked token)`` (1 without ``context_distance_weight``)."""
+        p = self.loss.loss_exp
+        error = (precision.at_least_fp32(context_pred) - gather_tokens(h, context_idx)).abs().pow(p).mean(-1)
+        if self.loss.context_distance_weight:
+            error = error * nearest_target_distance(context_idx, target_idx, grid).rsqrt().to(error.dtype)
+        return error.mean() / p
 
     def _regularizer(self, z: torch.Tensor, sketch: torch.Generator | None) -> torch.Tensor:
         cfg = self.loss
         return regularizer_value(cfg.regularizer, z, vicreg_cov_weight=cfg.vicreg_cov_weight,
                                  sigreg_projections=cfg.sigreg_projections, sigreg_knots=cfg.sigreg_knots,
                                  sigreg_t_max=cfg.sigreg_t_max, generator=sketch)
+
+
+def level_norm(h: torch.Tensor, levels: int) -> torch.Tensor:
+    """Layer norm without affine parameters on each of ``levels`` equal slices of the last dimension:
+    ``(..., levels * D) -> (..., levels * D)`` (one level: the V-JEPA 2 target norm)."""
+    if levels == 1:
+        return F.layer_norm(h, (h.size(-1),))
+    return F.layer_norm(h.unflatten(-1, (levels, -1)), (h.size(-1) // levels,)).flatten(-2)
+
+
+@torch.no_grad()
+def nearest_target_distance(context_idx: torch.Tensor, target_idx: torch.Tensor,
+                            grid: tuple[int, int, int]) -> torch.Tensor:
+    """Euclidean distance in token-grid units ``(t, row, col)`` from every context token to the nearest
+    target (masked) token: ``(B, Nc)`` and ``(B, Nt)`` flat indices -> ``(B, Nc)`` float64, at least 1."""
+    context, targets = grid_positions(context_idx, grid).double(), grid_positions(target_idx, grid).double()
+    return torch.cdist(context, targets).amin(-1).clamp_min(1.0)  # float64: exact for any run's dtype
 
 
 @dataclass
@@ -154,25 +198,27 @@ class StepResult:
     grad_norm: float
     target_std: float
     finite: bool
+    context_loss: float = 0.0
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches: list[PretrainBatch],
                *, lr: float, momentum: float, cfg: PretrainConfig, device: torch.device,
-               noise: list[torch.Generator | None], sketch: torch.Generator | None = None) -> StepResult:
+               noise: list[torch.Generator | None], sketch: torch.Generator | None = None,
+               context_weight: float = 0.0) -> StepResult:
     """One optimiser step over ``len(micro_batches)`` gradient-accumulation micro-batches: the
     V-JEPA 2 loss (``model``: a :class:`JEPA`, or it wrapped for data parallelism), AdamW, then the
     EMA update of the target encoder.
 
     A step whose loss or gradient is not finite changes nothing (no optimiser or EMA update).
     """
-    inputs = [(batch.clips, batch.masks, noise[m], sketch) for m, batch in enumerate(micro_batches)]
+    inputs = [(batch.clips, batch.masks, noise[m], sketch, context_weight) for m, batch in enumerate(micro_batches)]
     logged, grad_norm, finite = optimizer_step(model, optimizer, inputs, lr=lr, clip_grad=cfg.optim.clip_grad,
                                                autocast=precision.autocast(device, cfg.dtype))
     if finite:
         with record_function("ema"):
             dist_utils.unwrap(model).update_target(momentum)
-    loss, regularizer, target_std, *mask_losses = (float(x) for x in logged)
-    return StepResult(loss, mask_losses, regularizer, grad_norm, target_std, finite)
+    loss, regularizer, target_std, context_loss, *mask_losses = (float(x) for x in logged)
+    return StepResult(loss, mask_losses, regularizer, grad_norm, target_std, finite, context_loss)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -287,6 +333,8 @@ class PretrainTrainer:
         self.optimizer = loop.build_optimizer(self.model, cfg.optim, fused=cfg.distributed.strategy == "ddp")
         self.phases = cfg.phases
         mask_columns = [f"loss_mask{i}" for i in range(len(cfg.mask.generators))]
+        if cfg.loss.objective == "vjepa2_1":
+            mask_columns += ["loss_context", "context_weight"]
         self.columns = (["step", "phase", "loss", "loss_avg"] + mask_columns
                         + ["loss_reg", "lr", "ema_momentum", "grad_norm", "target_std", "target_rank", "clips_per_s",
                            "nonfinite_total", "files_skipped", "elapsed_s"])
@@ -316,13 +364,14 @@ class PretrainTrainer:
         if self.rank_clips is None:  # a loader that cannot rebuild a past step: the phase's first batch seen
             self.rank_clips = micro_batches[0].clips
         self.report_skipped(step, micro_batches)
-        lr, momentum = lr_at(cfg, step), ema_momentum_at(cfg, step)
+        lr, momentum, context_weight = lr_at(cfg, step), ema_momentum_at(cfg, step), context_weight_at(cfg, step)
         result = train_step(self.training_model, self.optimizer, micro_batches, lr=lr, momentum=momentum, cfg=cfg,
                             device=env.device, noise=noise_generators(cfg, step, env),
-                            sketch=sketch_generator(cfg, step, env))
+                            sketch=sketch_generator(cfg, step, env), context_weight=context_weight)
         self.target_std = result.target_std
         row = {**{f"loss_mask{i}": v for i, v in enumerate(result.mask_losses)}, "loss_reg": result.regularizer,
-               "ema_momentum": momentum, "target_std": result.target_std}
+               "ema_momentum": momentum, "target_std": result.target_std, "loss_context": result.context_loss,
+               "context_weight": context_weight}
         return loop.StepReport(result.loss, result.finite, result.grad_norm, lr, cfg.phase_batch_size(where.phase), row)
 
     def measured_dtype(self) -> PretrainConfig:
@@ -359,6 +408,8 @@ class PretrainTrainer:
         """The public release's keys (``encoder``, ``target_encoder``, ``predictor`` with
         ``module.backbone.`` prefixes) so that its loaders and :func:`vjepa2.load_encoder` read it."""
         metadata = checkpoint_metadata(self.model.encoder, self.model.predictor)
+        if "output" in metadata["encoder_config"]:  # V-JEPA 2.1: loaded as the release's, last level by default
+            metadata["encoder_config"]["output"] = "last"
         return {**split_models(model_state), METADATA_KEY: metadata}
 
     def model_state(self, checkpoint: dict) -> dict:
