@@ -37,6 +37,7 @@ from vjepa2.evals.features import ClipConfig  # noqa: E402
 from vjepa2.evals.probe import GridConfig, load_frozen_encoder  # noqa: E402
 from vjepa2.files import write_json  # noqa: E402
 from vjepa2.evals.report import probe_toy_task, write_section  # noqa: E402
+from vjepa2.evals.dense import ToySegConfig, toy_seg  # noqa: E402
 from vjepa2.evals.toy import ToyConfig  # noqa: E402
 
 SECTION_TITLE = "## Learning curve (toy scale)"
@@ -58,6 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--train-size", type=int, default=2400)
     parser.add_argument("--val-size", type=int, default=480)
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--toy-seg", type=int, default=0, metavar="TRAIN_SCENES",
+                        help="also the dense probe (vjepa2 eval toy-seg) with this many training scenes "
+                             "(0: skip; its default is 256)")
     parser.add_argument("--results-md", default="docs/results.md", help="Markdown file for the section ('none': skip)")
     parser.add_argument("--image-dir", default="docs/img")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="pretraining overrides")
@@ -106,18 +110,25 @@ def run_seed(args: argparse.Namespace, seed: int) -> list[dict]:
     for point in [*args.steps, "random-init"]:
         probe_dir = run_dir / "probes" / str(point)
         done = probe_dir / "result.json"
-        if done.is_file():
-            records.append(json.loads(done.read_text()))
-            continue
-        tick = time.time()
         checkpoint = checkpoints.path(args.steps[-1] if point == "random-init" else point)
-        encoder = load_frozen_encoder(str(checkpoint), random_init=point == "random-init", seed=seed)
-        tasks = {task: probe_toy_task(encoder, task, clips=CLIPS, toy=toy, grid=GRID, seed=seed,
-                                      out=probe_dir).as_dict() for task in args.tasks}
-        shutil.rmtree(probe_dir / "features", ignore_errors=True)
-        record = {"seed": seed, "step": point, "tasks": tasks, "probe_seconds": round(time.time() - tick, 1),
-                  "pretrain_seconds": pretrain_seconds}
-        write_json(record, done)
+        changed = not done.is_file()
+        if not changed:
+            record = json.loads(done.read_text())
+        else:
+            tick = time.time()
+            encoder = load_frozen_encoder(str(checkpoint), random_init=point == "random-init", seed=seed)
+            tasks = {task: probe_toy_task(encoder, task, clips=CLIPS, toy=toy, grid=GRID, seed=seed,
+                                          out=probe_dir).as_dict() for task in args.tasks}
+            shutil.rmtree(probe_dir / "features", ignore_errors=True)
+            record = {"seed": seed, "step": point, "tasks": tasks, "probe_seconds": round(time.time() - tick, 1),
+                      "pretrain_seconds": pretrain_seconds}
+        if args.toy_seg and record.get("toy_seg_scenes") != args.toy_seg:  # also added to finished points
+            encoder = load_frozen_encoder(str(checkpoint), random_init=point == "random-init", seed=seed)
+            seg = ToySegConfig(train_size=args.toy_seg, val_size=max(args.toy_seg // 2, 1), seed=seed)
+            record.update(toy_seg_miou=100 * toy_seg(encoder, seg)["miou"], toy_seg_scenes=args.toy_seg)
+            changed = True
+        if changed:
+            write_json(record, done)
         records.append(record)
     print(f"seed {seed}: done in {time.time() - started:.0f} s", flush=True)
     return records
@@ -167,7 +178,8 @@ def _mean_sd(values: list[float]) -> str:
 def table(records: list[dict], args: argparse.Namespace) -> list[str]:
     """Markdown rows: per step, each task's top-1 (mean ± sd over seeds), the gap to random-init, rank."""
     by = {(r["seed"], r["step"]): r for r in records}
-    header = ["step"] + [f"{t} top-1" for t in args.tasks] + ["toy-ssv2 − random-init", "feature rank"]
+    header = (["step"] + [f"{t} top-1" for t in args.tasks] + ["toy-ssv2 − random-init", "feature rank"]
+              + (["toy-seg mIoU"] if args.toy_seg else []))
     lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
     random = {t: [by[s, "random-init"]["tasks"][t]["top1"] for s in args.seeds] for t in args.tasks}
     for point in [*args.steps, "random-init"]:
@@ -179,6 +191,8 @@ def table(records: list[dict], args: argparse.Namespace) -> list[str]:
         else:
             cells.append("–")
         cells.append(_mean_sd([r[args.tasks[0]]["effective_rank"] for r in rows]))
+        if args.toy_seg:
+            cells.append(_mean_sd([by[s, point]["toy_seg_miou"] for s in args.seeds]))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -212,7 +226,8 @@ def figure(records: list[dict], args: argparse.Namespace, path: Path) -> Path:
 def section(records: list[dict], args: argparse.Namespace) -> str:
     command = "python benchmarks/learning_curve.py " + " ".join(
         [f"--seeds {' '.join(map(str, args.seeds))}", f"--steps {' '.join(map(str, args.steps))}",
-         *(["--tasks " + " ".join(args.tasks)] if list(args.tasks) != list(TASKS) else []), *args.overrides])
+         *(["--tasks " + " ".join(args.tasks)] if list(args.tasks) != list(TASKS) else []),
+         *([f"--toy-seg {args.toy_seg}"] if args.toy_seg else []), *args.overrides])
     pre = [r["pretrain_seconds"] for r in records if r["step"] == args.steps[-1] and r["pretrain_seconds"]]
     probe_minutes = sum(r["probe_seconds"] for r in records) / 60 / len(args.seeds)
     lines = [SECTION_TITLE, "", "```bash", command.strip(), "```", "",

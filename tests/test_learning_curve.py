@@ -40,6 +40,11 @@ def test_micro_curve_end_to_end_and_reuse(curve, tmp_path, capsys, one_thread):
     stamp = (tmp_path / "run" / "seed-0" / "probes" / "3" / "result.json").stat().st_mtime_ns
     curve.main(args)
     assert (tmp_path / "run" / "seed-0" / "probes" / "3" / "result.json").stat().st_mtime_ns == stamp
+    # The dense probe added to the finished points on request: a toy-seg mIoU column.
+    curve.main([*args, "--toy-seg", "4"])
+    records = json.loads((tmp_path / "run" / "summary.json").read_text())["records"]
+    assert all(0 <= r["toy_seg_miou"] <= 100 and r["toy_seg_scenes"] == 4 for r in records)
+    assert "toy-seg mIoU" in (tmp_path / "results.md").read_text()
     # Other settings in the same folder are refused.
     with pytest.raises(SystemExit, match="other settings"):
         curve.main([*args, "optim.lr=5e-4"])
