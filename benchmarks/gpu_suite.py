@@ -106,7 +106,8 @@ def encoder_rows(args, device: torch.device) -> list[list]:
             return call
 
         with torch.inference_mode():
-            gap = float((enc(clip) - hf.get_vision_features(video)).norm() / hf.get_vision_features(video).norm())
+            reference = hf.get_vision_features(video)
+            gap = float((enc(clip) - reference).norm() / reference.norm())
         print(f"{label}: ours fp32 vs transformers fp32, relative gap {gap:.1e}", flush=True)
         variants = [("transformers fp32", run(hf.get_vision_features, video)),
                     ("transformers bf16", run(hf.get_vision_features, video, True)),
