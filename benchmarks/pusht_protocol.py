@@ -162,6 +162,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--iterations", type=int, default=5, help="CEM iterations (the papers: 30)")
     p.add_argument("--horizon", type=int, default=1, help="planning horizon in model steps")
     p.add_argument("--state-weight", type=float, default=0.1, help="the planner row's proprioceptive energy weight")
+    p.add_argument("--step-radius", type=float, help="search targets within this distance of the agent "
+                   "(planner.step_radius; the weak policy's moves are <= 100); default: the whole table")
+    p.add_argument("--state-oracle", nargs="*", metavar="SEARCH",
+                   help="also state-oracle rows: CEM with the true simulator and the true state gap as its energy "
+                        "(the search's ceiling; no model); SEARCH = SAMPLESxITERATIONSxHORIZON[rRADIUS], e.g. "
+                        "64x5x1 or 64x5x3r100; none given: the planner rows' search")
+    p.add_argument("--energy-check", action="store_true",
+                   help="also rank 64 real one-step outcomes per pair by each energy (Spearman with the true gap)")
     p.add_argument("--oracle", action="store_true",
                    help="also the oracle rows (true simulator as the world model; ~25 min per seed)")
     p.add_argument("--oracle-pairs", type=int, default=20, help="pairs of the oracle rows (the first of the 50)")
@@ -240,7 +248,8 @@ def plan(args, seed_dir: Path, ac: Path, name: str, state_weight: float, baselin
                    "goal_policy=pusht_protocol:WeakPolicy", "goal_frameskip=1", "goal_steps=25", "start_steps=[0, 10]",
                    "shortcut_dims=[0, 1]", f"baselines={baselines}", "mpc.steps_per_goal=10", *planner,
                    "planner.imagined_states=target", "planner.state_dims=[0, 1]",
-                   f"planner.state_weight={state_weight}", "pictures=1", *extra), log)
+                   f"planner.state_weight={state_weight}", "pictures=1",
+                   *([f"planner.step_radius={args.step_radius}"] if args.step_radius else []), *extra), log)
     return json.loads(result.read_text())
 
 
@@ -272,6 +281,141 @@ def oracles(args, seed_dir: Path, ac: Path, data: Path, log: Path) -> dict[str, 
     return rows
 
 
+# ------------------------------------------------------------------------------------------------
+# Diagnostics: the search's ceiling (no model at all) and how well energies rank real outcomes
+# ------------------------------------------------------------------------------------------------
+
+
+def protocol_pairs(count: int, size: int = 64):
+    """The protocol's env under control and its first ``count`` start/goal pairs (the same pairs as
+    the plan-eval rows: same seeds, policy, start steps and goal offset)."""
+    from vjepa2.world_model.plan_eval import control_for, load_plan_eval_config, make_pairs
+
+    cfg = load_plan_eval_config(None, [SUCCESS, "state_key=proprio", "env_state_key=state", "frameskip=5", f"size={size}",
+                                       "goal_policy=pusht_protocol:WeakPolicy", "goal_frameskip=1", "goal_steps=25",
+                                       "start_steps=[0, 10]", "shortcut_dims=[0, 1]"], env=ENV, pairs=count)
+    control = control_for(cfg)
+    return control, make_pairs(control, cfg)[0]
+
+
+def state_gap(states: np.ndarray, goal: np.ndarray) -> np.ndarray:
+    """``(..., 5) -> (...)``: the success test's two groups in units of their tolerances, summed
+    (agent and block positions' L2 / 20 + the wrapped block-angle gap / (pi/9)); < 1 in both = success."""
+    positions = np.linalg.norm(states[..., :4] - goal[:4], axis=-1) / 20.0
+    angle = np.abs((states[..., 4] - goal[4] + np.pi) % (2 * np.pi) - np.pi) / (np.pi / 9)
+    return positions + angle
+
+
+def play(layer, actions: np.ndarray, frameskip: int = 5) -> np.ndarray:
+    """The env state after ``actions (H, 2)``, each held ``frameskip`` env steps, from the layer's
+    current state, which is restored afterwards (no rendering)."""
+    saved = layer.get_state()
+    try:
+        for action in np.asarray(actions, dtype=np.float32):
+            for _ in range(frameskip):
+                observation = layer.step(action)[0]
+        return np.asarray(observation["state"], dtype=np.float64)
+    finally:
+        layer.set_state(saved)
+
+
+def state_oracle(pairs: int, samples: int, iterations: int, horizon: int, step_radius: float | None,
+                 budget: int = 10) -> dict:
+    """MPC with CEM whose every candidate is played in the true simulator and scored by
+    :func:`state_gap` of the state it reaches: a perfect world model with a perfect energy, so
+    its success is the ceiling of this search on these pairs. The plan is the best sample (with an
+    exact energy nothing beats it; the elites' mean of multi-step plans mixes distinct routes)."""
+    import torch
+
+    from vjepa2.world_model.plan_eval import restore_start
+    from vjepa2.world_model.planner import SearchSpace, cem, cem_config
+
+    control, chosen = protocol_pairs(pairs)
+    layer = control.source.simulator()
+    config = cem_config(samples=samples, iterations=iterations, elites=max(samples // 8, 2), horizon=horizon,
+                        constraint="box", low=(0.0, 0.0), high=(512.0, 512.0), imagined_states="target",
+                        step_radius=step_radius, select="best")
+    wins, distances, started = 0, [], time.time()
+    for pair in chosen:
+        restore_start(control, pair)
+        steps = 0
+        while not control.success(pair.goal_state) and steps < budget:
+            space = SearchSpace(config, 2, torch.as_tensor(control.true_state()[:2]))
+            plan = cem(lambda searched: torch.as_tensor(np.array([
+                state_gap(play(layer, sequence), pair.goal_state) for sequence in space.actions(searched).numpy()])),
+                2, space.config, seed=steps)
+            control.step_env(space.actions(plan.actions[None])[0, 0].numpy())
+            steps += 1
+        wins += control.success(pair.goal_state)
+        distances.append(control.distance(pair.goal_state))
+    return {"success_rate": wins / len(chosen), "final_distance_mean": float(np.mean(distances)),
+            "pairs": len(chosen), "seconds": time.time() - started}
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ranks = [np.argsort(np.argsort(x)) for x in (a, b)]
+    return float(np.corrcoef(*ranks)[0, 1])
+
+
+def energy_ranking(world, pairs: int, candidates: int = 64, size: int = 64) -> dict[str, float]:
+    """At each pair's start, ``candidates`` first actions in the weak policy's range (targets within
+    100 of the agent; the first is the shortcut's), each played in the simulator. Spearman rank
+    correlations with the true :func:`state_gap` to the goal of: the world model's predicted latent
+    energy (``predicted``), the encoder's energy of the real next frames (``encoder``), and the
+    pixel L1 of the real next frames (``pixels``); mean over pairs. An energy that plans ranks
+    outcomes like the true gap."""
+    import torch
+
+    from vjepa2.world_model.plan_eval import restore_start
+
+    control, chosen = protocol_pairs(pairs, size)
+    rng = np.random.default_rng(0)
+    rows = []
+    for pair in chosen:
+        restore_start(control, pair)
+        frame, state = control.observe()
+        agent = control.true_state()[:2]
+        actions = np.clip(agent + rng.uniform(-100, 100, (candidates, 2)), 0, 512)
+        actions[0] = pair.goal_state[:2]
+        played = [control.source.simulate(a[None]) for a in actions]
+        frames = np.concatenate([f for f, _ in played])
+        layer = control.source.simulator()
+        gap = state_gap(np.stack([play(layer, a[None]) for a in actions]), pair.goal_state)
+        latents = world.encode(np.concatenate([frame[None], frames, pair.goal_image[None]]))
+        with torch.no_grad():
+            predicted = world.predictor.rollout(
+                latents[None, :1].expand(candidates, -1, -1, -1), torch.as_tensor(actions[:, None], dtype=torch.float32),
+                torch.as_tensor(state, dtype=torch.float32)[None, None].expand(candidates, 1, -1))[:, 0]
+        goal = latents[-1]
+        pixels = np.abs(frames.astype(np.float32) - pair.goal_image.astype(np.float32)).mean(axis=(1, 2, 3))
+        rows.append((spearman((predicted - goal).abs().mean((-2, -1)).numpy(), gap),
+                     spearman((latents[1:-1] - goal).abs().mean((-2, -1)).numpy(), gap), spearman(pixels, gap)))
+    return dict(zip(("predicted", "encoder", "pixels"), np.mean(rows, axis=0).round(3).tolist()))
+
+
+def planner_search(args) -> str:
+    """The planner rows' search in ``--state-oracle``'s SEARCH syntax."""
+    radius = f"r{args.step_radius:g}" if args.step_radius else ""
+    return f"{args.samples}x{args.iterations}x{args.horizon}{radius}"
+
+
+def parse_search(search: str) -> tuple[int, int, int, float | None]:
+    """``SAMPLESxITERATIONSxHORIZON[rRADIUS]`` -> (samples, iterations, horizon, step radius or None)."""
+    head, _, radius = search.partition("r")
+    try:
+        samples, iterations, horizon = (int(x) for x in head.split("x"))
+        return samples, iterations, horizon, float(radius) if radius else None
+    except ValueError:
+        sys.exit(f"--state-oracle {search!r}: write SAMPLESxITERATIONSxHORIZON[rRADIUS], e.g. 64x5x1 or 64x5x3r100")
+
+
+def cached(path: Path, compute) -> dict:
+    """``compute()``'s JSON result, kept in ``path`` and reused when there."""
+    if not path.is_file():
+        path.write_text(json.dumps(compute(), indent=2))
+    return json.loads(path.read_text())
+
+
 def run_seed(args, seed: int) -> dict[str, dict]:
     """All stages of one training seed; returns ``{row: summary}``."""
     seed_dir = Path(args.out) / f"seed-{seed}"
@@ -288,6 +432,15 @@ def run_seed(args, seed: int) -> dict[str, dict]:
     rows = {row: rows[row] for row in ROWS}
     if args.oracle:
         rows.update(oracles(args, seed_dir, ac, data, log))
+    for search in ([] if args.state_oracle is None else args.state_oracle or [planner_search(args)]):
+        rows[f"state-oracle {search}"] = cached(seed_dir / f"state-oracle-{search}.json",
+                                                lambda: state_oracle(args.pairs, *parse_search(search)))
+    if args.energy_check:
+        from vjepa2.world_model.model import load_world_model
+
+        ranks = cached(seed_dir / "energy-ranking.json",
+                       lambda: energy_ranking(load_world_model(ac), min(args.pairs, 20), size=args.size))
+        print(f"seed {seed}: energy ranking (Spearman with the true gap): {ranks}", flush=True)
     print(f"seed {seed}: done in {time.time() - started:.0f} s", flush=True)
     return rows
 

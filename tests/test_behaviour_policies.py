@@ -268,3 +268,23 @@ def test_the_pusht_benchmark_weak_policy_stays_near_the_block(monkeypatch):
             assert np.linalg.norm(targets.mean(axis=0) - block) < np.linalg.norm(np.subtract(agent, block))  # far: towards it
     args = pusht_protocol.parse_args(["--quick", "--oracle"])
     assert args.oracle and args.oracle_pairs <= args.pairs and args.episodes < 100
+
+
+def test_the_pusht_benchmark_state_gap_is_the_success_test_in_tolerance_units(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import pusht_protocol
+
+    goal = np.array([100.0, 100.0, 200.0, 200.0, 3.1])
+    states = np.array([[100.0, 100.0, 200.0, 200.0, 3.1],      # at the goal
+                       [112.0, 116.0, 200.0, 200.0, 3.1],      # agent 20 away: one tolerance
+                       [100.0, 100.0, 200.0, 200.0, -3.1],     # angle across +-pi: 0.083 rad, not 6.2
+                       [100.0, 100.0, 200.0, 200.0, 3.1 - np.pi / 9]])
+    np.testing.assert_allclose(pusht_protocol.state_gap(states, goal),
+                               [0.0, 1.0, (2 * np.pi - 6.2) / (np.pi / 9), 1.0], atol=1e-9)
+    assert pusht_protocol.spearman(np.arange(5.0), np.arange(5.0) ** 3) == pytest.approx(1.0)
+    assert pusht_protocol.parse_search("64x5x3r100") == (64, 5, 3, 100.0)
+    assert pusht_protocol.parse_search("128x5x1") == (128, 5, 1, None)
+    with pytest.raises(SystemExit, match="SAMPLESxITERATIONSxHORIZON"):
+        pusht_protocol.parse_search("64x5")

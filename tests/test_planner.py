@@ -343,3 +343,29 @@ def test_absolute_position_actions_set_the_imagined_state():
     context = planner.context(normalize_latents(torch.randn(1, 4, 32)), state)
     path = planner.state_path(context, torch.tensor([[[1.0, 1.0], [7.0, 8.0]]]))
     assert path.tolist() == [[[1.0, 1.0, 3.0, 4.0, 5.0], [7.0, 8.0, 3.0, 4.0, 5.0]]]
+
+
+def test_step_radius_searches_offsets_from_the_agent_and_stays_in_the_box():
+    """With ``step_radius`` every candidate target lies within the radius of where the previous step
+    left the agent (the state's first entries, then the previous target), inside the env's box; the
+    state term then walks the agent toward a far goal one radius at a time."""
+    predictor = tiny_predictor(action_dim=2, state_dim=2)
+    frames, goal = normalize_latents(torch.randn(1, 4, 32)), normalize_latents(torch.randn(4, 32))
+    start, goal_state = torch.tensor([[100.0, 480.0]]), torch.tensor([400.0, 500.0])
+    cfg = cem_config(samples=64, iterations=4, elites=8, horizon=3, low=(0.0, 0.0), high=(512.0, 512.0),
+                     imagined_states="target", state_weight=1.0, step_radius=50.0, energy="sum")
+    planner = LatentPlanner(predictor, cfg)
+    seen = []
+    energies = planner.energies
+    planner.energies = lambda context, goal_, actions, goal_state_=None: (seen.append(actions.clone()),
+                                                                          energies(context, goal_, actions, goal_state_))[1]
+    plan = planner.plan(frames, start, goal, goal_state=goal_state)
+    candidates = torch.cat(seen)  # (S, H, 2) absolute targets
+    previous = torch.cat((start.expand(len(candidates), 1, 2), candidates[:, :-1]), dim=1)
+    assert (candidates - previous).abs().max() <= 50.0 + 1e-4
+    assert candidates.min() >= 0.0 and candidates.max() <= 512.0
+    assert candidates[..., 1].max() == 512.0  # offsets past the box's edge are clipped to it
+    torch.testing.assert_close(plan.planned[0, 0], torch.tensor(150.0), atol=1.0, rtol=0)  # a full step toward x
+    assert plan.searched.abs().max() <= 50.0 and not torch.equal(plan.searched, plan.planned)
+    with pytest.raises(ConfigError, match="imagined_states=target"):
+        cem_config(step_radius=50.0)

@@ -51,7 +51,8 @@ from vjepa2.progress import progress_bar
 from vjepa2.world_model.envs.control import GymControl, SuccessGroup, ToyPushControl, make_control
 from vjepa2.world_model.mpc import Goal, MPCConfig, run_mpc
 from vjepa2.world_model.policies import RANDOM, Policy, policy_info
-from vjepa2.world_model.planner import CEMConfig, LatentPlanner, PlanResult, cem, fit_to_action_bounds, make_constraint
+from vjepa2.world_model.planner import (CEMConfig, LatentPlanner, PlanResult, SearchSpace, cem, fit_to_action_bounds,
+                                       make_constraint)
 
 BASELINES = ("random", "zero")
 METHODS = (*BASELINES, "shortcut", "oracle")
@@ -326,7 +327,11 @@ class SimulatorPlanner:
         started = time.perf_counter()
         dims = list(range(self.model_action_dim)) if self.config.action_dims is None else list(self.config.action_dims)
 
-        def energy(planned: torch.Tensor) -> torch.Tensor:  # (S, H, P) -> (S,)
+        origin = None if self.config.step_radius is None else states[-1][:self.model_action_dim][dims]
+        space = SearchSpace(self.config, len(dims), origin)
+
+        def energy(searched: torch.Tensor) -> torch.Tensor:  # (S, H, P) -> (S,)
+            planned = space.actions(searched)
             played = [self.control.source.simulate(sequence) for sequence in planned.double().numpy()]
             rendered = np.concatenate([frames_ for frames_, _ in played])
             reached = np.stack([states_ for _, states_ in played])
@@ -335,11 +340,12 @@ class SimulatorPlanner:
             per_step = per_step + self.state_term(reached, goal_state)
             return per_step[:, -1] if self.config.energy == "final" else per_step.sum(dim=1)
 
-        result = cem(energy, len(dims), self.config, seed=seed, initial=initial)
+        result = cem(energy, len(dims), space.config, seed=seed, initial=initial)
+        planned = space.actions(result.actions[None])[0]
         actions = torch.zeros(self.config.horizon, self.model_action_dim)
-        actions[:, dims] = result.actions
-        return PlanResult(actions, result.actions, result.energy, result.best_energy, result.history,
-                          time.perf_counter() - started)
+        actions[:, dims] = planned
+        return PlanResult(actions, planned, result.energy, result.best_energy, result.history,
+                          time.perf_counter() - started, result.actions)
 
     def state_term(self, robot_states: np.ndarray, goal_state: torch.Tensor | None) -> torch.Tensor:
         """``(S, H)``: the weighted L1 between the candidates' robot states ``(S, H, S_dim)`` after

@@ -89,6 +89,14 @@ class CEMConfig:
             (then ``final`` or ``sum`` as for latents; jepa-wms, arXiv 2512.24497, studies this
             choice). Needs imagined states that move (not ``hold``) and a goal state.
         state_dims: the state entries of that term (None: all).
+        step_radius: search each action as an offset of at most ``step_radius`` per entry from
+            where the previous action left the agent, for envs whose actions are absolute position
+            targets (``imagined_states: target``): the first offset from the current state's first
+            entries, each next one from the previous target; the absolute action is kept inside
+            ``low``/``high``. Keeps the candidates inside the moves a behaviour policy makes (PushT's
+            weak policy sets targets within 100 of the agent), where the world model was trained;
+            a search over the whole table mostly scores moves it never saw. None: search the
+            absolute actions.
         dtype: ``fp32`` or ``bf16`` (autocast of the world-model rollout; energies in fp32).
         deduplicate: score each distinct candidate once. Projection maps every Gaussian draw
             beyond the constraint to its edge, and with the paper's std 1 against a radius of
@@ -116,6 +124,7 @@ class CEMConfig:
     imagined_states: Literal["auto", "integrate", "target", "hold"] = "auto"
     state_weight: float = 0.0
     state_dims: tuple[int, ...] | None = None
+    step_radius: float | None = None
     dtype: Literal["fp32", "bf16"] = "fp32"
     deduplicate: bool = True
     seed: int = 0
@@ -157,6 +166,11 @@ class CEMConfig:
                 raise ConfigError(f"action_dims must be distinct indices >= 0, got {list(self.action_dims)}")
         if not (self.state_weight >= 0 and math.isfinite(self.state_weight)):
             raise ConfigError(f"state_weight must be a finite number >= 0, got {self.state_weight}")
+        if self.step_radius is not None and not (self.step_radius > 0 and math.isfinite(self.step_radius)):
+            raise ConfigError(f"step_radius must be a positive number or null, got {self.step_radius}")
+        if self.step_radius is not None and self.imagined_states != "target":
+            raise ConfigError(f"step_radius plans offsets from the agent's position, which needs actions that are "
+                              f"position targets: set imagined_states=target (got {self.imagined_states!r})")
         if self.state_dims is not None and (not self.state_dims or min(self.state_dims) < 0):
             raise ConfigError(f"state_dims must be indices >= 0 or null (all), got {list(self.state_dims)}")
 
@@ -263,6 +277,46 @@ def make_constraint(config: CEMConfig, dims: int) -> BoxConstraint | L1BallConst
             raise ConfigError(f"low/high have {len(config.low)} entries but the planner controls {dims} action entries")
         return BoxConstraint(torch.tensor(config.low), torch.tensor(config.high))
     return BoxConstraint(torch.full((dims,), -config.radius), torch.full((dims,), config.radius))
+
+
+class SearchSpace:
+    """What CEM searches over for one plan: the planned entries themselves, or (``step_radius``)
+    offsets from the agent's position, turned into absolute targets by :meth:`actions`.
+
+    ``config`` is what :func:`cem` runs with (the offsets' box ``[-r, r]`` when searching offsets).
+    """
+
+    def __init__(self, config: CEMConfig, dims: int, origin: torch.Tensor | None = None) -> None:
+        """
+        Args:
+            config: the planner's settings; ``dims``: planned entries ``P``.
+            origin: ``(P,)`` the agent's current position (the state entries the actions target);
+                needed with ``step_radius``.
+        """
+        self.radius = config.step_radius
+        self.config = config
+        if self.radius is None:
+            return
+        if origin is None or origin.numel() != dims:
+            raise ValueError(f"step_radius plans offsets from the agent's {dims}-D position; got origin "
+                             f"{None if origin is None else tuple(origin.shape)}")
+        self.origin = origin.float().reshape(dims)
+        self.bounds = make_constraint(config, dims)
+        r = float(self.radius)
+        self.config = from_dict(CEMConfig, {**dataclasses.asdict(config), "constraint": "box", "low": (-r,) * dims,
+                                            "high": (r,) * dims, "init_mean": None, "init_std": None})
+
+    def actions(self, searched: torch.Tensor) -> torch.Tensor:
+        """``(S, H, P)`` searched values -> ``(S, H, P)`` planned entries: offsets are added one step
+        after the other to the origin, each target kept inside the planner's box."""
+        if self.radius is None:
+            return searched
+        point = self.origin.to(searched).expand(searched.shape[0], -1)
+        targets = []
+        for step in range(searched.shape[1]):
+            point = self.bounds.project(point + searched[:, step])
+            targets.append(point)
+        return torch.stack(targets, dim=1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -377,10 +431,12 @@ class PlanResult:
 
     Attributes:
         actions: ``(H, A)`` model-space actions of the plan (execute ``actions[0]`` in MPC).
-        planned: ``(H, P)`` the controlled entries (what CEM searched over).
+        planned: ``(H, P)`` the controlled entries.
         energy: energy of the plan under the world model; ``best_energy`` of the best sample.
         history: per-iteration statistics (see :class:`CEMResult`).
         seconds: wall-clock time of the call.
+        searched: ``(H, P)`` what CEM searched over (``planned``, or its offsets with
+            ``step_radius``): the warm start of the next plan.
     """
 
     actions: torch.Tensor
@@ -389,6 +445,7 @@ class PlanResult:
     best_energy: float
     history: list[dict[str, float]]
     seconds: float
+    searched: torch.Tensor | None = None
 
 
 class PlanContext:
@@ -569,10 +626,20 @@ class LatentPlanner:
         start = time.perf_counter()
         context = self.context(frames, states, past_actions, grid)
         device = next(self.predictor.parameters()).device
-        result = cem(lambda planned: self.energies(context, goal, self.to_model_actions(planned), goal_state),
-                     self.planned_dim, self.config, seed=seed, device=device, initial=initial)
-        return PlanResult(self.to_model_actions(result.actions), result.actions, result.energy, result.best_energy,
-                          result.history, time.perf_counter() - start)
+        space = self.search_space(states[-1])
+        result = cem(lambda searched: self.energies(context, goal, self.to_model_actions(space.actions(searched)),
+                                                    goal_state),
+                     self.planned_dim, space.config, seed=seed, device=device, initial=initial)
+        planned = space.actions(result.actions[None])[0]
+        return PlanResult(self.to_model_actions(planned), planned, result.energy, result.best_energy,
+                          result.history, time.perf_counter() - start, result.actions)
+
+    def search_space(self, state: torch.Tensor) -> SearchSpace:
+        """What CEM searches from the current state ``(S,)``: see :class:`SearchSpace`."""
+        origin = None
+        if self.config.step_radius is not None:  # imagined_states target: the first A entries are the position
+            origin = state[:self.predictor.config.action_dim][self.action_dims]
+        return SearchSpace(self.config, self.planned_dim, origin)
 
     def landscape(self, frames: torch.Tensor, states: torch.Tensor, goal: torch.Tensor, first_actions: torch.Tensor,
                   later_actions: torch.Tensor | None = None, past_actions: torch.Tensor | None = None,
