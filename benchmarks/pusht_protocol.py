@@ -200,9 +200,11 @@ def vjepa2(*args: str) -> list[str]:
 
 
 def collect(args, seed_dir: Path, seed: int, log: Path) -> Path:
+    """The weak policy's training trajectories (with videos when the encoder pretrains on them)."""
     data = seed_dir / "data"
     run(vjepa2("collect", "--env", ENV, "--state-key", "proprio", "--env-state-key", "state",
-               "--policy", "pusht_protocol:WeakPolicy", "--frameskip", "5", "--video", "--episodes",
+               "--policy", "pusht_protocol:WeakPolicy", "--frameskip", "5",
+               *([] if args.encoder else ["--video"]), "--episodes",  # videos: only to pretrain on
                str(args.episodes), "--steps", str(args.steps), "--size", str(args.size), "--seed",
                str(1000 * seed), "--out", str(data)), log)
     return data
@@ -393,6 +395,14 @@ def energy_ranking(world, pairs: int, candidates: int = 64, size: int = 64) -> d
     return dict(zip(("predicted", "encoder", "pixels"), np.mean(rows, axis=0).round(3).tolist()))
 
 
+def plan_folder(args, name: str, state_weight: float = 0.1) -> str:
+    """``name``, suffixed with the search and weight where they differ from the defaults, so that a
+    rerun with other planner settings plans again instead of reusing another search's rows."""
+    search = planner_search(args)
+    return (name + ("" if search == "64x5x1" else f"-{search}")
+            + ("" if state_weight == 0.1 else f"-w{state_weight:g}"))
+
+
 def planner_search(args) -> str:
     """The planner rows' search in ``--state-oracle``'s SEARCH syntax."""
     radius = f"r{args.step_radius:g}" if args.step_radius else ""
@@ -425,8 +435,9 @@ def run_seed(args, seed: int) -> dict[str, dict]:
     data = collect(args, seed_dir, seed, log)
     weights = encoder(args, seed_dir, data, seed, log)
     ac = train_world_model(args, seed_dir, data, weights, seed, log)
-    with_state = plan(args, seed_dir, ac, "plan", args.state_weight, "[shortcut, random, zero]", log)
-    latents = plan(args, seed_dir, ac, "plan-latent-only", 0.0, "[]", log)
+    with_state = plan(args, seed_dir, ac, plan_folder(args, "plan", args.state_weight), args.state_weight,
+                      "[shortcut, random, zero]", log)
+    latents = plan(args, seed_dir, ac, plan_folder(args, "plan-latent-only"), 0.0, "[]", log)
     rows = {s["method"]: s for s in with_state["summaries"]}
     rows["latent-only"] = next(s for s in latents["summaries"] if s["method"] == "planner")
     rows = {row: rows[row] for row in ROWS}

@@ -288,3 +288,6 @@ def test_the_pusht_benchmark_state_gap_is_the_success_test_in_tolerance_units(mo
     assert pusht_protocol.parse_search("128x5x1") == (128, 5, 1, None)
     with pytest.raises(SystemExit, match="SAMPLESxITERATIONSxHORIZON"):
         pusht_protocol.parse_search("64x5")
+    default, wider = pusht_protocol.parse_args([]), pusht_protocol.parse_args(["--samples", "128", "--step-radius", "100"])
+    assert pusht_protocol.plan_folder(default, "plan") == "plan"  # the protocol's rows keep their folders
+    assert pusht_protocol.plan_folder(wider, "plan", 0.0) == "plan-128x5x1r100-w0"  # other settings plan anew
