@@ -308,15 +308,19 @@ def state_gap(states: np.ndarray, goal: np.ndarray) -> np.ndarray:
     return positions + angle
 
 
-def play(layer, actions: np.ndarray, frameskip: int = 5) -> np.ndarray:
-    """The env state after ``actions (H, 2)``, each held ``frameskip`` env steps, from the layer's
-    current state, which is restored afterwards (no rendering)."""
+def play(layer, actions: np.ndarray, frameskip: int = 5, size: int | None = None):
+    """The env state ``(5,)`` after ``actions (H, 2)``, each held ``frameskip`` env steps, from the
+    layer's current state, which is restored afterwards; rendered only when ``size`` is given, then
+    ``(state, frame (size, size, 3))`` as the control's own ``simulate`` renders it."""
+    from vjepa2.world_model.envs.gym_adapter import square_frame
+
     saved = layer.get_state()
     try:
         for action in np.asarray(actions, dtype=np.float32):
             for _ in range(frameskip):
                 observation = layer.step(action)[0]
-        return np.asarray(observation["state"], dtype=np.float64)
+        state = np.asarray(observation["state"], dtype=np.float64)
+        return state if size is None else (state, square_frame(layer.render(), size))
     finally:
         layer.set_state(saved)
 
@@ -342,7 +346,7 @@ def state_oracle(pairs: int, samples: int, iterations: int, horizon: int, step_r
         restore_start(control, pair)
         steps = 0
         while not control.success(pair.goal_state) and steps < budget:
-            space = SearchSpace(config, 2, torch.as_tensor(control.true_state()[:2]))
+            space = SearchSpace(config, [0, 1], torch.as_tensor(control.true_state()))  # the agent's x, y
             plan = cem(lambda searched: torch.as_tensor(np.array([
                 state_gap(play(layer, sequence), pair.goal_state) for sequence in space.actions(searched).numpy()])),
                 2, space.config, seed=steps)
@@ -371,6 +375,7 @@ def energy_ranking(world, pairs: int, candidates: int = 64, size: int = 64) -> d
     from vjepa2.world_model.plan_eval import restore_start
 
     control, chosen = protocol_pairs(pairs, size)
+    layer = control.source.simulator()
     rng = np.random.default_rng(0)
     rows = []
     for pair in chosen:
@@ -379,10 +384,8 @@ def energy_ranking(world, pairs: int, candidates: int = 64, size: int = 64) -> d
         agent = control.true_state()[:2]
         actions = np.clip(agent + rng.uniform(-100, 100, (candidates, 2)), 0, 512)
         actions[0] = pair.goal_state[:2]
-        played = [control.source.simulate(a[None]) for a in actions]
-        frames = np.concatenate([f for f, _ in played])
-        layer = control.source.simulator()
-        gap = state_gap(np.stack([play(layer, a[None]) for a in actions]), pair.goal_state)
+        reached, frames = zip(*(play(layer, a[None], size=size) for a in actions))
+        gap, frames = state_gap(np.stack(reached), pair.goal_state), np.stack(frames)
         latents = world.encode(np.concatenate([frame[None], frames, pair.goal_image[None]]))
         with torch.no_grad():
             predicted = world.predictor.rollout(
@@ -395,12 +398,13 @@ def energy_ranking(world, pairs: int, candidates: int = 64, size: int = 64) -> d
     return dict(zip(("predicted", "encoder", "pixels"), np.mean(rows, axis=0).round(3).tolist()))
 
 
-def plan_folder(args, name: str, state_weight: float = 0.1) -> str:
-    """``name``, suffixed with the search and weight where they differ from the defaults, so that a
-    rerun with other planner settings plans again instead of reusing another search's rows."""
-    search = planner_search(args)
-    return (name + ("" if search == "64x5x1" else f"-{search}")
-            + ("" if state_weight == 0.1 else f"-w{state_weight:g}"))
+def plan_folder(args, name: str, state_weight: float | None = None) -> str:
+    """``name``, suffixed with the search and the row's ``state_weight`` (None: a row whose weight is
+    fixed) where they differ from the defaults, so that a rerun with other planner settings plans
+    again instead of reusing another search's rows."""
+    search, default = planner_search(args), parse_args([])
+    weight = "" if state_weight in (None, default.state_weight) else f"-w{state_weight:g}"
+    return name + ("" if search == planner_search(default) else f"-{search}") + weight
 
 
 def planner_search(args) -> str:

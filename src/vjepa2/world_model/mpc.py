@@ -223,7 +223,7 @@ def run_mpc(world: LatentEncoder, planner: LatentPlanner, env: ControlEnv, goals
                 extra["initial"] = shifted(previous, cfg.execute)
             plan = planner.plan(frames, states, goal_latent, past_actions=past_actions, seed=cfg.seed + plan_calls,
                                 **extra)
-            previous = plan.planned if plan.searched is None else plan.searched
+            previous = plan.searched
             plan_calls += 1
             episode.plan_seconds.append(plan.seconds)
             episode.energies.append(plan.energy)

@@ -326,9 +326,7 @@ class SimulatorPlanner:
     def plan(self, frames, states, goal, past_actions=None, seed=None, goal_state=None, initial=None) -> PlanResult:
         started = time.perf_counter()
         dims = list(range(self.model_action_dim)) if self.config.action_dims is None else list(self.config.action_dims)
-
-        origin = None if self.config.step_radius is None else states[-1][:self.model_action_dim][dims]
-        space = SearchSpace(self.config, len(dims), origin)
+        space = SearchSpace(self.config, dims, None if states is None else states[-1])
 
         def energy(searched: torch.Tensor) -> torch.Tensor:  # (S, H, P) -> (S,)
             planned = space.actions(searched)

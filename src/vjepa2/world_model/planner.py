@@ -286,21 +286,23 @@ class SearchSpace:
     ``config`` is what :func:`cem` runs with (the offsets' box ``[-r, r]`` when searching offsets).
     """
 
-    def __init__(self, config: CEMConfig, dims: int, origin: torch.Tensor | None = None) -> None:
+    def __init__(self, config: CEMConfig, action_dims: list[int], state: torch.Tensor | None = None) -> None:
         """
         Args:
-            config: the planner's settings; ``dims``: planned entries ``P``.
-            origin: ``(P,)`` the agent's current position (the state entries the actions target);
-                needed with ``step_radius``.
+            config: the planner's settings.
+            action_dims: the model-action entries planned (``P`` of them).
+            state: ``(S,)`` the current state; with ``step_radius`` its ``action_dims`` entries are
+                the agent's position that position-target actions set (``imagined_states: target``).
         """
         self.radius = config.step_radius
         self.config = config
         if self.radius is None:
             return
-        if origin is None or origin.numel() != dims:
-            raise ValueError(f"step_radius plans offsets from the agent's {dims}-D position; got origin "
-                             f"{None if origin is None else tuple(origin.shape)}")
-        self.origin = origin.float().reshape(dims)
+        dims = len(action_dims)
+        if state is None or state.numel() <= max(action_dims):
+            raise ValueError(f"step_radius plans offsets from the agent's position, state entries {action_dims}; "
+                             f"got state {None if state is None else tuple(state.shape)}")
+        self.origin = state.reshape(-1)[list(action_dims)].float()
         self.bounds = make_constraint(config, dims)
         r = float(self.radius)
         self.config = from_dict(CEMConfig, {**dataclasses.asdict(config), "constraint": "box", "low": (-r,) * dims,
@@ -435,7 +437,7 @@ class PlanResult:
         energy: energy of the plan under the world model; ``best_energy`` of the best sample.
         history: per-iteration statistics (see :class:`CEMResult`).
         seconds: wall-clock time of the call.
-        searched: ``(H, P)`` what CEM searched over (``planned``, or its offsets with
+        searched: ``(H, P)`` what CEM searched over (``planned``, the default, or its offsets with
             ``step_radius``): the warm start of the next plan.
     """
 
@@ -446,6 +448,10 @@ class PlanResult:
     history: list[dict[str, float]]
     seconds: float
     searched: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.searched is None:  # CEM searched the planned entries themselves
+            self.searched = self.planned
 
 
 class PlanContext:
@@ -626,20 +632,13 @@ class LatentPlanner:
         start = time.perf_counter()
         context = self.context(frames, states, past_actions, grid)
         device = next(self.predictor.parameters()).device
-        space = self.search_space(states[-1])
+        space = SearchSpace(self.config, self.action_dims, states[-1])
         result = cem(lambda searched: self.energies(context, goal, self.to_model_actions(space.actions(searched)),
                                                     goal_state),
                      self.planned_dim, space.config, seed=seed, device=device, initial=initial)
         planned = space.actions(result.actions[None])[0]
         return PlanResult(self.to_model_actions(planned), planned, result.energy, result.best_energy,
                           result.history, time.perf_counter() - start, result.actions)
-
-    def search_space(self, state: torch.Tensor) -> SearchSpace:
-        """What CEM searches from the current state ``(S,)``: see :class:`SearchSpace`."""
-        origin = None
-        if self.config.step_radius is not None:  # imagined_states target: the first A entries are the position
-            origin = state[:self.predictor.config.action_dim][self.action_dims]
-        return SearchSpace(self.config, self.planned_dim, origin)
 
     def landscape(self, frames: torch.Tensor, states: torch.Tensor, goal: torch.Tensor, first_actions: torch.Tensor,
                   later_actions: torch.Tensor | None = None, past_actions: torch.Tensor | None = None,
