@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -122,11 +123,10 @@ def run_seed(args: argparse.Namespace, seed: int) -> list[dict]:
             shutil.rmtree(probe_dir / "features", ignore_errors=True)
             record = {"seed": seed, "step": point, "tasks": tasks, "probe_seconds": round(time.time() - tick, 1),
                       "pretrain_seconds": pretrain_seconds}
-        if args.toy_seg and record.get("toy_seg_scenes") != args.toy_seg:  # also added to finished points
+        if args.toy_seg and (record.get("toy_seg_scenes") != args.toy_seg or SEG_KEYS - set(record)):
             encoder = load_frozen_encoder(str(checkpoint), random_init=point == "random-init", seed=seed)
-            seg = ToySegConfig(train_size=args.toy_seg, val_size=max(args.toy_seg // 2, 1), seed=seed)
-            record.update(toy_seg_miou=100 * toy_seg(encoder, seg)["miou"], toy_seg_scenes=args.toy_seg)
-            changed = True
+            record.update(toy_seg_record(encoder, args.toy_seg, seed))
+            changed = True  # also added to finished points
         if changed:
             write_json(record, done)
         records.append(record)
@@ -175,11 +175,25 @@ def _mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
+SEG_KEYS = {"toy_seg_miou", "toy_seg_figure_ground", "toy_seg_object_iou", "toy_seg_image_figure_ground"}
+
+
+def toy_seg_record(encoder, scenes: int, seed: int) -> dict:
+    """toy-seg of ``encoder`` (``scenes`` training scenes, half as many for validation) on the video and
+    on its middle frame repeated: the record's ``toy_seg_*`` fields, in %."""
+    cfg = ToySegConfig(train_size=scenes, val_size=max(scenes // 2, 1), seed=seed)
+    video, image = (toy_seg(encoder, dataclasses.replace(cfg, input=mode)) for mode in ("video", "image"))
+    return {"toy_seg_miou": 100 * video["miou"], "toy_seg_figure_ground": 100 * video["figure_ground"]["miou"],
+            "toy_seg_object_iou": 100 * video["figure_ground"]["object_iou"],
+            "toy_seg_image_figure_ground": 100 * image["figure_ground"]["miou"], "toy_seg_scenes": scenes}
+
+
 def table(records: list[dict], args: argparse.Namespace) -> list[str]:
     """Markdown rows: per step, each task's top-1 (mean ± sd over seeds), the gap to random-init, rank."""
     by = {(r["seed"], r["step"]): r for r in records}
     header = (["step"] + [f"{t} top-1" for t in args.tasks] + ["toy-ssv2 − random-init", "feature rank"]
-              + (["toy-seg mIoU"] if args.toy_seg else []))
+              + (["toy-seg shape mIoU", "toy-seg figure-ground mIoU", "figure-ground, image input"]
+                 if args.toy_seg else []))
     lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
     random = {t: [by[s, "random-init"]["tasks"][t]["top1"] for s in args.seeds] for t in args.tasks}
     for point in [*args.steps, "random-init"]:
@@ -192,7 +206,8 @@ def table(records: list[dict], args: argparse.Namespace) -> list[str]:
             cells.append("–")
         cells.append(_mean_sd([r[args.tasks[0]]["effective_rank"] for r in rows]))
         if args.toy_seg:
-            cells.append(_mean_sd([by[s, point]["toy_seg_miou"] for s in args.seeds]))
+            cells += [_mean_sd([by[s, point][key] for s in args.seeds])
+                      for key in ("toy_seg_miou", "toy_seg_figure_ground", "toy_seg_image_figure_ground")]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -236,7 +251,10 @@ def section(records: list[dict], args: argparse.Namespace) -> str:
              f"{args.train_size} / {args.val_size} clips, {CLIPS.frames} frames at {CLIPS.size} px, best of lr "
              f"{{{', '.join(f'{lr:g}' for lr in GRID.lrs)}}} on validation; random-init = the same architecture "
              f"and seed untrained. Top-1 in %, mean ± sd over seeds; feature rank = effective rank of the "
-             f"encoder's toy-SSv2 validation tokens. {machine_line()}. Each seed on one thread: pretraining "
+             f"encoder's toy-SSv2 validation tokens"
+             + (f"; toy-seg = linear heads on every frozen token ({args.toy_seg} training scenes), mIoU of the "
+                f"shape task and of figure-ground, the latter also on the middle frame repeated" if args.toy_seg else "")
+             + f". {machine_line()}. Each seed on one thread: pretraining "
              + (f"{statistics.mean(pre) / 60:.1f} min" if pre else "(time not recorded)")
              + f", probes {probe_minutes:.1f} min.", "", *table(records, args), "",
              f"![accuracy and feature rank against pretraining steps](img/{FIGURE})", ""]

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from vjepa2.config import ConfigError
+
 from vjepa2.data.clips.synthetic import SHAPES, Background, Motion, Scene, SceneObject, SyntheticVideos, render, \
     render_labels
 from vjepa2.evals.dense import SEG_CLASSES, ToySegConfig, fit_linear_head, mean_iou, split_clips, token_labels, toy_seg
@@ -85,6 +87,8 @@ def test_toy_seg_end_to_end_and_the_image_input(tmp_path):
     result = toy_seg(load_encoder("random:tiny"), cfg)
     assert 0.0 <= result["miou"] <= 1.0 and set(result["per_class"]) == set(SEG_CLASSES)
     assert result["val_tokens"] == 6 * 2 * 2 * 2 and result["per_class"]["background"] is not None
+    assert set(result["figure_ground"]) == {"miou", "object_iou", "token_accuracy"}
+    assert all(0.0 <= v <= 1.0 for v in result["figure_ground"].values())
     clips, labels = split_clips("val", ToySegConfig(val_size=3, frames=4, size=32, input="image"))
     assert all(np.array_equal(clips[:, 0], clips[:, t]) and np.array_equal(labels[:, 0], labels[:, t])
                for t in range(4))
@@ -104,7 +108,7 @@ def test_cli_writes_results_and_bad_settings_are_one_line(tmp_path):
 
 
 def test_report_rows_pretrained_random_and_image_only():
-    from vjepa2.evals.report import SEG_ROWS, report_config, toy_seg_rows
+    from vjepa2.evals.report import SEG_ROWS, report_config, toy_seg_lines, toy_seg_rows
     from vjepa2.weights import load_encoder
 
     encoders = {"pretrained": load_encoder("random:tiny", seed=1), "random": load_encoder("random:tiny", seed=2)}
@@ -113,3 +117,22 @@ def test_report_rows_pretrained_random_and_image_only():
     assert [r["row"] for r in rows] == [label for label, *_ in SEG_ROWS]
     assert [r["settings"]["input"] for r in rows] == ["video", "video", "image"]
     assert report_config({"toy_seg": None}).toy_seg is None and report_config({}).toy_seg == ToySegConfig()
+    table = toy_seg_lines(rows, seg)
+    assert "figure-ground mIoU" in table[3] and len(table) == 5 + len(rows) and table[-1].startswith("| image-only")
+
+
+def test_figure_ground_labels_cover_every_shape_token_and_object_scale_enlarges_the_same_scene():
+    from vjepa2.data.clips.synthetic import SyntheticVideos
+
+    _, labels = split_clips("train", ToySegConfig(train_size=8, frames=4, size=32))
+    shape = token_labels(labels, 16, 2)
+    figure = token_labels((labels > 0).astype(np.uint8), 16, 2, classes=2)
+    assert np.all(figure[shape > 0] == 1)        # a shape's plurality implies an object majority
+    small, large = SyntheticVideos(seed=3)[5], SyntheticVideos(seed=3, object_scale=2.0)[5]
+    assert [o.shape for o in small.objects] == [o.shape for o in large.objects]
+    assert [2 * o.size for o in small.objects if o.role != "occluder"] == pytest.approx(
+        [o.size for o in large.objects if o.role != "occluder"])
+    _, big = split_clips("train", ToySegConfig(train_size=8, frames=4, size=32, object_scale=2.0))
+    assert (big > 0).mean() > 2 * (labels > 0).mean()
+    with pytest.raises(ConfigError, match="object_scale"):
+        ToySegConfig(object_scale=0)

@@ -44,7 +44,9 @@ def test_micro_curve_end_to_end_and_reuse(curve, tmp_path, capsys, one_thread):
     curve.main([*args, "--toy-seg", "4"])
     records = json.loads((tmp_path / "run" / "summary.json").read_text())["records"]
     assert all(0 <= r["toy_seg_miou"] <= 100 and r["toy_seg_scenes"] == 4 for r in records)
-    assert "toy-seg mIoU" in (tmp_path / "results.md").read_text()
+    assert all(0 <= r[key] <= 100 for r in records for key in ("toy_seg_figure_ground", "toy_seg_object_iou",
+                                                              "toy_seg_image_figure_ground"))
+    assert "toy-seg figure-ground mIoU" in (tmp_path / "results.md").read_text()
     # Other settings in the same folder are refused.
     with pytest.raises(SystemExit, match="other settings"):
         curve.main([*args, "optim.lr=5e-4"])

@@ -83,14 +83,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     ant.set_defaults(func=run_anticipation)
 
     seg = sub.add_parser("toy-seg", help="dense probe: a linear head on every frozen token, mIoU on toy-seg",
-                         description="Per-token shape-class labels from the procedural renderer; a linear head "
-                                     "on the frozen tokens; mIoU and token accuracy on held-out scenes.")
+                         description="Per-token labels from the procedural renderer (shape class, and object vs "
+                                     "background); a linear head on the frozen tokens for each; mIoU and "
+                                     "token accuracy on held-out scenes.")
     seg.add_argument("--encoder", required=True, help="checkpoint (.pt), transformers directory, or random:<size>")
     seg.add_argument("--random-init", action="store_true", help="same architecture, seeded random weights")
     seg.add_argument("--input", choices=["video", "image"], help="image = the middle frame repeated")
     seg.add_argument("--out", help="write results.json here")
     seg.add_argument("--threads", type=int)
-    seg.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train_size=128 frames=4 size=32")
+    seg.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train_size=128 frames=4 size=32 object_scale=2")
     seg.set_defaults(func=run_toy_seg)
 
     make = sub.add_parser("make-dataset", help="export a built-in task as videos + list files",
@@ -220,8 +221,10 @@ def run_toy_seg(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as err:
         return _fail("toy-seg", err)
     result["encoder"] = args.encoder + (" (random init)" if args.random_init else "")
-    print(f"toy-seg ({cfg.input}): mIoU {100 * result['miou']:.1f} %, token accuracy "
-          f"{100 * result['token_accuracy']:.1f} % ({result['val_tokens']} validation tokens)")
+    ground = result["figure_ground"]
+    print(f"toy-seg ({cfg.input}): shape mIoU {100 * result['miou']:.1f} %, token accuracy "
+          f"{100 * result['token_accuracy']:.1f} %; figure-ground mIoU {100 * ground['miou']:.1f} %, object IoU "
+          f"{100 * ground['object_iou']:.1f} % ({result['val_tokens']} validation tokens)")
     if args.out:
         from vjepa2.files import atomic_write_text
 

@@ -307,6 +307,21 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}"
 
 
+def toy_seg_lines(rows: list[dict], seg: ToySegConfig) -> list[str]:
+    """The toy-seg table of the report (rows of :func:`toy_seg_rows`), with the sentence before it."""
+    lines = ["", f"**toy-seg** (dense: which shape, or background, covers most of each token, and whether an "
+                 f"object does (figure-ground); a linear head on every frozen token for each, "
+                 f"{seg.train_size} training / {seg.val_size} validation scenes, {seg.frames} frames at "
+                 f"{seg.size} px; mIoU over the classes present, %):", "",
+             "| encoder / input | shape mIoU | token accuracy | figure-ground mIoU | object IoU |",
+             "|---|---:|---:|---:|---:|"]
+    for row in rows:
+        ground = row["figure_ground"]
+        lines.append(f"| {row['row']} | {_fmt(100 * row['miou'])} | {_fmt(100 * row['token_accuracy'])} | "
+                     f"{_fmt(100 * ground['miou'])} | {_fmt(100 * ground['object_iou'])} |")
+    return lines
+
+
 def render_section(results: dict, cfg: ToyReportConfig) -> str:
     """The markdown of the section (title line included)."""
     pre, secs, probes = results["pretraining"], results["seconds"], results["probes"]
@@ -374,13 +389,7 @@ def render_section(results: dict, cfg: ToyReportConfig) -> str:
                          f"{_fmt(row['verb_top1'])} | {_fmt(row['noun_top1'])} |")
         lines.append("| *chance* | 17.9 | 3.6 | 25.0 | 14.3 |")
     if results.get("toy_seg"):
-        seg = cfg.toy_seg
-        lines += ["", f"**toy-seg** (dense: which shape, or background, covers most of each token; a linear head on "
-                      f"every frozen token, {seg.train_size} training / {seg.val_size} validation scenes, "
-                      f"{seg.frames} frames at {seg.size} px; mIoU over the classes present, %):", "",
-                  "| encoder / input | mIoU | token accuracy |", "|---|---:|---:|"]
-        for row in results["toy_seg"]:
-            lines.append(f"| {row['row']} | {_fmt(100 * row['miou'])} | {_fmt(100 * row['token_accuracy'])} |")
+        lines += toy_seg_lines(results["toy_seg"], cfg.toy_seg)
     figures = [e for e in probes if e.get("figure")]
     if figures:
         lines += ["", "Confusion matrices (light probe): " + ", ".join(

@@ -391,8 +391,9 @@ def _start_position(motion: Motion, size: float, rng: np.random.Generator) -> tu
 
 def make_object(rng: np.random.Generator, motion: str | Motion = "static", *, shape: str | None = None,
                 colour: str | None = None, size: float | None = None, role: str = "main",
-                avoid_colours: tuple[str, ...] = ()) -> SceneObject:
-    """A random object with the given motion (kind or :class:`Motion`) that stays in the frame."""
+                avoid_colours: tuple[str, ...] = (), size_scale: float = 1.0) -> SceneObject:
+    """A random object with the given motion (kind or :class:`Motion`) that stays in the frame;
+    ``size_scale`` multiplies a randomly drawn size (the draws are the same for every scale)."""
     motion = make_motion(motion, rng) if isinstance(motion, str) else motion
     shape = shape or str(rng.choice(SHAPES))
     if colour is None:
@@ -401,7 +402,7 @@ def make_object(rng: np.random.Generator, motion: str | Motion = "static", *, sh
     if size is None:
         # Things that grow start small, things that shrink start large.
         low, high = (0.07, 0.12) if motion.growth > 0 else (0.16, 0.24) if motion.growth < 0 else (0.1, 0.2)
-        size = float(rng.uniform(low, high))
+        size = float(rng.uniform(low, high)) * size_scale
     position = _start_position(motion, size, rng)
     return SceneObject(shape=shape, colour=colour, size=size, position=position,
                        angle=float(rng.uniform(0, 2 * math.pi)), motion=motion, role=role)
@@ -440,17 +441,20 @@ def sample_background(rng: np.random.Generator, kind: str | None = None) -> Back
 
 def sample_scene(rng: np.random.Generator | int, *, num_objects: tuple[int, int] = (1, 3),
                  motions: tuple[str, ...] = MOTIONS, occluder_prob: float = 0.25,
-                 backgrounds: tuple[str, ...] = BACKGROUNDS) -> Scene:
+                 backgrounds: tuple[str, ...] = BACKGROUNDS, object_scale: float = 1.0) -> Scene:
     """A random scene for pretraining: ``num_objects`` (inclusive range) moving objects, the first
     one ``"main"``, the others distractors, and with probability ``occluder_prob`` an occluder that
-    crosses the main object."""
+    crosses the main object. ``object_scale`` multiplies every object's drawn size (radius 0.07-0.24
+    of the short side at 1; the same scene otherwise)."""
+    if object_scale <= 0:
+        raise ValueError(f"object_scale must be positive, got {object_scale}")
     rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
     background = sample_background(rng, str(rng.choice(backgrounds)))
     count = int(rng.integers(num_objects[0], num_objects[1] + 1))
     objects: list[SceneObject] = []
     for i in range(count):
         objects.append(make_object(rng, str(rng.choice(motions)), role="main" if i == 0 else "distractor",
-                                   avoid_colours=tuple(o.colour for o in objects)))
+                                   avoid_colours=tuple(o.colour for o in objects), size_scale=object_scale))
     if objects and rng.random() < occluder_prob:
         objects.append(make_occluder(objects[0], rng))
     return Scene(background=background, objects=tuple(objects))
