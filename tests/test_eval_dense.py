@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from vjepa2.config import ConfigError
-
 from vjepa2.data.clips.synthetic import SHAPES, Background, Motion, Scene, SceneObject, SyntheticVideos, render, \
     render_labels
 from vjepa2.evals.dense import SEG_CLASSES, ToySegConfig, fit_linear_head, mean_iou, split_clips, token_labels, toy_seg
@@ -122,8 +121,6 @@ def test_report_rows_pretrained_random_and_image_only():
 
 
 def test_figure_ground_labels_cover_every_shape_token_and_object_scale_enlarges_the_same_scene():
-    from vjepa2.data.clips.synthetic import SyntheticVideos
-
     _, labels = split_clips("train", ToySegConfig(train_size=8, frames=4, size=32))
     shape = token_labels(labels, 16, 2)
     figure = token_labels((labels > 0).astype(np.uint8), 16, 2, classes=2)

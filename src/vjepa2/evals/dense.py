@@ -169,9 +169,9 @@ def toy_seg(encoder: nn.Module, cfg: ToySegConfig | None = None) -> dict:
         y = torch.from_numpy(token_labels(labels, patch, tubelet))              # (N, L)
         if tokens.shape[1] != y.shape[1]:
             raise ValueError(f"the encoder gives {tokens.shape[1]} tokens a clip, the labels {y.shape[1]}")
-        ground = torch.from_numpy(token_labels((labels > 0).astype(np.uint8), patch, tubelet, classes=2))
+        is_object = torch.from_numpy(token_labels((labels > 0).astype(np.uint8), patch, tubelet, classes=2))
         shape[split] = (tokens.flatten(0, 1), y.flatten())
-        figure[split] = (shape[split][0], ground.flatten())
+        figure[split] = (shape[split][0], is_object.flatten())
     scored = fit_and_score(shape["train"], shape["val"], len(SEG_CLASSES), cfg)
     ground = fit_and_score(figure["train"], figure["val"], 2, cfg)
     return {"miou": scored["miou"], "token_accuracy": scored["token_accuracy"],
