@@ -1,40 +1,39 @@
-"""Ablations of V-JEPA 2's design choices at toy scale on the CPU -> section of docs/results.md.
+"""The seed's design claims re-judged at toy scale on the CPU -> section of docs/results.md.
 
-    python benchmarks/ablations.py --quick        # 1 seed, light probe, smaller splits: ~20 min
-    python benchmarks/ablations.py --jobs 2       # 2 seeds, light + full probe: ~1.5 h on 2 cores (~3 h with 1 job)
-    python benchmarks/ablations.py --estimate     # print the plan and its time estimate, run nothing
-    python benchmarks/ablations.py --seeds 0 1 2  # more seeds: finished runs in --out are reused
+    python benchmarks/ablations.py --quick --jobs 2   # 1 seed, 1/3 of the steps, smaller splits: ~20 min
+    python benchmarks/ablations.py --jobs 2           # 2 seeds: ~2 h on 2 cores
+    python benchmarks/ablations.py --estimate         # print the plan and its time estimate, run nothing
+    python benchmarks/ablations.py --seeds 0 1 2      # more seeds: finished runs in --out are reused
 
-Every variant is the tiny recipe (``vjepa2 pretrain``, 96 wide, 4 blocks, batch 16, 300 steps)
-with a few dotted overrides, pretrained once per seed and probed frozen on toy-SSv2 and
-toy-appearance with the light and the full attentive probe (best of a small lr grid on validation,
-as in :mod:`vjepa2.evals.report`). The comparisons:
+Every variant is the tiny recipe (``vjepa2 pretrain``: 96 wide, 4 blocks, batch 16, the VICReg term
+that keeps it from collapsing) on the ablations' 1000-step schedule with a few dotted overrides,
+pretrained once per seed and probed frozen on toy-SSv2 and toy-appearance with the light attentive
+probe (best of a small lr grid on validation, as in :mod:`vjepa2.evals.report`). The claims:
 
-1. ``mask.mode`` drop vs noise at equal steps, and drop at equal training FLOPs (more steps);
-2. loss exponent p = 1 vs p = 2;
-3. 3D-RoPE (``rope_compatible``, ``rope_rotary``) vs absolute ``sincos`` (interpolated to the
-   grid of the input): trained at 64 px / 8 frames, probed there and at 96 px / 16 frames (1.5x
-   resolution, 2x frames);
-4. progressive (the tiny recipe: 240 steps at 64 px / 8 frames, a 60-step cool-down at 96 px /
-   16 frames) vs constant 96 px / 16 frames at equal steps and at equal training FLOPs.
+1. "mask denoising is better than mask prediction": ``mask.mode`` noise (at the default level, and
+   as replacement of the token) vs drop, at equal steps and at equal training FLOPs (fewer noise
+   steps); toy-anticipation (encoder + predictor) is probed too;
+2. "L1 is more robust": loss exponent p = 1 vs p = 2;
+3. "RoPE makes the resolution increase seamless": 3D-RoPE (``rope_compatible``) vs absolute
+   ``sincos`` (interpolated to the grid of the input), both cooled down at 96 px / 16 frames after
+   training at 64 px / 8 frames, probed at both sizes;
+4. "progressive training saves ~8x compute": progressive (cool-down at 96 px / 16 frames) vs
+   constant 96 px / 16 frames at equal training FLOPs and at 3x them, read as a curve for the FLOPs
+   that constant resolution needs to match progressive.
 
-Variants 1-3 train every phase at 64 px / 8 frames. Training FLOPs of a run = for each phase, the
-FLOPs of one optimiser step (``torch.utils.flop_counter`` plus the CPU attention kernels, as in
-``benchmarks/train_step.py``; mean over ``flops_batches`` batches of that phase, seed 0) times the
-phase's steps. Equal-FLOPs variants stretch or shrink every phase of their schedule by one factor.
+Training FLOPs of a run = for each phase, the FLOPs of one optimiser step (``torch.utils.flop_counter``
+plus the CPU attention kernels, as in ``benchmarks/train_step.py``; mean over ``flops_batches``
+batches of that phase, seed 0) times the phase's steps. Equal-FLOPs variants stretch or shrink every
+phase of their schedule by one factor.
 
 Each (variant, seed) writes ``OUT/<variant>/seed-<s>/result.json`` when it is done, and every probe
 its own ``results.json``; a re-run (after a crash, or with more seeds) reuses every finished run and
 probe and resumes an interrupted pretraining from its last checkpoint. ``OUT/settings.json``
 refuses to mix in runs made with other settings.
 
-Time on the 2-core development machine (one torch thread per run; step and probe costs measured
-at these sizes and extrapolated by :func:`estimate_seconds`, ``--estimate`` prints them):
-``--quick`` ~20 min; the full run 2.9 h of run time, i.e. 93 min of wall time with ``--jobs 2``
-(2026-11-30: pretraining 2-9 min per run, probes 4-10 min per run, the 96 px / 16 frame features
-and probes being the larger part). The full probe runs at 64 px / 8 frames only: at 96 px / 16
-frames it would add ~5 h of run time (0.076 s per clip and epoch, 12 runs).
-"""
+Time on the 2-core development machine (one torch thread per run; :func:`estimate_seconds`
+extrapolates measured step and probe costs, ``--estimate`` prints them; docs/results.md has the
+measured wall times)."""
 
 from __future__ import annotations
 
@@ -71,13 +70,17 @@ from vjepa2.models.attentive_probe import probe_config  # noqa: E402
 SECTION_TITLE = "## Ablations (toy scale)"
 FIGURE_NAME = "ablations.png"  # next to the section, in the img/ folder beside the Markdown file
 RECIPE = "tiny"
-TASKS = ("toy-ssv2", "toy-appearance")
-TASK_LABELS = {"toy-ssv2": "toy-SSv2", "toy-appearance": "appearance"}
-# Probe input sizes: (frames, pixels). "low" is where variants 1-3 train; "high" = 2x frames, 1.5x pixels.
+TASKS = ("toy-ssv2", "toy-appearance")  # probed on every variant
+ANTICIPATION = "toy-anticipation"  # probed with the encoder *and* the predictor, on the masking variants
+TASK_LABELS = {"toy-ssv2": "toy-SSv2", "toy-appearance": "appearance", ANTICIPATION: "anticipation"}
+METRIC_NAMES = {"toy-ssv2": "top-1", "toy-appearance": "top-1", ANTICIPATION: "action recall@5"}
+# Probe input sizes: (frames, pixels). "low" is where the recipe trains; "high" = 2x frames, 1.5x pixels.
 EVAL_SIZES = {"low": (8, 64), "high": (16, 96)}
-# The ablations' own schedule (the recipe's phases, 2000 steps instead of its 6000: 9 variants x 2
-# seeds must fit in a few hours of CPU), then the resolution of each variant's phases.
-SCHEDULE = ("phases.warmup.iterations=40", "phases.constant.iterations=1900", "phases.cooldown.iterations=60")
+# The ablations' own schedule: the recipe's phases with 1000 steps instead of its 6000, so that 9
+# variants x 2 seeds fit in well under 3 h on 2 cores (the recipe's light probe reads 36.9 ± 0.9 % on
+# toy-SSv2 at step 1000 vs ~25 % at random init: learning, not collapsed; docs/results.md, "Learning
+# curve"), then the resolution of each variant's phases.
+SCHEDULE = ("phases.warmup.iterations=40", "phases.constant.iterations=900", "phases.cooldown.iterations=60")
 LOW_RES = ("phases.cooldown.frames=8", "phases.cooldown.resolution=64")  # warm-up/constant already are
 PROGRESSIVE = ("phases.cooldown.frames=16", "phases.cooldown.resolution=96")  # the paper's shape of schedule
 HIGH_RES = tuple(f"phases.{p}.{k}={v}" for p in ("warmup", "constant", "cooldown")
@@ -87,19 +90,26 @@ Claim = Literal[">", ">="]  # the first variant is better / no worse than the se
 
 @dataclass(frozen=True)
 class Variant:
-    """One pretraining recipe: ``overrides`` on the tiny recipe, probed at ``evals`` sizes;
-    ``match_flops_of``: stretch the schedule to that variant's training FLOPs."""
+    """One pretraining recipe: ``overrides`` on the tiny recipe, probed at ``evals`` sizes (and on
+    toy-anticipation at the training size with ``anticipation``); ``match_flops_of``: stretch the
+    schedule to ``flops_factor`` x that variant's training FLOPs."""
 
     name: str
     overrides: tuple[str, ...]
     evals: tuple[str, ...]
     note: str
     match_flops_of: str | None = None
+    flops_factor: float = 1.0
+    anticipation: bool = False
+
+    def tasks(self, size: str) -> tuple[str, ...]:
+        """The probe tasks run on features of eval ``size``."""
+        return TASKS + ((ANTICIPATION,) if self.anticipation and size == "low" else ())
 
 
 @dataclass(frozen=True)
 class Test:
-    """``a`` vs ``b`` on every metric of the comparison; ``claim`` is what the paper / mission says."""
+    """``a`` vs ``b`` on every metric of the comparison; ``claim`` is what the paper / seed says."""
 
     a: str
     b: str
@@ -109,8 +119,10 @@ class Test:
 
 @dataclass(frozen=True)
 class Comparison:
-    """``columns`` = ``(variant, label)`` side by side, probed at ``evals``; claims are tested at
-    ``claim_eval`` (the other sizes are shown with their differences, without a claim)."""
+    """``columns`` = ``(variant, label)`` side by side, probed at ``evals`` on ``tasks``; claims are
+    tested at ``claim_eval`` (the other sizes are shown with their differences, without a claim).
+    ``equal_quality = (reference, curve)``: also report the training FLOPs at which the ``curve``
+    variants (one recipe at several budgets) reach the reference's accuracy."""
 
     title: str
     claim: str
@@ -118,48 +130,58 @@ class Comparison:
     evals: tuple[str, ...]
     tests: tuple[Test, ...]
     claim_eval: str
+    tasks: tuple[str, ...] = TASKS
+    equal_quality: tuple[str, tuple[str, ...]] | None = None
 
     def label(self, variant: str) -> str:
         return dict(self.columns)[variant]
 
 
+MASKING = ("mask.mode=noise",)  # the seed's "mask denoising" at the default level: x + 1 clip-std of noise
 VARIANTS = (
-    Variant("base", LOW_RES, ("low", "high"), "the recipe's defaults: drop, p = 1, rope_compatible"),
-    Variant("noise", LOW_RES + ("mask.mode=noise",), ("low",), "`mask.mode=noise`"),
-    Variant("drop, equal FLOPs", LOW_RES, ("low",), "drop, more steps", match_flops_of="noise"),
+    Variant("base", LOW_RES, ("low",), "the recipe's defaults: drop, p = 1, rope_compatible", anticipation=True),
+    Variant("noise", LOW_RES + MASKING, ("low",), "`mask.mode=noise` (x + σ·ε, σ = the clip's token std)",
+            anticipation=True),
+    Variant("noise, replace", LOW_RES + MASKING + ("mask.noise_kind=replace",), ("low",),
+            "`mask.mode=noise mask.noise_kind=replace` (μ + σ·ε: the token's content is gone)", anticipation=True),
+    Variant("noise, equal FLOPs", LOW_RES + MASKING, ("low",), "`mask.mode=noise`, fewer steps",
+            match_flops_of="base", anticipation=True),
     Variant("p=2", LOW_RES + ("loss.loss_exp=2",), ("low",), "`loss.loss_exp=2`"),
-    Variant("rope_rotary", LOW_RES + ("model.position=rope_rotary",), ("low", "high"), "`model.position=rope_rotary`"),
-    Variant("sincos", LOW_RES + ("model.position=sincos",), ("low", "high"), "`model.position=sincos`"),
-    Variant("progressive", PROGRESSIVE, ("high",), "the last 60 steps at 96 px / 16 f"),
-    Variant("high-res", HIGH_RES, ("high",), "every phase at 96 px / 16 f"),
+    Variant("progressive", PROGRESSIVE, ("low", "high"), "rope_compatible; the last 60 steps at 96 px / 16 f"),
+    Variant("progressive, sincos", PROGRESSIVE + ("model.position=sincos",), ("low", "high"),
+            "`model.position=sincos`; the last 60 steps at 96 px / 16 f"),
     Variant("high-res, equal FLOPs", HIGH_RES, ("high",), "every phase at 96 px / 16 f, fewer steps",
             match_flops_of="progressive"),
+    Variant("high-res, 3x FLOPs", HIGH_RES, ("high",), "every phase at 96 px / 16 f, 3x the FLOPs",
+            match_flops_of="progressive", flops_factor=3.0),
 )
 VARIANT = {v.name: v for v in VARIANTS}
 
 COMPARISONS = (
-    Comparison("1. Masking: drop vs noise",
-               "the public release drops the masked tokens, which makes a step cheaper; at equal training FLOPs "
-               "dropping should be at least as good as denoising (no claim at equal steps)",
-               (("base", "drop"), ("noise", "noise"), ("drop, equal FLOPs", "drop, equal FLOPs")), ("low",),
-               (Test("base", "noise", "equal steps", None),
-                Test("drop, equal FLOPs", "noise", "equal FLOPs", ">=")), "low"),
+    Comparison("1. Masking: drop (mask prediction) vs noise (mask denoising)",
+               "the seed: \"mask denoising is better than mask prediction\" (noise > drop; the public release "
+               "drops); a noise step costs more FLOPs, so noise is also tested at the drop run's FLOPs",
+               (("base", "drop"), ("noise", "noise"), ("noise, replace", "noise, replace"),
+                ("noise, equal FLOPs", "noise, equal FLOPs")), ("low",),
+               (Test("noise", "base", "equal steps", ">"), Test("noise, replace", "base", "equal steps", ">"),
+                Test("noise, equal FLOPs", "base", "equal FLOPs", ">")), "low", tasks=TASKS + (ANTICIPATION,)),
     Comparison("2. Loss exponent: p = 1 (L1) vs p = 2 (L2)",
-               "V-JEPA 2 uses L1; it should be at least as good as L2",
-               (("base", "p=1"), ("p=2", "p=2")), ("low",), (Test("base", "p=2", "equal steps", ">="),), "low"),
-    Comparison("3. Position: 3D-RoPE vs interpolated sincos",
-               "relative (RoPE) positions carry over to 1.5x resolution and 2x frames better than an absolute "
-               "table interpolated to the new grid (tested at 96 px / 16 frames; at the training size no claim)",
-               (("base", "rope_compatible"), ("rope_rotary", "rope_rotary"), ("sincos", "sincos")), ("low", "high"),
-               (Test("base", "sincos", "equal steps", ">"), Test("rope_rotary", "sincos", "equal steps", ">")),
-               "high"),
+               "the seed: L1 is \"more robust\" than L2 (L1 > L2)",
+               (("base", "p=1"), ("p=2", "p=2")), ("low",), (Test("base", "p=2", "equal steps", ">"),), "low"),
+    Comparison("3. Position under a resolution-raising cool-down: 3D-RoPE vs interpolated sincos",
+               "the seed: RoPE \"makes the resolution increase seamless\": after a cool-down at 1.5x pixels and 2x "
+               "frames, RoPE features beat an absolute sincos table interpolated to the new grid (tested at "
+               "96 px / 16 frames; at the training size no claim)",
+               (("progressive", "rope_compatible"), ("progressive, sincos", "sincos")), ("low", "high"),
+               (Test("progressive", "progressive, sincos", "equal steps", ">"),), "high"),
     Comparison("4. Progressive resolution vs constant high resolution",
-               "progressive training is about as good as constant high-resolution training at equal steps for a "
-               "fraction of its cost (the paper: ~8x less GPU time), hence better at equal FLOPs",
-               (("progressive", "progressive"), ("high-res", "high-res"),
-                ("high-res, equal FLOPs", "high-res, equal FLOPs")), ("high",),
-               (Test("progressive", "high-res", "equal steps", ">="),
-                Test("progressive", "high-res, equal FLOPs", "equal FLOPs", ">")), "high"),
+               "the seed: progressive training saves ~8.4x the compute of training at the final resolution "
+               "throughout, i.e. it is better at equal FLOPs and constant resolution needs several times its FLOPs "
+               "to match it",
+               (("progressive", "progressive"), ("high-res, equal FLOPs", "high-res, equal FLOPs"),
+                ("high-res, 3x FLOPs", "high-res, 3x FLOPs")), ("high",),
+               (Test("progressive", "high-res, equal FLOPs", "equal FLOPs", ">"),), "high",
+               equal_quality=("progressive", ("high-res, equal FLOPs", "high-res, 3x FLOPs"))),
 )
 
 
@@ -171,7 +193,7 @@ class Settings:
         seeds: pretraining (and probe) seeds; the toy splits are the same for every seed.
         step_scale: multiplies the steps of every phase of the tiny recipe.
         extra_overrides: dotted overrides applied to every variant (tests use a smaller model).
-        toy: split sizes of both tasks.
+        toy: split sizes of every task.
         train_views: cached training views per clip (view 0 = centre crop, others augmented).
         light_grid / full_grid: probe grids (``full_grid`` None = light probe only).
         full_probe_sizes: the eval sizes at which the full probe runs too (the light one runs at all).
@@ -188,10 +210,10 @@ class Settings:
     # The grids of `vjepa2 eval toy-report` (ToyReportConfig).
     light_grid: GridConfig = field(default_factory=lambda: GridConfig(
         lrs=(1e-2, 3e-3), weight_decays=(0.01,), epochs=8, batch_size=16))
-    full_grid: GridConfig | None = field(default_factory=lambda: GridConfig(
-        lrs=(1e-2,), weight_decays=(0.01,), epochs=4, warmup_epochs=0.25, batch_size=16, block_lr_scale=0.01))
-    # At 96 px / 16 frames (288 tokens) the full probe's 16-head self-attention costs ~10x the light
-    # probe per clip: it would add ~5 h of run time to the ~3 h of the full run.
+    # The full probe (the toy report's: lrs=(1e-2,), epochs=4, block_lr_scale=0.01) costs ~10x the
+    # light one per clip at 64 px / 8 f and more at 96 px / 16 f: off by default so that the full run
+    # fits in 3 h on 2 cores; a GridConfig here adds it at ``full_probe_sizes``.
+    full_grid: GridConfig | None = None
     full_probe_sizes: tuple[str, ...] = ("low",)
     flops_batches: int = 3
 
@@ -210,14 +232,14 @@ class Settings:
 
         data = dataclasses.asdict(self)
         data.pop("seeds")
+        data["schedule"] = list(SCHEDULE)
         data["recipe"] = {"name": RECIPE, "settings": to_dict(load_pretrain_config(RECIPE))}
         return json.loads(json.dumps(data))
 
 
 FULL = Settings()
-QUICK = Settings(seeds=(0,), step_scale=1 / 2, toy=ToyConfig(train_size=480, val_size=240), train_views=1,
-                 light_grid=GridConfig(lrs=(1e-2, 3e-3), weight_decays=(0.01,), epochs=6, batch_size=16),
-                 full_grid=None)
+QUICK = Settings(seeds=(0,), step_scale=1 / 3, toy=ToyConfig(train_size=480, val_size=240), train_views=1,
+                 light_grid=GridConfig(lrs=(1e-2, 3e-3), weight_decays=(0.01,), epochs=6, batch_size=16))
 
 # ------------------------------------------------------------------------------------------------
 # Schedules and FLOPs
@@ -268,12 +290,14 @@ def variant_flops(variant: Variant, settings: Settings, out: Path) -> list[float
 
 
 def plan_steps(variant: Variant, settings: Settings, out: Path) -> dict[str, int]:
-    """Steps per phase: the recipe's times ``step_scale``, stretched to the FLOPs of ``match_flops_of``."""
+    """Steps per phase: the recipe's times ``step_scale``, stretched to ``flops_factor`` x the FLOPs of
+    ``match_flops_of``."""
     phases = load_config(variant, settings, 0).phases
     steps = {p.name: max(1, round(p.iterations * settings.step_scale)) for p in phases}
     if variant.match_flops_of:
         reference = VARIANT[variant.match_flops_of]
-        target = train_flops(plan_steps(reference, settings, out), variant_flops(reference, settings, out))
+        target = variant.flops_factor * train_flops(plan_steps(reference, settings, out),
+                                                    variant_flops(reference, settings, out))
         factor = target / train_flops(steps, variant_flops(variant, settings, out))
         steps = {name: max(1, round(n * factor)) for name, n in steps.items()}
     return steps
@@ -313,28 +337,7 @@ def run_one(variant: Variant, seed: int, settings: Settings, out: Path, threads:
         if stale != checkpoint:
             stale.unlink()
     pretrain_done = time.time()
-    encoder = load_frozen_encoder(str(checkpoint))
-    fn = EncoderFeatures(encoder)
-    evals: dict = {}
-    splits = {task: [ToyVideos(ToyTask(task, split, settings.toy)) for split in ("train", "val")] for task in TASKS}
-    for size in variant.evals:
-        frames, pixels = EVAL_SIZES[size]
-        clips = ClipConfig(frames=frames, size=pixels, train_views=settings.train_views)
-        check_clip_geometry(clips, encoder.config)
-        for task, (train, val) in splits.items():
-            for probe in settings.probes(size):
-                probe_dir = run_dir / "probes" / size / task / probe
-                if (probe_dir / "results.json").is_file():  # finished before an interruption
-                    report = ProbeReport.read(probe_dir / "results.json")
-                else:
-                    report = fit_and_report(
-                        train_data=train, val_data=val, fn=fn, clips=clips,
-                        probe_cfg=probe_config(encoder.config.dim, len(train.head_classes[0]), probe),
-                        grid=settings.grid(probe), seed=seed, cache_dir=str(run_dir / "features"),
-                        cache_dtype="float32", encode_batch=16, out=probe_dir, head_names=("class",),
-                        selection=("top1", 0), settings={"variant": variant.name, "seed": seed, "eval": size},
-                        device=torch.device("cpu"), progress=False)
-                evals.setdefault(size, {}).setdefault(task, {})[probe] = report.best.heads["class"].top1
+    evals = probe_run(variant, seed, settings, run_dir, checkpoint)
     shutil.rmtree(run_dir / "features", ignore_errors=True)  # hundreds of MB per run; the probes are kept
     record = {"variant": variant.name, "seed": seed, "overrides": list(overrides), "steps": steps,
               "phases": info["phases"], "step_flops": per_step, "train_flops": train_flops(steps, per_step),
@@ -344,6 +347,46 @@ def run_one(variant: Variant, seed: int, settings: Settings, out: Path, threads:
               "seconds_this_run": round(time.time() - started, 1), "evals": evals}
     write_json(record, run_dir / "result.json")
     return record
+
+
+def probe_run(variant: Variant, seed: int, settings: Settings, run_dir: Path, checkpoint: Path) -> dict:
+    """``evals[size][task][probe]`` = validation accuracy (%) of ``checkpoint``'s frozen encoder on
+    every task of ``variant`` at each of its eval sizes: top-1 on the classification tasks, class-mean
+    action recall@5 on toy-anticipation (encoder + predictor, light probe, focal loss, as in
+    ``vjepa2 eval toy-report``). Probes finished before an interruption are read back, not re-fit."""
+    from vjepa2.evals.anticipation import HEAD_NAMES, AnticipationFeatures, load_predictor_pair
+
+    encoder = load_frozen_encoder(str(checkpoint))
+    features = {task: EncoderFeatures(encoder) for task in TASKS}
+    if variant.anticipation:
+        features[ANTICIPATION] = AnticipationFeatures(*load_predictor_pair(str(checkpoint), False, seed))
+    evals: dict = {}
+    for size in variant.evals:
+        frames, pixels = EVAL_SIZES[size]
+        clips = ClipConfig(frames=frames, size=pixels, train_views=settings.train_views)
+        check_clip_geometry(clips, encoder.config)
+        for task in variant.tasks(size):
+            train, val = (ToyVideos(ToyTask(task, split, settings.toy)) for split in ("train", "val"))
+            anticipation = task == ANTICIPATION
+            for probe in ("light",) if anticipation else settings.probes(size):
+                probe_dir = run_dir / "probes" / size / task / probe
+                if (probe_dir / "results.json").is_file():  # finished before an interruption
+                    report = ProbeReport.read(probe_dir / "results.json")
+                else:
+                    grid = settings.grid(probe)
+                    report = fit_and_report(
+                        train_data=train, val_data=val, fn=features[task], clips=clips,
+                        probe_cfg=probe_config(encoder.config.dim, tuple(len(c) for c in train.head_classes), probe),
+                        grid=dataclasses.replace(grid, loss="focal") if anticipation else grid, seed=seed,
+                        cache_dir=str(run_dir / "features"), cache_dtype="float32", encode_batch=16, out=probe_dir,
+                        head_names=HEAD_NAMES if anticipation else ("class",),
+                        selection=("recall@5", 2) if anticipation else ("top1", 0),
+                        settings={"variant": variant.name, "seed": seed, "eval": size},
+                        device=torch.device("cpu"), progress=False)
+                heads = report.best.heads
+                evals.setdefault(size, {}).setdefault(task, {})[probe] = (
+                    heads["action"].recall_at_5 if anticipation else heads["class"].top1)
+    return evals
 
 
 # ------------------------------------------------------------------------------------------------
@@ -364,11 +407,14 @@ def estimate_seconds(variant: Variant, settings: Settings, out: Path) -> float:
     seconds = flops / 1e9 * PRETRAIN_SECONDS["per_gflop"] + sum(steps.values()) * PRETRAIN_SECONDS["per_step"]
     n_train, n_val = settings.toy.train_size, settings.toy.val_size
     for size in variant.evals:
-        seconds += len(TASKS) * FEATURE_SECONDS[size] * (n_train * settings.train_views + n_val)
-        for probe in settings.probes(size):
-            grid = settings.grid(probe)
-            # Scoring the validation split costs about one training epoch over it (forward only, all probes).
-            seconds += len(TASKS) * PROBE_SECONDS[size, probe] * len(grid.hparams) * (n_train * grid.epochs + n_val)
+        for task in variant.tasks(size):
+            # toy-anticipation: the predictor's pass about doubles the features' cost (measured ~1.8x)
+            seconds += (2 if task == ANTICIPATION else 1) * FEATURE_SECONDS[size] * (
+                n_train * settings.train_views + n_val)
+            for probe in ("light",) if task == ANTICIPATION else settings.probes(size):
+                grid = settings.grid(probe)
+                # Scoring the validation split costs about one training epoch over it (forward only).
+                seconds += PROBE_SECONDS[size, probe] * len(grid.hparams) * (n_train * grid.epochs + n_val)
     return seconds
 
 
@@ -424,14 +470,18 @@ def verdict(a: str, b: str, diff: float, se: float, claim: Claim | None) -> tupl
 # ------------------------------------------------------------------------------------------------
 
 
-def metrics_of(evals: tuple[str, ...], settings: Settings) -> list[tuple[str, str, str]]:
-    """``(eval size, task, probe)`` of every accuracy a comparison shows."""
-    return [(size, task, probe) for size in evals for task in TASKS for probe in settings.probes(size)]
+def metrics_of(comparison: Comparison, settings: Settings) -> list[tuple[str, str, str]]:
+    """``(eval size, task, probe)`` of every accuracy ``comparison`` shows (its variants' tasks at each
+    size: toy-anticipation only at the training size, with the light probe)."""
+    first = VARIANT[comparison.columns[0][0]]
+    return [(size, task, probe) for size in comparison.evals for task in comparison.tasks
+            if task in first.tasks(size)
+            for probe in (("light",) if task == ANTICIPATION else settings.probes(size))]
 
 
 def metric_label(size: str, task: str, probe: str) -> str:
     frames, pixels = EVAL_SIZES[size]
-    return f"{TASK_LABELS[task]} top-1, {probe} probe, {pixels} px / {frames} f"
+    return f"{TASK_LABELS[task]} {METRIC_NAMES[task]}, {probe} probe, {pixels} px / {frames} f"
 
 
 def _pm(mean: float, std: float | None, digits: int = 1) -> str:
@@ -451,13 +501,15 @@ def render_section(records: dict[str, list[dict]], settings: Settings, command: 
              f"below, pretrained with seed(s) {', '.join(map(str, settings.seeds))} and probed frozen; every run's "
              f"record and probe results are in the `--out` folder.",
              "",
-             f"- **Pretraining**: {' '.join(SCHEDULE)} x {settings.step_scale:.3g}; comparisons 1-3 train every phase at "
-             f"64 px / 8 frames. Training FLOPs = per phase, the FLOPs of one optimiser step "
+             f"- **Pretraining**: {' '.join(SCHEDULE)} x {settings.step_scale:.3g}; comparisons 1-2 train every phase at "
+             f"64 px / 8 frames, 3-4 as each column says. Training FLOPs = per phase, the FLOPs of one optimiser step "
              f"(`torch.utils.flop_counter` + CPU attention, mean of {settings.flops_batches} batches) x its steps; "
              f"equal-FLOPs variants stretch every phase by one factor. Wall time = the pretraining loop (data "
              f"loading, logging and checkpoints included) on one CPU thread of a shared machine: a rough guide.",
              f"- **Probes**: toy-SSv2 (12 classes in time-reversed pairs, chance 8.3%) and toy-appearance (8 shapes, "
-             f"chance 12.5%), {settings.toy.train_size} training / {settings.toy.val_size} validation clips each "
+             f"chance 12.5%), and for comparison 1 toy-anticipation (28 actions; the frozen encoder *and* predictor, "
+             f"light probe, focal loss; class-mean action recall@5, chance 17.9%), {settings.toy.train_size} "
+             f"training / {settings.toy.val_size} validation clips each "
              f"(the same clips for every seed), {settings.train_views} cached training view(s) per clip. Light probe "
              f"(cross-attention only): {len(settings.light_grid.lrs)} lr x {len(settings.light_grid.weight_decays)} "
              f"wd, {settings.light_grid.epochs} epochs"
@@ -469,7 +521,7 @@ def render_section(records: dict[str, list[dict]], settings: Settings, command: 
                 "this size, so read its rows next to the light probe's" if full else
                 " (quick mode: light probe only, smaller splits and fewer steps than the full run)")
              + "; best of the grid on validation.",
-             f"- **Numbers**: top-1 accuracy (%) on validation, mean ± sample standard deviation over "
+             f"- **Numbers**: accuracy (%) on validation, mean ± sample standard deviation over "
              f"{n_seeds} seed(s) (no ± with one seed). A difference is given ± its standard error: the larger of "
              f"the seed-to-seed error and the validation split's binomial sampling error. Evidence by "
              f"|difference| / error: < 1 none (within noise), 1-2 weak, 2-3 moderate, ≥ 3 strong"
@@ -486,7 +538,7 @@ def render_section(records: dict[str, list[dict]], settings: Settings, command: 
 def _render_comparison(comparison: Comparison, records: dict[str, list[dict]], settings: Settings) -> list[str]:
     names = [name for name, _ in comparison.columns]
     label = comparison.label
-    metrics = metrics_of(comparison.evals, settings)
+    metrics = metrics_of(comparison, settings)
     values = {name: {m: [r["evals"][m[0]][m[1]][m[2]] for r in records[name]] for m in metrics} for name in names}
 
     def row(title: str, cell) -> str:
@@ -502,17 +554,32 @@ def _render_comparison(comparison: Comparison, records: dict[str, list[dict]], s
     lines += [row(metric_label(*m), lambda n, m=m: _pm(*mean_std(values[n][m]))) for m in metrics]
     if any(r["resumed"] for n in names for r in records[n]):
         lines += ["", "Some runs were resumed after an interruption: their wall time covers only the last part."]
-    lines += ["", "| test | metric | difference | verdict |", "|---|---|---:|---|"]
-    outcomes = []
+    lines += _test_lines(comparison, records, values, metrics, settings)
+    if comparison.equal_quality:
+        lines += _equal_quality_lines(comparison, records, values, metrics)
+    return lines
+
+
+def _test_lines(comparison: Comparison, records: dict[str, list[dict]], values: dict, metrics: list,
+                settings: Settings) -> list[str]:
+    """The differences table, the cost line, the tally of the claim's metrics and a verdict per test."""
+    label = comparison.label
+    lines = ["", "| test | metric | difference | verdict |", "|---|---|---:|---|"]
+    outcomes, verdicts = [], []
     for test in comparison.tests:
         a, b = label(test.a), label(test.b)
+        per_test = []
         for m in metrics:
             claim = test.claim if m[0] == comparison.claim_eval else None
             diff, se = difference(values[test.a][m], values[test.b][m], settings.toy.val_size)
             text, outcome = verdict(a, b, diff, se, claim)
             if claim:
                 outcomes.append((outcome, 1 <= abs(diff / se) < 2))
+                per_test.append(outcome)
             lines.append(f"| {a} − {b} ({test.label}) | {metric_label(*m)} | {diff:+.1f} ± {se:.1f} | {text} |")
+        if per_test:
+            verdicts.append(f"{a} vs {b} ({test.label}): **{claim_verdict(per_test)}** "
+                            f"({', '.join(f'{per_test.count(k)} {k}' for k in OUTCOMES if k in per_test)})")
     cost = []
     for test in comparison.tests:
         flops, seconds = ([statistics.mean(r[key] for r in records[name]) for name in (test.a, test.b)]
@@ -530,13 +597,63 @@ def _render_comparison(comparison: Comparison, records: dict[str, list[dict]], s
         if found:
             tally.append(f"{len(found)} {one if len(found) == 1 else many}"
                          + (f" ({sum(found)} of them weakly)" if any(found) else ""))
-    lines += ["", "Cost: " + "; ".join(cost) + ".", "",
-              f"**Overall** (the claim's tests, probes at {pixels} px / {frames} frames): of {len(outcomes)} "
-              f"metrics, {', '.join(tally)}.", ""]
-    return lines
+    return lines + ["", "Cost: " + "; ".join(cost) + ".", "",
+                    f"**Overall** (the claim's tests, probes at {pixels} px / {frames} frames): of {len(outcomes)} "
+                    f"metrics, {', '.join(tally)}.", "", "Verdict: " + "; ".join(verdicts) + ".", ""]
 
 
-CHANCE = {"toy-ssv2": 100 / 12, "toy-appearance": 100 / 8}  # top-1 of a uniform guess, %
+OUTCOMES = ("supports", "consistent", "inconclusive", "contradicts")
+
+
+def claim_verdict(outcomes: list[str]) -> str:
+    """One test's verdict from its metrics' outcomes (:func:`verdict`): ``reproduced`` when at least
+    half support the claim and none contradicts it, ``refuted`` when at least half contradict it and
+    none supports it, ``mixed`` when some do each, else ``within noise``."""
+    supports, contradicts = outcomes.count("supports"), outcomes.count("contradicts")
+    if supports and contradicts:
+        return "mixed"
+    if supports * 2 >= len(outcomes) and supports:
+        return "reproduced"
+    if contradicts * 2 >= len(outcomes) and contradicts:
+        return "refuted"
+    return "within noise"
+
+
+def flops_to_match(target: float, curve: list[tuple[float, float]]) -> tuple[str, float]:
+    """Training FLOPs at which a recipe whose ``(flops, accuracy)`` points are ``curve`` reaches
+    ``target`` accuracy, interpolated linearly in log FLOPs between the first pair of points that
+    brackets it: ``("=", flops)``; ``("<=", first point's flops)`` if its first point already reaches
+    it; ``(">", last point's flops)`` if no point does."""
+    curve = sorted(curve)
+    if curve[0][1] >= target:
+        return "<=", curve[0][0]
+    for (f0, q0), (f1, q1) in zip(curve, curve[1:]):
+        if q0 < target <= q1:
+            t = (target - q0) / (q1 - q0)
+            return "=", math.exp(math.log(f0) + t * (math.log(f1) - math.log(f0)))
+    return ">", curve[-1][0]
+
+
+def _equal_quality_lines(comparison: Comparison, records: dict[str, list[dict]], values: dict,
+                         metrics: list) -> list[str]:
+    """Per claim metric: the FLOPs the ``curve`` variants need to match the reference's mean accuracy."""
+    reference, curve = comparison.equal_quality
+    flops = {name: statistics.mean(r["train_flops"] for r in records[name]) for name in (reference, *curve)}
+    parts = []
+    for m in metrics:
+        if m[0] != comparison.claim_eval:
+            continue
+        target = statistics.mean(values[reference][m])
+        kind, at = flops_to_match(target, [(flops[n], statistics.mean(values[n][m])) for n in curve])
+        parts.append(f"{metric_label(*m)} ({target:.1f} %): {'' if kind == '=' else kind + ' '}"
+                     f"{at / flops[reference]:.2f}x")
+    return [f"FLOPs to equal quality (means over seeds; {', '.join(comparison.label(n) for n in curve)} "
+            f"read as one curve, interpolated in log FLOPs): the constant-resolution recipe needs, in multiples "
+            f"of {comparison.label(reference)}'s training FLOPs, " + "; ".join(parts) + ".", ""]
+
+
+# A uniform guess, %: top-1 of 12 / 8 classes, recall@5 of 28 actions.
+CHANCE = {"toy-ssv2": 100 / 12, "toy-appearance": 100 / 8, ANTICIPATION: 500 / 28}
 
 
 def plot_comparisons(records: dict[str, list[dict]], settings: Settings, path: Path) -> Path:
@@ -549,7 +666,7 @@ def plot_comparisons(records: dict[str, list[dict]], settings: Settings, path: P
     rows = math.ceil(len(COMPARISONS) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 3.6 * rows), dpi=100, squeeze=False)
     for ax, comparison in zip(axes.flat, COMPARISONS):
-        metrics = metrics_of(comparison.evals, settings)
+        metrics = metrics_of(comparison, settings)
         names = [name for name, _ in comparison.columns]
         width = 0.8 / len(names)
         for j, name in enumerate(names):
@@ -564,7 +681,7 @@ def plot_comparisons(records: dict[str, list[dict]], settings: Settings, path: P
             ax.hlines(CHANCE[task], i - 0.45, i + 0.45, colors="grey", linestyles="--", lw=0.8)
         ax.set_xticks(range(len(metrics)), [f"{TASK_LABELS[t]}\n{p}, {EVAL_SIZES[s][1]} px / {EVAL_SIZES[s][0]} f"
                                             for s, t, p in metrics], fontsize=7)
-        ax.set_ylabel("top-1 (%)")
+        ax.set_ylabel("accuracy (%)")
         ax.set_title(comparison.title, fontsize=9)
         ax.legend(fontsize=7)
         ax.grid(axis="y", alpha=0.3)
@@ -669,7 +786,7 @@ def run_dir_of(out: Path, variant: Variant, seed: int) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1 seed, light probe, smaller splits, 1/3 of the steps")
+    parser.add_argument("--quick", action="store_true", help="1 seed, smaller splits, 1/3 of the steps")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default: 0 1, or 0 with --quick)")
     parser.add_argument("--out", help="run folder (default runs/ablations, runs/ablations-quick with --quick)")
     parser.add_argument("--results-md", default="docs/results.md", help="section goes here; 'none' = do not write")

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def micro_settings(ablations, seeds=(0,)):
     grid = GridConfig(lrs=(1e-2,), weight_decays=(0.01,), epochs=1, warmup_epochs=0, batch_size=8)
     return ablations.Settings(
-        seeds=seeds, step_scale=0.003,  # 1 + 6 + 1 steps
+        seeds=seeds, step_scale=0.006,  # 1 + 5 + 1 steps
         extra_overrides=("batch_size=4", "model.dim=48", "model.depth=1", "model.mlp_hidden=96",
                          "model.predictor.dim=48", "model.predictor.depth=1", "model.predictor.mlp_hidden=96",
                          "log.every=1000",
@@ -63,22 +63,36 @@ def test_verdicts_follow_the_numbers(ablations):
     assert ablations.difference([50.0], [50.0], val_size=100) == (0.0, pytest.approx(100 * (0.5 / 100) ** 0.5))
 
 
+def test_claim_verdicts_and_flops_to_equal_quality(ablations):
+    assert ablations.claim_verdict(["supports", "inconclusive"]) == "reproduced"
+    assert ablations.claim_verdict(["supports", "inconclusive", "inconclusive"]) == "within noise"
+    assert ablations.claim_verdict(["contradicts", "contradicts", "inconclusive"]) == "refuted"
+    assert ablations.claim_verdict(["supports", "contradicts"]) == "mixed"
+    assert ablations.claim_verdict(["consistent"]) == "within noise"
+    # 50 % lies halfway between 40 % at 1 and 60 % at 4 (in log FLOPs): at 2.
+    assert ablations.flops_to_match(50.0, [(4.0, 60.0), (1.0, 40.0)]) == ("=", pytest.approx(2.0))
+    assert ablations.flops_to_match(30.0, [(1.0, 40.0), (4.0, 60.0)]) == ("<=", 1.0)
+    assert ablations.flops_to_match(70.0, [(1.0, 40.0), (4.0, 60.0)]) == (">", 4.0)
+
+
 def test_equal_flops_variants_stretch_their_schedule(ablations, tmp_path):
     # Made-up step costs (the real ones are counted by running a step): noise costs twice a drop step,
     # a high-resolution step 4.5 low-resolution ones.
     (tmp_path / "flops.json").write_text(json.dumps({
-        "noise": [2e9] * 3, "drop, equal FLOPs": [1e9] * 3, "progressive": [1e9, 1e9, 4.5e9],
-        "high-res, equal FLOPs": [4.5e9] * 3}))
+        "base": [1e9] * 3, "noise, equal FLOPs": [2e9] * 3, "progressive": [1e9, 1e9, 4.5e9],
+        "high-res, equal FLOPs": [4.5e9] * 3, "high-res, 3x FLOPs": [4.5e9] * 3}))
     settings = ablations.Settings()
-    recipe = {"warmup": 40, "constant": 1900, "cooldown": 60}  # the ablations' schedule
-    assert ablations.plan_steps(ablations.VARIANT["noise"], settings, tmp_path) == recipe
-    assert ablations.plan_steps(ablations.VARIANT["drop, equal FLOPs"], settings, tmp_path) == {
-        name: 2 * n for name, n in recipe.items()}
-    # progressive: 1940 + 60 * 4.5 = 2210 low-resolution steps' worth; 2210 / (2000 * 4.5) of each phase
+    recipe = {"warmup": 40, "constant": 900, "cooldown": 60}  # the ablations' schedule
+    assert ablations.plan_steps(ablations.VARIANT["base"], settings, tmp_path) == recipe
+    assert ablations.plan_steps(ablations.VARIANT["noise, equal FLOPs"], settings, tmp_path) == {
+        "warmup": 20, "constant": 450, "cooldown": 30}
+    # progressive: 940 + 60 * 4.5 = 1210 low-resolution steps' worth; 1210 / (1000 * 4.5) of each phase
     steps = ablations.plan_steps(ablations.VARIANT["high-res, equal FLOPs"], settings, tmp_path)
-    assert steps == {"warmup": 10, "constant": 467, "cooldown": 15}
+    assert steps == {"warmup": 11, "constant": 242, "cooldown": 16}
+    steps = ablations.plan_steps(ablations.VARIANT["high-res, 3x FLOPs"], settings, tmp_path)
+    assert steps == {"warmup": 32, "constant": 726, "cooldown": 48}
     assert ablations.plan_steps(ablations.VARIANT["progressive"], dataclasses.replace(settings, step_scale=0.5),
-                                tmp_path) == {"warmup": 20, "constant": 950, "cooldown": 30}
+                                tmp_path) == {"warmup": 20, "constant": 450, "cooldown": 30}
 
 
 def test_micro_run_writes_every_table_and_a_rerun_reuses_the_runs(ablations, tmp_path, monkeypatch):
@@ -99,6 +113,8 @@ def test_micro_run_writes_every_table_and_a_rerun_reuses_the_runs(ablations, tmp
     section = text[text.index(ablations.SECTION_TITLE):]
     assert section.count("| test | metric | difference | verdict |") == len(ablations.COMPARISONS)
     assert section.count("**Overall**") == len(ablations.COMPARISONS)
+    assert section.count("Verdict: ") == len(ablations.COMPARISONS) and "FLOPs to equal quality" in section
+    assert "anticipation action recall@5, light probe, 64 px / 8 f" in section  # drop vs noise only
     assert "appearance top-1, light probe, 96 px / 16 f" in section  # the position comparison's larger size
     # The full probe runs at the sizes settings.full_probe_sizes names (the training size), not at 96 px / 16 f.
     assert "appearance top-1, full probe, 64 px / 8 f" in section and "full probe, 96 px" not in section
@@ -106,17 +122,20 @@ def test_micro_run_writes_every_table_and_a_rerun_reuses_the_runs(ablations, tmp
     assert figure.read_bytes().startswith(b"\x89PNG") and f"](img/{ablations.FIGURE_NAME})" in section
 
     records = {name: runs[0] for name, runs in first["records"].items()}
-    assert records["sincos"]["evals"].keys() == {"low", "high"} and records["noise"]["evals"].keys() == {"low"}
-    assert records["sincos"]["evals"]["low"]["toy-ssv2"].keys() == {"light", "full"}
-    assert records["sincos"]["evals"]["high"]["toy-ssv2"].keys() == {"light"}
-    # FLOPs: dropping tokens is cheaper per step, so the equal-FLOPs drop run takes more steps to match noise;
-    # the constant high-resolution run costs more than the progressive one, its equal-FLOPs twin takes fewer steps.
+    sincos = records["progressive, sincos"]["evals"]
+    assert sincos.keys() == {"low", "high"} and records["noise"]["evals"].keys() == {"low"}
+    assert sincos["low"].keys() == {"toy-ssv2", "toy-appearance"}
+    assert sincos["low"]["toy-ssv2"].keys() == {"light", "full"} and sincos["high"]["toy-ssv2"].keys() == {"light"}
+    assert records["noise"]["evals"]["low"]["toy-anticipation"].keys() == {"light"}
+    # FLOPs: dropping tokens is cheaper per step, so the equal-FLOPs noise run takes fewer steps to match drop;
+    # the constant high-resolution runs take fewer steps than the progressive one for 1x and 3x its FLOPs.
     assert records["noise"]["step_flops"][0] > records["base"]["step_flops"][0]
+    assert sum(records["noise, equal FLOPs"]["steps"].values()) <= sum(records["noise"]["steps"].values())
     # Rounding each phase's steps leaves at most half a step per phase off the target.
-    step = max(records["drop, equal FLOPs"]["step_flops"])
-    assert abs(records["drop, equal FLOPs"]["train_flops"] - records["noise"]["train_flops"]) <= 1.5 * step
-    assert records["high-res"]["train_flops"] > 1.5 * records["progressive"]["train_flops"]
-    assert sum(records["high-res, equal FLOPs"]["steps"].values()) < sum(records["high-res"]["steps"].values())
+    for name, reference, factor in (("noise, equal FLOPs", "base", 1), ("high-res, equal FLOPs", "progressive", 1),
+                                    ("high-res, 3x FLOPs", "progressive", 3)):
+        step = max(records[name]["step_flops"])
+        assert abs(records[name]["train_flops"] - factor * records[reference]["train_flops"]) <= 1.5 * step
     checkpoints = sorted(out.glob("*/seed-0/pretrain/checkpoints/step-*.pt"))
     assert len(checkpoints) == len(ablations.VARIANTS)  # only the final one of each run is kept
     assert not list(out.glob("*/seed-0/features"))  # the feature caches are removed after probing

@@ -25,6 +25,7 @@ COMMAND_PARSERS: list[str] = [
     "vjepa2.world_model.cli:add_plan_eval_parser",
     "vjepa2.cli:add_demo_parser",
     "vjepa2.evals.cli",
+    "vjepa2.vqa.cli",  # train-vqa, ask
 ]
 
 

@@ -4,10 +4,11 @@ The configs of the methods (:mod:`vjepa2.train.config`, :mod:`vjepa2.world_model
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from vjepa2.config import ConfigError
+from vjepa2.engine.schedules import LrSegment
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,34 @@ class OptimConfig:
             raise ConfigError(f"optim.clip_grad must be positive or null, got {self.clip_grad}")
         if self.grad_accumulation < 1:
             raise ConfigError(f"optim.grad_accumulation must be >= 1, got {self.grad_accumulation}")
+
+
+@dataclass(frozen=True)
+class StepScheduleConfig:
+    """A schedule without clip shapes (AC and video-QA training): ``iterations`` optimiser steps,
+    linear warm-up from ``lr_start`` over ``warmup`` steps, constant ``optim.lr``, then a linear
+    cool-down to ``lr_end`` over the last ``cooldown`` steps."""
+
+    iterations: int = 2500
+    warmup: int = 50
+    cooldown: int = 500
+    lr_start: float = 0.0
+    lr_end: float = 0.0
+
+    def validate(self) -> None:
+        if self.iterations < 1 or self.warmup < 0 or self.cooldown < 0:
+            raise ConfigError("schedule: iterations must be >= 1, warmup and cooldown >= 0")
+        if self.warmup + self.cooldown > self.iterations:
+            raise ConfigError(f"schedule: warmup ({self.warmup}) + cooldown ({self.cooldown}) exceed "
+                              f"iterations ({self.iterations})")
+
+    def segments(self) -> list[LrSegment]:
+        """The schedule as learning-rate segments (warm-up, main, cool-down; empty ones left out)."""
+        parts = [("warmup", self.warmup, "warmup", {"lr_start": self.lr_start}),
+                 ("main", self.iterations - self.warmup - self.cooldown, "constant", {}),
+                 ("cooldown", self.cooldown, "linear", {"lr_end": self.lr_end})]
+        return [LrSegment(name=name, iterations=n, lr_schedule=kind, **extra)
+                for name, n, kind, extra in parts if n > 0]
 
 
 @dataclass(frozen=True)
@@ -108,3 +137,27 @@ def check_same_model(saved: dict, current: dict, checkpoint: object) -> None:
 def config_differences(old: dict, new: dict) -> list[str]:
     """Human-readable ``key: old -> new`` lines between two plain config dicts."""
     return [f"{name}: {a!r} -> {b!r}" for name, a, b in changed_config_keys(old, new)]
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The run settings of a trainer that is not pretraining (AC, video QA): its config class
+    inherits these keys (and may change a default, e.g. ``output_dir``). ``threads``: PyTorch CPU
+    threads per process (null = PyTorch's default); ``max_nonfinite_steps``: stop after that many
+    non-finite steps in a row (:mod:`vjepa2.engine.guard`)."""
+
+    dtype: Literal["fp32", "bf16"] = "fp32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = 1
+    seed: int = 0
+    output_dir: str = "runs/train"
+    checkpoint: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(every=500, keep_last=2))
+    log: LogConfig = field(default_factory=LogConfig)
+    max_nonfinite_steps: int = 20
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+
+    def check_run_settings(self) -> None:
+        if self.max_nonfinite_steps < 1:
+            raise ConfigError(f"max_nonfinite_steps must be >= 1, got {self.max_nonfinite_steps}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1 or null (PyTorch's default), got {self.threads}")

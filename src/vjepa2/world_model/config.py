@@ -13,8 +13,7 @@ from vjepa2.config import ConfigError, from_dict
 from vjepa2.data.trajectories.lerobot import Streams
 from vjepa2.models.ac_predictor import ACPredictorConfig, ac_predictor_config
 from vjepa2.models.sizes import TransformerSize
-from vjepa2.engine.config import CheckpointConfig, DistributedConfig, LogConfig, OptimConfig
-from vjepa2.engine.schedules import LrSegment
+from vjepa2.engine.config import OptimConfig, RunSettings, StepScheduleConfig
 
 #: ``encoder.store_dtype`` -> the dtype of the cached features.
 STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -120,33 +119,6 @@ class ACModelConfig(TransformerSize):
 
 
 @dataclass(frozen=True)
-class ACScheduleConfig:
-    """``iterations`` optimiser steps: linear warm-up from ``lr_start`` over ``warmup`` steps,
-    constant ``optim.lr``, then a linear cool-down to ``lr_end`` over the last ``cooldown`` steps."""
-
-    iterations: int = 2500
-    warmup: int = 50
-    cooldown: int = 500
-    lr_start: float = 0.0
-    lr_end: float = 0.0
-
-    def validate(self) -> None:
-        if self.iterations < 1 or self.warmup < 0 or self.cooldown < 0:
-            raise ConfigError("schedule: iterations must be >= 1, warmup and cooldown >= 0")
-        if self.warmup + self.cooldown > self.iterations:
-            raise ConfigError(f"schedule: warmup ({self.warmup}) + cooldown ({self.cooldown}) exceed "
-                              f"iterations ({self.iterations})")
-
-    def segments(self) -> list[LrSegment]:
-        """The schedule as learning-rate segments (warm-up, main, cool-down; empty ones left out)."""
-        parts = [("warmup", self.warmup, "warmup", {"lr_start": self.lr_start}),
-                 ("main", self.iterations - self.warmup - self.cooldown, "constant", {}),
-                 ("cooldown", self.cooldown, "linear", {"lr_end": self.lr_end})]
-        return [LrSegment(name=name, iterations=n, lr_schedule=kind, **extra)
-                for name, n, kind, extra in parts if n > 0]
-
-
-@dataclass(frozen=True)
 class ACLossConfig:
     """``loss_exp`` p (1 = L1) of ``mean |pred - target|^p / p``; ``rollout_steps`` R frames
     predicted autoregressively from the first frame (0 = teacher forcing only).
@@ -177,7 +149,7 @@ class ACLossConfig:
 
 
 @dataclass(frozen=True)
-class ACTrainConfig:
+class ACTrainConfig(RunSettings):
     """One AC training run. ``batch_size`` is global (clips per optimiser step over all processes
     and accumulation micro-steps), as in :class:`vjepa2.train.config.PretrainConfig`. ``threads``:
     PyTorch CPU threads per process (null = PyTorch's default); the small default model runs
@@ -187,18 +159,10 @@ class ACTrainConfig:
     encoder: ACEncoderConfig = field(default_factory=ACEncoderConfig)
     model: ACModelConfig = field(default_factory=ACModelConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, weight_decay=0.04, clip_grad=1.0))
-    schedule: ACScheduleConfig = field(default_factory=ACScheduleConfig)
+    schedule: StepScheduleConfig = field(default_factory=StepScheduleConfig)
     loss: ACLossConfig = field(default_factory=ACLossConfig)
     batch_size: int = 16
-    dtype: Literal["fp32", "bf16"] = "fp32"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = 1
-    seed: int = 0
     output_dir: str = "runs/ac"
-    checkpoint: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(every=500, keep_last=2))
-    log: LogConfig = field(default_factory=LogConfig)
-    max_nonfinite_steps: int = 20
-    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def validate(self) -> None:
         if not self.data.trajectories:
@@ -208,10 +172,7 @@ class ACTrainConfig:
         if self.loss.rollout_steps > self.data.clip_steps - 1:
             raise ConfigError(f"loss.rollout_steps={self.loss.rollout_steps} needs clips of at least "
                               f"{self.loss.rollout_steps + 1} frames; data.clip_steps is {self.data.clip_steps}")
-        if self.max_nonfinite_steps < 1:
-            raise ConfigError(f"max_nonfinite_steps must be >= 1, got {self.max_nonfinite_steps}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads must be >= 1 or null (PyTorch's default), got {self.threads}")
+        self.check_run_settings()
 
     @property
     def cache_dir(self) -> Path:
