@@ -519,7 +519,7 @@ def render_section(records: dict[str, list[dict]], settings: Settings, command: 
                 + " and ".join(f"{EVAL_SIZES[s][1]} px / {EVAL_SIZES[s][0]} f" for s in settings.full_probe_sizes)
                 + " only (at 96 px / 16 f it costs ~10x the light probe per clip); a short run for a probe of "
                 "this size, so read its rows next to the light probe's" if full else
-                " (quick mode: light probe only, smaller splits and fewer steps than the full run)")
+                " (quick mode: smaller splits and fewer steps than the full run)" if settings.step_scale < 1 else "")
              + "; best of the grid on validation.",
              f"- **Numbers**: accuracy (%) on validation, mean ± sample standard deviation over "
              f"{n_seeds} seed(s) (no ± with one seed). A difference is given ± its standard error: the larger of "

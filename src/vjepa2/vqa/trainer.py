@@ -185,6 +185,18 @@ def encode_videos(data: QAData, encoder, cfg: VQATrainConfig, device: torch.devi
                           progress=progress, describe=describe)
 
 
+def shared_features(data: QAData, encoder, cfg: VQATrainConfig, env: dist_utils.DistEnv,
+                    describe: str) -> FeatureSet | None:
+    """:func:`encode_videos` in a (possibly distributed) run: rank 0 encodes into the cache, the
+    others wait and then read it."""
+    if env.is_main:
+        features = encode_videos(data, encoder, cfg, env.device, cfg.log.progress_bar, describe)
+    dist_utils.barrier()
+    if not env.is_main:
+        features = encode_videos(data, encoder, cfg, env.device, False, describe)
+    return features
+
+
 def visual_tokens(features: FeatureSet | None, videos: list[int], device: torch.device) -> torch.Tensor | None:
     """``(B, N, D)`` cached tokens of ``videos`` (None without an encoder)."""
     if features is None:
@@ -271,7 +283,7 @@ def train_vqa(cfg: VQATrainConfig, resume: bool = False) -> dict:
         encoder = frozen_encoder(cfg)
         if env.is_main:
             loop.refuse_to_overwrite(CheckpointDir(Path(cfg.output_dir) / "checkpoints"), resume)
-        features = encode_videos(train, encoder, cfg, env.device, cfg.log.progress_bar and env.is_main, "train videos")
+        features = shared_features(train, encoder, cfg, env, "train videos")
         vocabulary = None if cfg.lm.path else text_vocabulary(
             [text for it in train.items for text in (it.question, it.answer)])
         enc_dim = None if encoder is None else encoder.config.dim
