@@ -128,11 +128,13 @@ def load_lm(folder: str) -> tuple[nn.Module, object]:
 class VideoQA(nn.Module):
     """Projector + causal LM; ``forward`` = the answer's loss, :meth:`answer` = greedy answers.
 
-    ``projector`` None: a blind LM (the question alone; a baseline)."""
+    ``projector`` None: a blind LM (the question alone; a baseline). ``visual_first``: the visual
+    tokens come before the question (LLaVA's order, the default) or right after it, where the
+    causal LM reads them in the question's context."""
 
-    def __init__(self, projector: VisualProjector | None, lm: nn.Module, tokenizer) -> None:
+    def __init__(self, projector: VisualProjector | None, lm: nn.Module, tokenizer, visual_first: bool = True) -> None:
         super().__init__()
-        self.projector, self.lm, self.tokenizer = projector, lm, tokenizer
+        self.projector, self.lm, self.tokenizer, self.visual_first = projector, lm, tokenizer, visual_first
 
     def _visual(self, tokens: torch.Tensor | None, batch: int) -> torch.Tensor:
         embed = self.lm.get_input_embeddings()
@@ -146,26 +148,27 @@ class VideoQA(nn.Module):
     def _answer_ids(self, answer: str) -> list[int]:
         return self.tokenizer(" " + answer, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
 
+    def _sequence(self, visual: torch.Tensor, prompt: list[int], answer: list[int] = ()
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One sample's ``(L, dim)`` input embeddings and ``(L,)`` labels (the answer's ids, else
+        :data:`IGNORE`): the visual tokens ``(Q, dim)`` and the prompt in this model's order, then the answer."""
+        text = self.lm.get_input_embeddings()(torch.tensor(list(prompt) + list(answer), device=visual.device))
+        question, reply = text[:len(prompt)].to(visual.dtype), text[len(prompt):].to(visual.dtype)
+        parts = [visual, question] if self.visual_first else [question, visual]
+        labels = [IGNORE] * (len(visual) + len(prompt)) + list(answer)
+        return torch.cat(parts + [reply]), torch.tensor(labels, device=visual.device)
+
     def forward(self, tokens: torch.Tensor | None, questions: list[str], answers: list[str]
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean cross-entropy over the answers' tokens (and eos) -> ``(loss, loss[None])`` (what
-        :func:`vjepa2.engine.loop.optimizer_step` expects). ``tokens``: ``(B, N, enc_dim)``."""
+        :func:`vjepa2.engine.loop.optimizer_step` expects). ``tokens``: ``(B, N, enc_dim)``;
+        sequences are right-padded."""
         visual = self._visual(tokens, len(questions))
-        rows = [(self._prompt_ids(q), self._answer_ids(a)) for q, a in zip(questions, answers, strict=True)]
-        length = max(len(p) + len(a) for p, a in rows)
-        pad = self.tokenizer.pad_token_id
-        device = visual.device
-        ids = torch.full((len(rows), length), pad, dtype=torch.long, device=device)
-        labels = torch.full_like(ids, IGNORE)
-        mask = torch.zeros_like(ids)
-        for i, (p, a) in enumerate(rows):
-            ids[i, :len(p) + len(a)] = torch.tensor(p + a, device=device)
-            labels[i, len(p):len(p) + len(a)] = torch.tensor(a, device=device)
-            mask[i, :len(p) + len(a)] = 1
-        q = visual.shape[1]
-        embeds = torch.cat([visual, self.lm.get_input_embeddings()(ids)], dim=1)
-        out = self.lm(inputs_embeds=embeds, attention_mask=torch.cat([mask.new_ones(len(rows), q), mask], dim=1),
-                      labels=torch.cat([labels.new_full((len(rows), q), IGNORE), labels], dim=1))
+        rows = [self._sequence(visual[i], self._prompt_ids(q), self._answer_ids(a))
+                for i, (q, a) in enumerate(zip(questions, answers, strict=True))]
+        embeds, mask, pads = _pad([e for e, _ in rows], left=False)
+        labels = torch.stack([torch.cat([lab, lab.new_full((n,), IGNORE)]) for (_, lab), n in zip(rows, pads)])
+        out = self.lm(inputs_embeds=embeds, attention_mask=mask, labels=labels)
         return out.loss, out.loss.detach()[None]
 
     @torch.no_grad()
@@ -173,27 +176,33 @@ class VideoQA(nn.Module):
         """Greedy answers (prompts left-padded, positions counted from each one's first token)."""
         visual = self._visual(tokens, len(questions))
         embed = self.lm.get_input_embeddings()
-        prompts = [self._prompt_ids(q) for q in questions]
-        width = max(map(len, prompts))
-        device, dim = visual.device, embed.embedding_dim
-        rows, masks = [], []
-        for i, prompt in enumerate(prompts):  # [padding | visual | prompt], all ending together
-            n = width - len(prompt)
-            rows.append(torch.cat([visual.new_zeros(n, dim), visual[i],
-                                   embed(torch.tensor(prompt, device=device)).to(visual.dtype)]))
-            masks.append(torch.cat([torch.zeros(n, dtype=torch.long), torch.ones(len(rows[-1]) - n, dtype=torch.long)]))
-        embeds, mask = torch.stack(rows), torch.stack(masks).to(device)
-        out_ids = torch.zeros(len(prompts), 0, dtype=torch.long, device=device)
-        done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+        embeds, mask, _ = _pad([self._sequence(visual[i], self._prompt_ids(q))[0] for i, q in enumerate(questions)],
+                               left=True)
+        eos = self.tokenizer.eos_token_id
+        out_ids = torch.zeros(len(questions), 0, dtype=torch.long, device=embeds.device)
+        done = torch.zeros(len(questions), dtype=torch.bool, device=embeds.device)
         for _ in range(max_new_tokens):
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             logits = self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).logits[:, -1]
-            token = logits.argmax(-1)
-            token = torch.where(done, torch.full_like(token, self.tokenizer.eos_token_id), token)
+            token = torch.where(done, torch.full_like(done, eos, dtype=torch.long), logits.argmax(-1))
             out_ids = torch.cat([out_ids, token[:, None]], dim=1)
-            done |= token == self.tokenizer.eos_token_id
+            done |= token == eos
             if bool(done.all()):
                 break
             embeds = torch.cat([embeds, embed(token)[:, None].to(embeds.dtype)], dim=1)
-            mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], dim=1)
+            mask = torch.cat([mask, mask.new_ones(len(questions), 1)], dim=1)
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in out_ids.tolist()]
+
+
+def _pad(rows: list[torch.Tensor], left: bool) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """``(L_i, dim)`` rows -> ``(B, L, dim)`` zero-padded on the ``left`` or right, the ``(B, L)``
+    attention mask (1 = token), and each row's padding length."""
+    length = max(len(r) for r in rows)
+    pads = [length - len(r) for r in rows]
+    out, mask = [], []
+    for row, n in zip(rows, pads):
+        fill, ones = row.new_zeros(n, row.shape[1]), torch.ones(len(row), dtype=torch.long, device=row.device)
+        zeros = torch.zeros(n, dtype=torch.long, device=row.device)
+        out.append(torch.cat([fill, row] if left else [row, fill]))
+        mask.append(torch.cat([zeros, ones] if left else [ones, zeros]))
+    return torch.stack(out), torch.stack(mask), pads

@@ -19,6 +19,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -67,10 +68,12 @@ class VQAEncoderConfig:
 
 @dataclass(frozen=True)
 class ProjectorConfig:
-    """``num_queries`` visual tokens from attentive pooling (0 = keep every encoder token)."""
+    """``num_queries`` visual tokens from attentive pooling (0 = keep every encoder token), placed
+    ``before_question`` (LLaVA's order) or ``after_question`` (read in the question's context)."""
 
     num_queries: int = 16
     heads: int = 4
+    placement: Literal["before_question", "after_question"] = "before_question"
 
     def validate(self) -> None:
         if self.num_queries < 0 or self.heads < 1:
@@ -160,7 +163,7 @@ def build_model(cfg: VQATrainConfig, enc_dim: int | None, vocabulary: list[str] 
             torch.manual_seed(cfg.seed)
             projector = VisualProjector(enc_dim, lm.get_input_embeddings().embedding_dim,
                                         cfg.projector.num_queries, cfg.projector.heads)
-    return VideoQA(projector, lm, tokenizer)
+    return VideoQA(projector, lm, tokenizer, visual_first=cfg.projector.placement == "before_question")
 
 
 def frozen_encoder(cfg: VQATrainConfig):
