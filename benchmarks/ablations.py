@@ -1,6 +1,6 @@
 """The seed's design claims re-judged at toy scale on the CPU -> section of docs/results.md.
 
-    python benchmarks/ablations.py --quick --jobs 2   # 1 seed, 1/3 of the steps, smaller splits: ~20 min
+    python benchmarks/ablations.py --quick --jobs 2   # 1 seed, 1/3 of the steps, smaller splits: ~16 min
     python benchmarks/ablations.py --jobs 2           # 2 seeds: ~2 h on 2 cores
     python benchmarks/ablations.py --estimate         # print the plan and its time estimate, run nothing
     python benchmarks/ablations.py --seeds 0 1 2      # more seeds: finished runs in --out are reused

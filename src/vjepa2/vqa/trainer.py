@@ -69,11 +69,13 @@ class VQAEncoderConfig:
 @dataclass(frozen=True)
 class ProjectorConfig:
     """``num_queries`` visual tokens from attentive pooling (0 = keep every encoder token), placed
-    ``before_question`` (LLaVA's order) or ``after_question`` (read in the question's context)."""
+    ``after_question`` (the causal LM reads them in the question's context: on toy-vqa with a
+    2-block LM from scratch, 48.8 % exact match on temporal questions vs 26.0 % placed
+    ``before_question``, LLaVA's order; docs/results.md)."""
 
     num_queries: int = 16
     heads: int = 4
-    placement: Literal["before_question", "after_question"] = "before_question"
+    placement: Literal["before_question", "after_question"] = "after_question"
 
     def validate(self) -> None:
         if self.num_queries < 0 or self.heads < 1:
