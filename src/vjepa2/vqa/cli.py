@@ -1,11 +1,10 @@
 """Video-QA commands: ``vjepa2 train-vqa`` and ``vjepa2 ask``; the work is done by
-:mod:`vjepa2.vqa.trainer` (and :func:`answer_video` here for one question about one file)."""
+:mod:`vjepa2.vqa.trainer`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from vjepa2.commands import add_config_arguments, add_recipe_option, load_command_config, print_config
 
@@ -62,35 +61,13 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def answer_video(checkpoint: str, video: str, question: str, max_tokens: int = 8) -> str:
-    """The checkpoint's greedy answer to ``question`` about the file ``video``."""
-    import numpy as np
-    import torch
-
-    from vjepa2.config import ConfigError
-    from vjepa2.evals.features import apply_input_mode, make_views
-    from vjepa2.vqa.questions import VideoFiles
-    from vjepa2.vqa.trainer import load_vqa
-
-    if not question.strip():
-        raise ConfigError("the question is empty; give it in quotes after the video")
-    if not Path(video).is_file():
-        raise ConfigError(f"{video}: no such video file")
-    model, encoder, clips = load_vqa(checkpoint)
-    tokens = None
-    if encoder is not None:
-        segments = VideoFiles([video], video).segments(0, clips.frames, clips.size, clips.fps, clips.segments)
-        views = make_views(apply_input_mode(segments, clips.input, np.random.default_rng(0)), clips, False, 0, 0)
-        with torch.no_grad():
-            tokens = torch.cat([encoder(views[0, s:s + 1]) for s in range(views.shape[1])], dim=1)
-    return model.answer(tokens, [question], max_tokens)[0]
-
-
 def _ask(args: argparse.Namespace) -> int:
     from vjepa2.config import ConfigError
     from vjepa2.evals.data import EvalDataError
 
     try:
+        from vjepa2.vqa.trainer import answer_video
+
         print(answer_video(args.checkpoint, args.video, args.question, args.max_tokens))
     except (ConfigError, EvalDataError) as err:
         print(f"vjepa2 ask: {err}", file=sys.stderr)

@@ -345,3 +345,23 @@ def load_vqa(checkpoint: str | Path, device: torch.device | str = "cpu") -> tupl
     model.load_state_dict(state["vqa"])
     encoder = None if cfg.blind else load_frozen_encoder(cfg.encoder.weights, cfg.encoder.random_init, cfg.seed)
     return model.to(device).eval(), encoder, from_dict(ClipConfig, meta["clips"])
+
+
+def answer_video(checkpoint: str, video: str, question: str, max_tokens: int = 8) -> str:
+    """The checkpoint's greedy answer to ``question`` about the file ``video`` (its clip read and
+    encoded as the training features were: :func:`~vjepa2.evals.features.raw_segments`,
+    :func:`~vjepa2.evals.features.encode_views`)."""
+    from vjepa2.evals.features import encode_views, make_views, raw_segments
+    from vjepa2.vqa.questions import VideoFiles
+
+    if not question.strip():
+        raise ConfigError("the question is empty; give it in quotes after the video")
+    if not Path(video).is_file():
+        raise ConfigError(f"{video}: no such video file")
+    model, encoder, clips = load_vqa(checkpoint)
+    tokens = None
+    if encoder is not None:
+        segments = raw_segments(VideoFiles([video], video), 0, clips, 0)
+        views = make_views(segments, clips, training=False, seed=0, index=0)       # (1, S, 3, T, H, W)
+        tokens = encode_views(EncoderFeatures(encoder), views[None])[:, 0]          # (1, S * N, D)
+    return model.answer(tokens, [question], max_tokens)[0]
