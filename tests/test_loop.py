@@ -7,6 +7,7 @@ import csv
 import math
 from dataclasses import dataclass, field
 
+import pytest
 import torch
 from torch import nn
 
@@ -104,3 +105,15 @@ def test_non_finite_steps_change_nothing_are_counted_and_never_checkpointed(tmp_
     assert adam_steps == [2, 3]
     rows = list(csv.DictReader(open(tmp_path / "nan" / "log.csv")))
     assert math.isnan(float(rows[2]["loss"])) and rows[5]["nonfinite_total"] == "1"
+
+
+def test_parameters_named_in_lr_scales_train_at_that_fraction_of_the_lr():
+    model = Regression()
+    model.encoder = nn.Linear(3, 3)  # parameters "encoder.*" (scaled) and "linear.*"
+    optimizer = loop.build_optimizer(model, OptimConfig(lr=1.0, weight_decay=0.1), lr_scales={"encoder.": 0.25})
+    by_group = {(g.get("lr_scale", 1.0), g["weight_decay"]): {id(p) for p in g["params"]}
+                for g in optimizer.param_groups}
+    assert by_group[(0.25, 0.1)] == {id(model.encoder.weight)} and by_group[(0.25, 0.0)] == {id(model.encoder.bias)}
+    assert by_group[(1.0, 0.1)] == {id(model.linear.weight)} and by_group[(1.0, 0.0)] == {id(model.linear.bias)}
+    loop.optimizer_step(model, optimizer, [(torch.randn(4, 3), torch.randn(4, 1))], lr=0.2, clip_grad=None)
+    assert sorted(g["lr"] for g in optimizer.param_groups) == pytest.approx([0.05, 0.05, 0.2, 0.2])

@@ -146,6 +146,53 @@ def test_train_vqa_with_a_local_transformers_lm_then_ask_about_a_video(tmp_path,
     assert capsys.readouterr().out.strip() == "up"
 
 
+# A few steps of a 1-block LM on 12 toy-vqa clips (the benchmark's rows add their encoder and logging).
+TINY = ["data.toy.train_size=12", "data.toy.val_size=6", "schedule.iterations=4", "schedule.warmup=1",
+        "schedule.cooldown=1", "batch_size=4", "lm.dim=16", "lm.depth=1", "lm.heads=2", "projector.heads=3", "threads=1"]
+TINY_RUN = TINY + ["encoder.weights=random:tiny", "log.progress_bar=false", "log.tensorboard=false"]
+
+
+def test_the_unfrozen_stage_starts_where_the_frozen_one_ended_and_trains_the_encoder(tmp_path):
+    from vjepa2.config import ConfigError
+    from vjepa2.engine.distributed import DistEnv
+    from vjepa2.vqa.questions import open_qa_data
+    from vjepa2.vqa.trainer import (METADATA_KEY, VQATrainer, encode_videos, frozen_encoder, load_vqa, load_vqa_config,
+                                    read_init, train_vqa, visual_tokens)
+
+    def config(out, *extra):
+        return load_vqa_config("toy", TINY_RUN + [f"output_dir={tmp_path / out}", f"data.cache_dir={tmp_path}/f", *extra])
+
+    def last_checkpoint(out):
+        return sorted((tmp_path / out / "checkpoints").glob("step-*.pt"))[-1]
+
+    train_vqa(config("frozen"))
+    first = last_checkpoint("frozen")
+    cfg = config("unfrozen", f"init={first}", "encoder.trainable=true", "encoder.lr_scale=0.5")
+    init, data = read_init(cfg), open_qa_data("toy-vqa", "train", cfg.data.toy)
+    trainer = VQATrainer(cfg, DistEnv(), data, None, frozen_encoder(cfg, init), init[METADATA_KEY]["vocabulary"], init)
+    # Clips read at every step give the tokens the frozen stage cached, and the model its loss.
+    videos, items = [0, 5, 7], [data.items[i] for i in (0, 11, 15)]
+    clips = trainer.clips(videos)                                             # (3, 1, 3, T, H, W)
+    cached = visual_tokens(encode_videos(data, frozen_encoder(cfg), cfg, torch.device("cpu"), False, ""), videos,
+                           torch.device("cpu"))
+    with torch.no_grad():
+        assert torch.allclose(trainer.model.encoder(clips[:, 0]), cached, atol=1e-5)
+        questions, answers = [it.question for it in items], [it.answer for it in items]
+        frozen_loss = load_vqa(first)[0](cached, questions, answers)[0]
+        assert torch.allclose(trainer.model(clips, questions, answers)[0], frozen_loss, atol=1e-5)
+    scaled = {id(p) for g in trainer.optimizer.param_groups if g.get("lr_scale") == 0.5 for p in g["params"]}
+    assert scaled == {id(p) for p in trainer.model.encoder.parameters()}
+    # Trained, its checkpoint holds the new encoder weights, which `load_vqa` (and `ask`) use.
+    train_vqa(cfg)
+    state = torch.load(last_checkpoint("unfrozen"), weights_only=True)
+    untrained = frozen_encoder(cfg).state_dict()
+    assert any(not torch.equal(w, untrained[k]) for k, w in state["encoder"].items())
+    _, encoder, _ = load_vqa(last_checkpoint("unfrozen"))
+    assert all(torch.equal(w, state["encoder"][k]) for k, w in encoder.state_dict().items())
+    with pytest.raises(ConfigError, match=r"init: .* holds another model \(lm.dim=16 there, 32 here\)"):
+        read_init(config("other", f"init={first}", "lm.dim=32"))
+
+
 def test_bad_inputs_are_one_line(tmp_path, capsys):
     assert main(["ask", str(tmp_path / "x.mp4"), "  ", "--checkpoint", "x.pt"]) == 2
     assert "the question is empty" in capsys.readouterr().err
@@ -174,17 +221,20 @@ def test_the_benchmark_runs_every_row_and_judges_the_bars(tmp_path, capsys):
     spec.loader.exec_module(bench)
     md = tmp_path / "results.md"
     md.write_text("# Results\n")
-    tiny = ["data.toy.train_size=12", "data.toy.val_size=6", "schedule.iterations=4", "schedule.warmup=1",
-            "schedule.cooldown=1", "batch_size=4", "lm.dim=16", "lm.depth=1", "lm.heads=2", "projector.heads=3"]
     assert bench.main(["--encoder", "random:tiny", "--seeds", "0", "1", "--out", str(tmp_path / "runs"),
-                       "--results-md", str(md), *tiny]) == 0
+                       "--results-md", str(md), "--second-stage", "2", *TINY]) == 0
     text = md.read_text()
     assert bench.SECTION_TITLE in text and text.count("| yes |") + text.count("| **no** |") == len(bench.BARS)
-    for row in bench.ROWS:
+    for row in [*bench.ROWS, *bench.SECOND_STAGE]:
         assert f"| {row} | " in text
-        assert (tmp_path / "runs" / row / "seed-1" / "eval.json").is_file()
+        assert (tmp_path / "runs" / row.replace(" ", "-") / "seed-1" / "eval.json").is_file()
+    # The second stage started from the pretrained run's last weights; unfrozen, it trained the encoder.
+    unfrozen = torch.load(next((tmp_path / "runs" / "encoder-unfrozen" / "seed-0" / "checkpoints").glob("*.pt")),
+                          weights_only=True)
+    assert unfrozen["vjepa2_vqa"]["encoder"]["trainable"] and "encoder" in unfrozen
+    assert "Unfrozen minus frozen on temporal questions" in text
     # A re-run reuses every finished run.
     capsys.readouterr()
     assert bench.main(["--encoder", "random:tiny", "--seeds", "0", "1", "--out", str(tmp_path / "runs"),
-                       "--results-md", "none", *tiny]) == 0
+                       "--results-md", "none", "--second-stage", "2", *TINY]) == 0
     assert " seed " not in capsys.readouterr().out.split(bench.SECTION_TITLE)[0]

@@ -626,6 +626,12 @@ def random_encoder(spec: str, seed: int = 0, **config_overrides) -> VisionEncode
     return new_encoder(encoder_config(size, **config_overrides), seed).eval()
 
 
+def absolute_weights(spec: str) -> str:
+    """An encoder weights spec with its path made absolute (so a run that recorded it loads from any
+    working directory); ``random:<size>`` and ``none`` as they are."""
+    return spec if spec.startswith("random:") or spec == "none" else str(Path(spec).resolve())
+
+
 def load_encoder(path: str | os.PathLike, key: str | tuple[str, ...] = ENCODER_KEYS,
                  config: EncoderConfig | None = None, *, seed: int = 0, random_init: bool = False,
                  **config_overrides) -> VisionEncoder | VisionEncoder21:

@@ -102,15 +102,24 @@ class Trainer(Protocol):
     def model_state(self, checkpoint: dict) -> dict: ...
 
 
-def build_optimizer(model: nn.Module, optim: OptimConfig, fused: bool = False) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters; no weight decay on biases, norms and 1-D parameters."""
-    decay, no_decay = [], []
+def build_optimizer(model: nn.Module, optim: OptimConfig, fused: bool = False,
+                    lr_scales: dict[str, float] | None = None) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; no weight decay on biases, norms and 1-D parameters.
+
+    ``lr_scales``: parameter-name prefix -> fraction of the learning rate those parameters train at
+    (their groups' ``lr_scale``, which :func:`optimizer_step` applies); the first matching prefix wins.
+    """
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {(1.0, True): [], (1.0, False): []}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
-    groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, eps=optim.eps,
+        scale = next((s for prefix, s in (lr_scales or {}).items() if name.startswith(prefix)), 1.0)
+        decay = not (param.ndim <= 1 or name.endswith(".bias"))
+        groups.setdefault((float(scale), decay), []).append(param)
+    param_groups = [{"params": params, "weight_decay": optim.weight_decay if decay else 0.0,
+                     **({"lr_scale": scale} if scale != 1.0 else {})}
+                    for (scale, decay), params in groups.items() if params or scale == 1.0]
+    return torch.optim.AdamW(param_groups, lr=optim.lr, betas=optim.betas, eps=optim.eps,
                              **({"fused": True} if fused else {}))
 
 
@@ -127,7 +136,7 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_inp
     skips its own updates too, e.g. the EMA).
     """
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     sums = None
     for m, inputs in enumerate(micro_inputs):
         with dist_utils.gradient_sync(model, enabled=m == len(micro_inputs) - 1):

@@ -47,6 +47,19 @@ class LabelledVideos(Protocol):
     def identity(self) -> dict: ...
 
 
+def file_stats(paths) -> list[tuple[int, int] | None]:
+    """``(size, modification time in ns)`` of each file (None where it cannot be read): part of a
+    file-backed dataset's identity, so that cached features follow edits to the files."""
+    stats = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            stats.append((st.st_size, st.st_mtime_ns))
+        except OSError:
+            stats.append(None)
+    return stats
+
+
 class ListVideos:
     """Videos of a path-label list file (or a labelled folder), single-head classification.
 
@@ -109,14 +122,7 @@ class ListVideos:
 
     def identity(self) -> dict:
         entries = [(e.path, e.label) for e in self.source.entries]
-        stats = []
-        for path, _ in entries:
-            try:
-                st = os.stat(path)
-                stats.append((st.st_size, st.st_mtime_ns))
-            except OSError:
-                stats.append(None)
-        return {"kind": "list", "name": self.name, "entries": entries, "stats": stats,
+        return {"kind": "list", "name": self.name, "entries": entries, "stats": file_stats(p for p, _ in entries),
                 "allow_short": self.allow_short}
 
 

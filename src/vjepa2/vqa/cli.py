@@ -22,13 +22,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--lm", help="a local transformers causal-LM folder (default: a small LM trained from scratch)")
     p.add_argument("--out", help="run folder (default runs/vqa)")
     p.add_argument("--resume", action="store_true", help="continue the newest valid checkpoint in --out")
-    add_config_arguments(p, "schedule.iterations=3000 data.clips.input=image")
+    add_config_arguments(p, "data.clips.input=image, or init=STAGE1.pt encoder.trainable=true")
     p.set_defaults(func=_train)
 
     p = subparsers.add_parser("ask", help="answer a question about a video with a train-vqa checkpoint",
-                              description="Encode VIDEO with the checkpoint's frozen encoder and answer QUESTION "
+                              description="Encode VIDEO with the checkpoint's encoder and answer QUESTION "
                                           "greedily. Example: vjepa2 ask clip.mp4 'what is the red star doing?' "
-                                          "--checkpoint runs/vqa/checkpoints/step-00001500.pt")
+                                          "--checkpoint runs/vqa/checkpoints/step-00003000.pt")
     p.add_argument("video", help="a video (or image) file")
     p.add_argument("question", help="the question, in quotes")
     p.add_argument("--checkpoint", required=True, help="a train-vqa checkpoint (.pt)")

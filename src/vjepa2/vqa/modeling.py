@@ -1,11 +1,13 @@
-"""The video-QA model: frozen V-JEPA 2 tokens -> projector -> visual tokens placed before the
-question's tokens in a causal language model (arXiv 2506.09985, video question answering).
+"""The video-QA model: V-JEPA 2 tokens -> projector -> visual tokens placed next to the question's
+tokens in a causal language model (arXiv 2506.09985, video question answering).
 
 ::
 
     encoder tokens (B, N, D_enc) --VisualProjector--> (B, Q, D_lm)      (Q learned queries, or Q = N)
-    LM input  = [visual tokens | question tokens | answer tokens | eos]   (right-padded)
-    LM labels = [   ignored    |     ignored     | answer tokens | eos]   (the answer is the loss)
+    LM input  = [visual tokens | question tokens | answer tokens | eos]   (right-padded; or the
+    LM labels = [   ignored    |     ignored     | answer tokens | eos]    question first, then visual)
+
+The encoder is frozen (its tokens cached) or trained with the rest (:class:`EncoderQA`).
 
 The language model is any ``transformers`` causal LM: loaded from a local folder
 (:func:`load_lm`, ``AutoModelForCausalLM`` + ``AutoTokenizer``), or a small Llama-style model built
@@ -192,6 +194,22 @@ class VideoQA(nn.Module):
             embeds = torch.cat([embeds, embed(token)[:, None].to(embeds.dtype)], dim=1)
             mask = torch.cat([mask, mask.new_ones(len(questions), 1)], dim=1)
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in out_ids.tolist()]
+
+
+class EncoderQA(nn.Module):
+    """An encoder trained with its :class:`VideoQA` (the unfrozen stage): ``forward(clips, questions,
+    answers)`` with ``clips`` ``(B, S, 3, T, H, W)`` (S segments per video) -> the encoder's tokens
+    ``(B, S * N, D)`` -> the answers' loss, as :meth:`VideoQA.forward`."""
+
+    def __init__(self, encoder: nn.Module, qa: VideoQA) -> None:
+        super().__init__()
+        self.encoder, self.qa = encoder, qa
+
+    def forward(self, clips: torch.Tensor, questions: list[str], answers: list[str]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        B, S = clips.shape[:2]
+        tokens = self.encoder(clips.flatten(0, 1))                                    # (B * S, N, D)
+        return self.qa(tokens.reshape(B, S * tokens.shape[1], tokens.shape[2]), questions, answers)
 
 
 def _pad(rows: list[torch.Tensor], left: bool) -> tuple[torch.Tensor, torch.Tensor, list[int]]:

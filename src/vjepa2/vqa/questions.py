@@ -29,7 +29,7 @@ import numpy as np
 
 from vjepa2.config import ConfigError
 from vjepa2.data.clips.synthetic import Scene
-from vjepa2.evals.data import EvalDataError, LabelledVideos, ToyVideos
+from vjepa2.evals.data import EvalDataError, LabelledVideos, ToyVideos, file_stats
 from vjepa2.evals.toy import TOY_SSV2_CLASSES, ToyConfig, ToyTask
 
 TOY_VQA = "toy-vqa"
@@ -130,14 +130,7 @@ class VideoFiles:
         return [clip.numpy() for clip, _ in clips]
 
     def identity(self) -> dict:
-        stats = []
-        for path in self.paths:
-            try:
-                st = os.stat(path)
-                stats.append((st.st_size, st.st_mtime_ns))
-            except OSError:
-                stats.append(None)
-        return {"kind": "files", "paths": self.paths, "stats": stats}
+        return {"kind": "files", "paths": self.paths, "stats": file_stats(self.paths)}
 
 
 def read_qa_jsonl(path: str | os.PathLike) -> QAData:

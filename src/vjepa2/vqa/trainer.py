@@ -1,5 +1,5 @@
 """``vjepa2 train-vqa``: a projector and a causal LM trained to answer questions about videos from a
-frozen V-JEPA 2 encoder's tokens, on the shared training loop (:mod:`vjepa2.engine.loop`: resume,
+V-JEPA 2 encoder's tokens, on the shared training loop (:mod:`vjepa2.engine.loop`: resume,
 non-finite guard, checkpoints, logs; bf16 autocast and DDP as the other trainers).
 
 ::
@@ -7,6 +7,10 @@ non-finite guard, checkpoints, logs; bf16 autocast and DDP as the other trainers
     features = frozen encoder(every video of the split)         cached once: (videos, N, D)
     for each step: (video, question, answer) items -> VideoQA loss on the answer's tokens
     end: greedy answers on the validation items -> exact match per question kind (eval.json)
+
+As the paper trains it, in two stages: the encoder frozen, then unfrozen (``encoder.trainable=true``
+with ``init=`` the first stage's checkpoint: each step encodes its clips, the encoder trains at
+``encoder.lr_scale`` x the learning rate, and checkpoints hold its weights).
 
 Baselines are settings of the same run: ``encoder.random_init=true`` (the encoder's architecture,
 random weights), ``data.clips.input=image`` (the middle frame repeated: no motion), and
@@ -32,11 +36,12 @@ from vjepa2.engine.checkpoint import CheckpointDir
 from vjepa2.engine.config import OptimConfig, RunSettings, StepScheduleConfig
 from vjepa2.engine.monitor import RunMonitor
 from vjepa2.engine.schedules import phase_lr
-from vjepa2.evals.features import ClipConfig, EncoderFeatures, FeatureSet, build_features
+from vjepa2.evals.features import ClipConfig, EncoderFeatures, FeatureSet, build_features, make_views, raw_segments
 from vjepa2.evals.toy import ToyConfig
 from vjepa2.files import atomic_write_text
 from vjepa2.vqa.questions import TOY_VQA, QAData, normalise_answer, open_qa_data
-from vjepa2.vqa.modeling import ScratchLM, VideoQA, VisualProjector, load_lm, scratch_lm, text_vocabulary, word_tokenizer
+from vjepa2.vqa.modeling import (EncoderQA, ScratchLM, VideoQA, VisualProjector, load_lm, scratch_lm, text_vocabulary,
+                                 word_tokenizer)
 
 METADATA_KEY = "vjepa2_vqa"
 NO_ENCODER = "none"
@@ -58,12 +63,17 @@ class VQADataConfig:
 
 @dataclass(frozen=True)
 class VQAEncoderConfig:
-    """The frozen encoder: a checkpoint, a transformers folder, ``random:<size>``, or ``none`` (a
-    blind LM); ``random_init``: its architecture with seeded random weights (a baseline)."""
+    """The encoder: a checkpoint, a transformers folder, ``random:<size>``, or ``none`` (a blind LM);
+    ``random_init``: its architecture with seeded random weights (a baseline). Frozen (its tokens
+    computed once and cached) unless ``trainable``: then it is trained with the projector and LM at
+    ``lr_scale`` x the learning rate, every clip encoded at every step (the paper's second stage:
+    start it from a frozen run's checkpoint with ``init``)."""
 
     weights: str = "random:tiny"
     random_init: bool = False
     batch_size: int = 16
+    trainable: bool = False
+    lr_scale: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -106,7 +116,9 @@ class LMConfig:
 @dataclass(frozen=True)
 class VQATrainConfig(RunSettings):
     """One video-QA run (and the run settings of :class:`~vjepa2.engine.config.RunSettings`);
-    ``batch_size`` is global (items per optimiser step)."""
+    ``batch_size`` is global (items per optimiser step); ``init``: a train-vqa checkpoint whose
+    projector, LM (and trained encoder, if it has one) this run starts from, e.g. the frozen stage's
+    last checkpoint for an ``encoder.trainable`` stage."""
 
     data: VQADataConfig = field(default_factory=VQADataConfig)
     encoder: VQAEncoderConfig = field(default_factory=VQAEncoderConfig)
@@ -117,11 +129,16 @@ class VQATrainConfig(RunSettings):
                                                                                      cooldown=300))
     batch_size: int = 32
     output_dir: str = "runs/vqa"
+    init: str | None = None
 
     def validate(self) -> None:
         if self.batch_size <= 0:
             raise ConfigError(f"batch_size must be positive, got {self.batch_size}")
         self.check_run_settings()
+        if self.encoder.trainable and (self.blind or self.encoder.lr_scale <= 0):
+            raise ConfigError("encoder.trainable needs an encoder (not --encoder none) and encoder.lr_scale > 0")
+        if self.init is not None and not Path(self.init).is_file():
+            raise ConfigError(f"init: {self.init} is not a file (a train-vqa checkpoint, checkpoints/step-*.pt)")
         for key in ("train", "val"):
             source = getattr(self.data, key)
             if source not in (None, TOY_VQA) and not Path(source).is_file():
@@ -168,13 +185,58 @@ def build_model(cfg: VQATrainConfig, enc_dim: int | None, vocabulary: list[str] 
     return VideoQA(projector, lm, tokenizer, visual_first=cfg.projector.placement == "before_question")
 
 
-def frozen_encoder(cfg: VQATrainConfig):
-    """The frozen encoder the config names (None for a blind LM)."""
+def model_settings(cfg: VQATrainConfig) -> dict:
+    """What a checkpoint records of how its model was built: the encoder, projector and LM settings
+    (the encoder's weights and the LM folder as absolute paths)."""
+    from vjepa2.weights import absolute_weights
+
+    lm = dataclasses.asdict(cfg.lm)
+    if cfg.lm.path:
+        lm["path"] = str(Path(cfg.lm.path).resolve())
+    return {"encoder": {**dataclasses.asdict(cfg.encoder), "weights": absolute_weights(cfg.encoder.weights)},
+            "projector": dataclasses.asdict(cfg.projector), "lm": lm}
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """A ``train-vqa`` checkpoint's contents (one-line errors for a missing or foreign file)."""
+    from vjepa2.weights import safe_torch_load
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such checkpoint (a train-vqa run's checkpoints/step-*.pt)")
+    state = safe_torch_load(path)
+    if METADATA_KEY not in state:
+        raise ConfigError(f"{path} is not a train-vqa checkpoint (no {METADATA_KEY} entry)")
+    return state
+
+
+def read_init(cfg: VQATrainConfig) -> dict | None:
+    """The ``init`` checkpoint (None without one), checked to hold this run's model: the same
+    encoder, projector and LM settings (what only training changes may differ)."""
+    if cfg.init is None:
+        return None
+    state = read_checkpoint(cfg.init)
+    saved, ours = state[METADATA_KEY], model_settings(cfg)
+    same = {"encoder": ("weights", "random_init"), "projector": tuple(ours["projector"]),
+            "lm": ("path", "dim", "depth", "heads")}
+    differ = [f"{part}.{key}={saved[part].get(key)!r} there, {ours[part][key]!r} here"
+              for part, keys in same.items() for key in keys if saved[part].get(key) != ours[part][key]]
+    if differ:
+        raise ConfigError(f"init: {cfg.init} holds another model ({'; '.join(differ)}); give this run its settings")
+    return state
+
+
+def frozen_encoder(cfg: VQATrainConfig, init: dict | None = None):
+    """The encoder the config names, frozen (None for a blind LM); the ``init`` checkpoint's trained
+    encoder weights when it holds some."""
     from vjepa2.evals.probe import load_frozen_encoder
 
     if cfg.blind:
         return None
-    return load_frozen_encoder(cfg.encoder.weights, cfg.encoder.random_init, cfg.seed)
+    encoder = load_frozen_encoder(cfg.encoder.weights, cfg.encoder.random_init, cfg.seed)
+    if init is not None and "encoder" in init:
+        encoder.load_state_dict(init["encoder"])
+    return encoder
 
 
 def encode_videos(data: QAData, encoder, cfg: VQATrainConfig, device: torch.device, progress: bool,
@@ -216,38 +278,58 @@ def visual_tokens(features: FeatureSet | None, videos: list[int], device: torch.
 
 
 class VQATrainer:
-    """Video-QA training as a :class:`vjepa2.engine.loop.Trainer`."""
+    """Video-QA training as a :class:`vjepa2.engine.loop.Trainer`: the projector and LM on cached
+    frozen tokens, or with ``encoder.trainable`` the encoder too (:class:`EncoderQA`) on clips read at
+    every step."""
 
     kind = "train-vqa"
-    checkpoint_keys = ("vqa", METADATA_KEY)
     plot_column = "loss"
     phase_ends_matter = False
     columns = ("step", "loss", "lr", "grad_norm", "clips_per_s", "nonfinite_total", "elapsed_s")
 
     def __init__(self, cfg: VQATrainConfig, env: dist_utils.DistEnv, data: QAData, features: FeatureSet | None,
-                 enc_dim: int | None, vocabulary: list[str] | None) -> None:
-        self.cfg, self.env, self.data, self.features = cfg, env, data, features
+                 encoder, vocabulary: list[str] | None, init: dict | None = None) -> None:
+        self.cfg, self.env, self.data, self.features, self.encoder = cfg, env, data, features, encoder
         self.micro = loop.per_micro_step(cfg.batch_size, "batch_size", env, cfg.optim.grad_accumulation)
-        self.vocabulary, self.enc_dim = vocabulary, enc_dim
-        self.model = build_model(cfg, enc_dim, vocabulary).to(env.device)
+        self.vocabulary, self.enc_dim = vocabulary, None if encoder is None else encoder.config.dim
+        self.qa = build_model(cfg, self.enc_dim, vocabulary)
+        if init is not None:
+            self.qa.load_state_dict(init["vqa"])
+        self.trains_encoder = cfg.encoder.trainable
+        # the encoder's weights go into checkpoints when they are not the ones encoder.weights names
+        self.saves_encoder = self.trains_encoder or (init is not None and "encoder" in init)
+        self.checkpoint_keys = ("vqa", METADATA_KEY) + (("encoder",) if self.saves_encoder else ())
+        self.model = (EncoderQA(encoder.requires_grad_(True).train(), self.qa) if self.trains_encoder
+                      else self.qa).to(env.device)
         self.training_model = dist_utils.wrap_model(self.model, cfg.distributed.strategy, env)
-        self.optimizer = loop.build_optimizer(self.model, cfg.optim)
+        self.optimizer = loop.build_optimizer(self.model, cfg.optim, lr_scales={"encoder.": cfg.encoder.lr_scale})
         self.phases = cfg.schedule.segments()
         self.autocast = precision.autocast(env.device, cfg.dtype)
 
     def begin(self, start_step: int, counters: loop.Counters, monitor: RunMonitor) -> None:
         if self.env.is_main:
-            params = sum(p.numel() for p in self.model.parameters())
+            params = sum(p.numel() for p in self.qa.parameters())
+            seen = ("no encoder (blind LM)" if self.encoder is None else
+                    f"encoder {self.cfg.encoder.weights} trained at {self.cfg.encoder.lr_scale:g} x the lr"
+                    if self.trains_encoder else f"frozen encoder {self.cfg.encoder.weights}")
             print(f"vjepa2 train-vqa: {len(self.data.items)} questions about {len(self.data.videos)} videos, "
-                  f"{'no encoder (blind LM)' if self.features is None else 'frozen encoder ' + self.cfg.encoder.weights}"
-                  f", projector + LM {params / 1e6:.2f} M params, {self.cfg.schedule.iterations} steps, "
+                  f"{seen}, projector + LM {params / 1e6:.2f} M params, {self.cfg.schedule.iterations} steps, "
                   f"global batch {self.cfg.batch_size}")
 
     def batch(self, step: int, micro_index: int) -> tuple:
+        """``(visual input, questions, answers)``: cached tokens ``(B, N, D)`` (None: blind), or with a
+        trained encoder the clips ``(B, S, 3, T, H, W)``."""
         rng = np.random.default_rng([self.cfg.seed, step, micro_index])
         items = [self.data.items[int(i)] for i in rng.integers(0, len(self.data.items), size=self.micro)]
-        tokens = visual_tokens(self.features, [it.video for it in items], self.env.device)
-        return tokens, [it.question for it in items], [it.answer for it in items]
+        videos = [it.video for it in items]
+        visual = self.clips(videos) if self.trains_encoder else visual_tokens(self.features, videos, self.env.device)
+        return visual, [it.question for it in items], [it.answer for it in items]
+
+    def clips(self, videos: list[int]) -> torch.Tensor:
+        """The centre-crop clips of ``videos``, ``(B, S, 3, T, H, W)``, as the cached tokens were computed."""
+        clips, seed = self.cfg.data.clips, self.cfg.seed
+        views = [make_views(raw_segments(self.data.videos, v, clips, seed), clips, False, seed, v)[0] for v in videos]
+        return torch.stack(views).to(self.env.device)
 
     def step(self, step: int, where) -> loop.StepReport:
         cfg, env = self.cfg, self.env
@@ -259,22 +341,37 @@ class VQATrainer:
         return loop.StepReport(float(values[0]), finite, grad_norm, lr, cfg.batch_size)
 
     def checkpoint_payload(self, model_state: dict, step: int, where) -> dict:
-        """The projector and LM weights, and what :func:`load_vqa` needs to rebuild the model."""
-        cfg = self.cfg
-        weights = cfg.encoder.weights
-        if not cfg.blind and not weights.startswith("random:"):
-            weights = str(Path(weights).resolve())
-        lm = dataclasses.asdict(cfg.lm)
-        if cfg.lm.path:
-            lm["path"] = str(Path(cfg.lm.path).resolve())
-        return {"vqa": model_state,
-                METADATA_KEY: {"encoder": {**dataclasses.asdict(cfg.encoder), "weights": weights},
-                               "seed": cfg.seed, "clips": dataclasses.asdict(cfg.data.clips),
-                               "projector": dataclasses.asdict(cfg.projector), "lm": lm,
-                               "vocabulary": self.vocabulary, "enc_dim": self.enc_dim}}
+        """The projector and LM weights (and the encoder's when trained), and what :func:`load_vqa`
+        needs to rebuild the model."""
+        qa, encoder = model_state, None
+        if self.trains_encoder:
+            qa, encoder = _sub_state(model_state, "qa."), _sub_state(model_state, "encoder.")
+        elif self.saves_encoder:
+            encoder = self.encoder.state_dict()
+        meta = {**model_settings(self.cfg), "seed": self.cfg.seed, "clips": dataclasses.asdict(self.cfg.data.clips),
+                "vocabulary": self.vocabulary, "enc_dim": self.enc_dim}
+        return {"vqa": qa, METADATA_KEY: meta, **({"encoder": encoder} if encoder is not None else {})}
 
     def model_state(self, checkpoint: dict) -> dict:
-        return checkpoint["vqa"]
+        if not self.trains_encoder:
+            return checkpoint["vqa"]
+        return {**{f"qa.{k}": v for k, v in checkpoint["vqa"].items()},
+                **{f"encoder.{k}": v for k, v in checkpoint["encoder"].items()}}
+
+
+def _sub_state(state: dict, prefix: str) -> dict:
+    """The entries of ``state`` under ``prefix``, with it removed."""
+    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+
+
+def scratch_vocabulary(cfg: VQATrainConfig, train: QAData, init: dict | None) -> list[str] | None:
+    """The words of a scratch LM's tokenizer: the ``init`` checkpoint's, or the training questions'
+    and answers' (None for a local LM, which brings its tokenizer)."""
+    if init is not None:
+        return init[METADATA_KEY]["vocabulary"]
+    if cfg.lm.path:
+        return None
+    return text_vocabulary([text for it in train.items for text in (it.question, it.answer)])
 
 
 def train_vqa(cfg: VQATrainConfig, resume: bool = False) -> dict:
@@ -283,21 +380,19 @@ def train_vqa(cfg: VQATrainConfig, resume: bool = False) -> dict:
     inputs = {f"data.{k}": getattr(cfg.data, k) for k in ("train", "val")
               if getattr(cfg.data, k) not in (None, TOY_VQA)}
     with loop.distributed_run(cfg, inputs) as env:
+        init = read_init(cfg)
         train = open_qa_data(cfg.data.train, "train", cfg.data.toy)
         val = open_qa_data(cfg.data.val, "val", cfg.data.toy) if cfg.data.val else None
-        encoder = frozen_encoder(cfg)
+        encoder = frozen_encoder(cfg, init)
         if env.is_main:
             loop.refuse_to_overwrite(CheckpointDir(Path(cfg.output_dir) / "checkpoints"), resume)
-        features = shared_features(train, encoder, cfg, env, "train videos")
-        vocabulary = None if cfg.lm.path else text_vocabulary(
-            [text for it in train.items for text in (it.question, it.answer)])
-        enc_dim = None if encoder is None else encoder.config.dim
-        trainer = VQATrainer(cfg, env, train, features, enc_dim, vocabulary)
+        features = None if cfg.encoder.trainable else shared_features(train, encoder, cfg, env, "train videos")
+        trainer = VQATrainer(cfg, env, train, features, encoder, scratch_vocabulary(cfg, train, init), init)
         summary = loop.run_loop(trainer, cfg, env, resume)
         scores = None
         if val is not None and env.is_main:
             val_features = encode_videos(val, encoder, cfg, env.device, cfg.log.progress_bar, "val videos")
-            scores = evaluate(trainer.model, val, val_features, env.device, cfg.lm.max_answer_tokens)
+            scores = evaluate(trainer.qa, val, val_features, env.device, cfg.lm.max_answer_tokens)
             atomic_write_text(Path(cfg.output_dir) / "eval.json", json.dumps(scores, indent=1) + "\n")
             print("validation exact match: " + ", ".join(f"{k} {v['accuracy']:.1f}% ({v['count']})"
                                                          for k, v in scores.items()))
@@ -328,30 +423,22 @@ def evaluate(model: VideoQA, data: QAData, features: FeatureSet | None, device: 
 
 
 def load_vqa(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[VideoQA, object, ClipConfig]:
-    """``(model, frozen encoder or None, clip settings)`` of a ``train-vqa`` checkpoint."""
-    from vjepa2.evals.probe import load_frozen_encoder
-    from vjepa2.weights import safe_torch_load
-
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such checkpoint (a train-vqa run's checkpoints/step-*.pt)")
-    state = safe_torch_load(path)
-    if METADATA_KEY not in state:
-        raise ConfigError(f"{path} is not a train-vqa checkpoint (no {METADATA_KEY} entry)")
+    """``(model, encoder or None, clip settings)`` of a ``train-vqa`` checkpoint (the encoder frozen,
+    with the checkpoint's trained weights when it holds some)."""
+    state = read_checkpoint(checkpoint)
     meta = state[METADATA_KEY]
     cfg = from_dict(VQATrainConfig, {"encoder": meta["encoder"], "projector": meta["projector"], "lm": meta["lm"],
                                      "seed": meta["seed"], "data": {"val": None}})
     model = build_model(cfg, meta["enc_dim"], meta["vocabulary"])
     model.load_state_dict(state["vqa"])
-    encoder = None if cfg.blind else load_frozen_encoder(cfg.encoder.weights, cfg.encoder.random_init, cfg.seed)
-    return model.to(device).eval(), encoder, from_dict(ClipConfig, meta["clips"])
+    return model.to(device).eval(), frozen_encoder(cfg, state), from_dict(ClipConfig, meta["clips"])
 
 
 def answer_video(checkpoint: str, video: str, question: str, max_tokens: int = 8) -> str:
     """The checkpoint's greedy answer to ``question`` about the file ``video`` (its clip read and
     encoded as the training features were: :func:`~vjepa2.evals.features.raw_segments`,
     :func:`~vjepa2.evals.features.encode_views`)."""
-    from vjepa2.evals.features import encode_views, make_views, raw_segments
+    from vjepa2.evals.features import encode_views
     from vjepa2.vqa.questions import VideoFiles
 
     if not question.strip():

@@ -44,8 +44,8 @@ from vjepa2.engine.loop import TRAIN_STATE_KEY
 from vjepa2.engine.monitor import RunMonitor
 from vjepa2.engine.losses import change_weights
 from vjepa2.engine.schedules import phase_lr
-from vjepa2.weights import (METADATA_KEY, add_prefix, load_state_dict_checked, safe_torch_load, select_state_dict,
-                            strip_prefixes)
+from vjepa2.weights import (METADATA_KEY, absolute_weights, add_prefix, load_state_dict_checked, safe_torch_load,
+                            select_state_dict, strip_prefixes)
 from vjepa2.world_model.config import STORE_DTYPES, ACLossConfig, ACTrainConfig
 from vjepa2.world_model.feature_cache import TrajectoryFeatures, build_feature_cache, feature_metadata, read_features
 from vjepa2.world_model.model import frozen_encoder
@@ -183,12 +183,6 @@ def input_scales(windows: FeatureWindows, count: int = 512) -> dict[str, float]:
             for f, s in (windows.index[int(i)] for i in picks)]
     return {"action_scale": rms_scale(torch.cat([w["actions"] for w in read])),
             "state_scale": rms_scale(torch.cat([w["states"] for w in read]))}
-
-
-def absolute_weights(weights: str) -> str:
-    """An encoder weight path made absolute (so a world model loads from any working directory);
-    ``random:<size>`` as it is."""
-    return weights if weights.startswith("random:") else str(Path(weights).resolve())
 
 
 def prepare_features(cfg: ACTrainConfig, encoder: VisionEncoder, device: torch.device,
