@@ -3,6 +3,7 @@ computation, batched greedy answers against one-at-a-time ones, a local transfor
 through `vjepa2 train-vqa` and asked about a real video file, and bad inputs as one line."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -191,6 +192,36 @@ def test_the_unfrozen_stage_starts_where_the_frozen_one_ended_and_trains_the_enc
     assert all(torch.equal(w, state["encoder"][k]) for k, w in encoder.state_dict().items())
     with pytest.raises(ConfigError, match=r"init: .* holds another model \(lm.dim=16 there, 32 here\)"):
         read_init(config("other", f"init={first}", "lm.dim=32"))
+
+
+@pytest.mark.parametrize("trainable", [False, True])
+def test_two_processes_reach_the_weights_of_one_process_with_two_micro_steps(tmp_path, trainable):
+    # Process r of 2 draws micro-batch r, as micro-step r of one process does; float64, so that the
+    # layouts' summation orders cannot move a weight measurably on any CPU.
+    import subprocess
+    import sys
+
+    from vjepa2.vqa.trainer import build_model, load_vqa_config, train_vqa
+
+    settings = TINY_RUN + ["dtype=fp64", "schedule.iterations=3", "data.val=null", "checkpoint.every=3",
+                           f"encoder.trainable={str(trainable).lower()}"]
+    train_vqa(load_vqa_config("toy", settings + [f"output_dir={tmp_path / 'one'}", "optim.grad_accumulation=2"]))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "vjepa2",
+               "train-vqa", "--config", "toy", "--out", str(tmp_path / "two"), *settings]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    one, two = (torch.load(tmp_path / run / "checkpoints" / "step-00000003.pt", weights_only=True)
+                for run in ("one", "two"))
+    assert len(two["vjepa2_train"]["rng"]) == 2 and ("encoder" in two) == trainable
+    for part in ("vqa", "encoder") if trainable else ("vqa",):
+        assert one[part].keys() == two[part].keys()
+        for name, value in one[part].items():
+            assert value.dtype == torch.float64
+            torch.testing.assert_close(two[part][name], value, rtol=1e-9, atol=1e-11, msg=f"{part} {name}")
+    meta = one["vjepa2_vqa"]  # and the steps moved the weights they started from
+    start = build_model(load_vqa_config("toy", settings), meta["enc_dim"], meta["vocabulary"]).state_dict()
+    assert not any(torch.allclose(start[name].double(), value) for name, value in one["vqa"].items() if "proj" in name)
 
 
 def test_bad_inputs_are_one_line(tmp_path, capsys):

@@ -167,8 +167,8 @@ class EncoderFeatures(FeatureFunction):
         self._digest: str | None = None
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, T, H, W)`` -> ``(B, N, D)``."""
-        return self.encoder(clips)
+        """``(B, 3, T, H, W)`` -> ``(B, N, D)`` (the clips in the encoder's dtype)."""
+        return self.encoder(clips.to(next(self.encoder.parameters()).dtype))
 
     def identity(self) -> dict:
         self._digest = self._digest or module_digest(self.encoder)

@@ -142,7 +142,7 @@ class VideoQA(nn.Module):
         embed = self.lm.get_input_embeddings()
         if self.projector is None or tokens is None:
             return embed.weight.new_zeros(batch, 0, embed.embedding_dim)
-        return self.projector(tokens).to(embed.weight.dtype)
+        return self.projector(tokens.to(embed.weight.dtype)).to(embed.weight.dtype)
 
     def _prompt_ids(self, question: str) -> list[int]:
         return self.tokenizer(question, add_special_tokens=True)["input_ids"]
@@ -208,7 +208,8 @@ class EncoderQA(nn.Module):
     def forward(self, clips: torch.Tensor, questions: list[str], answers: list[str]
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         B, S = clips.shape[:2]
-        tokens = self.encoder(clips.flatten(0, 1))                                    # (B * S, N, D)
+        weight = next(self.encoder.parameters())
+        tokens = self.encoder(clips.flatten(0, 1).to(weight.dtype))                   # (B * S, N, D)
         return self.qa(tokens.reshape(B, S * tokens.shape[1], tokens.shape[2]), questions, answers)
 
 

@@ -118,8 +118,10 @@ class VQATrainConfig(RunSettings):
     """One video-QA run (and the run settings of :class:`~vjepa2.engine.config.RunSettings`);
     ``batch_size`` is global (items per optimiser step); ``init``: a train-vqa checkpoint whose
     projector, LM (and trained encoder, if it has one) this run starts from, e.g. the frozen stage's
-    last checkpoint for an ``encoder.trainable`` stage."""
+    last checkpoint for an ``encoder.trainable`` stage. ``dtype=fp64`` (the trained modules in
+    float64: slow, for numerical checks) is allowed here too."""
 
+    dtype: Literal["fp32", "bf16", "fp64"] = "fp32"
     data: VQADataConfig = field(default_factory=VQADataConfig)
     encoder: VQAEncoderConfig = field(default_factory=VQAEncoderConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
@@ -300,7 +302,7 @@ class VQATrainer:
         self.saves_encoder = self.trains_encoder or (init is not None and "encoder" in init)
         self.checkpoint_keys = ("vqa", METADATA_KEY) + (("encoder",) if self.saves_encoder else ())
         self.model = (EncoderQA(encoder.requires_grad_(True).train(), self.qa) if self.trains_encoder
-                      else self.qa).to(env.device)
+                      else self.qa).to(env.device, precision.PARAM_DTYPES[cfg.dtype])
         self.training_model = dist_utils.wrap_model(self.model, cfg.distributed.strategy, env)
         self.optimizer = loop.build_optimizer(self.model, cfg.optim, lr_scales={"encoder.": cfg.encoder.lr_scale})
         self.phases = cfg.schedule.segments()
