@@ -167,6 +167,12 @@ def test_cache_round_trip_equals_the_uncached_path(tmp_path):
     build_features(data, EncoderFeatures(tiny_encoder(seed=1)), CLIPS, True, seed=5, cache_dir=tmp_path,
                    progress=False)
     assert len(list(tmp_path.glob("*.safetensors"))) == 4
+    # The seed keys a file only where it changes the numbers: another seed's centre-crop views reuse
+    # the file, its augmented training views do not.
+    build_features(data, fn, CLIPS, False, seed=6, cache_dir=tmp_path, progress=False)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 4
+    build_features(data, fn, CLIPS, True, seed=6, cache_dir=tmp_path, progress=False)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 5
 
     # Whole runs, cached and uncached, give the same report.
     reports = []

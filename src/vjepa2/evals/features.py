@@ -284,9 +284,13 @@ class LiveFeatures(FeatureSet):
 
 def cache_key(dataset: LabelledVideos, fn: FeatureFunction, clips: ClipConfig, training: bool, seed: int,
               dtype: str) -> dict:
-    """Everything the cached numbers depend on (a different key = a different file)."""
+    """Everything the cached numbers depend on (a different key = a different file). The seed only
+    where it changes them: augmented training views and shuffled frames (the centre-crop views of
+    two seeds are the same numbers, so runs that differ only in seed share one file)."""
+    seeded = clips.input == "shuffled" or (training and clips.train_views > 1)
     return {"format": CACHE_FORMAT, "dataset": dataset.identity(), "features": fn.identity(),
-            "clips": dataclasses.asdict(clips), "training": training, "seed": seed, "dtype": dtype}
+            "clips": dataclasses.asdict(clips), "training": training, "seed": seed if seeded else None,
+            "dtype": dtype}
 
 
 def cache_path(cache_dir: str | os.PathLike, dataset: LabelledVideos, key: dict) -> Path:

@@ -208,8 +208,7 @@ class EncoderQA(nn.Module):
     def forward(self, clips: torch.Tensor, questions: list[str], answers: list[str]
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         B, S = clips.shape[:2]
-        weight = next(self.encoder.parameters())
-        tokens = self.encoder(clips.flatten(0, 1).to(weight.dtype))                   # (B * S, N, D)
+        tokens = self.encoder(clips.flatten(0, 1))                                    # (B * S, N, D)
         return self.qa(tokens.reshape(B, S * tokens.shape[1], tokens.shape[2]), questions, answers)
 
 

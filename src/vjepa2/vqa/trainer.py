@@ -328,10 +328,11 @@ class VQATrainer:
         return visual, [it.question for it in items], [it.answer for it in items]
 
     def clips(self, videos: list[int]) -> torch.Tensor:
-        """The centre-crop clips of ``videos``, ``(B, S, 3, T, H, W)``, as the cached tokens were computed."""
+        """The centre-crop clips of ``videos``, ``(B, S, 3, T, H, W)`` in the trained modules' dtype, as
+        the cached tokens were computed."""
         clips, seed = self.cfg.data.clips, self.cfg.seed
         views = [make_views(raw_segments(self.data.videos, v, clips, seed), clips, False, seed, v)[0] for v in videos]
-        return torch.stack(views).to(self.env.device)
+        return torch.stack(views).to(self.env.device, precision.PARAM_DTYPES[self.cfg.dtype])
 
     def step(self, step: int, where) -> loop.StepReport:
         cfg, env = self.cfg, self.env
